@@ -1,0 +1,171 @@
+"""Small helpers shared by the scripts: CPU tuning before paddle loads, atomic writes, image grids,
+and the one error type that scripts turn into a one-line message.
+
+Importing this module sets default environment variables for Paddle's CPU kernels (see
+`tune_cpu_env`); it must therefore be imported before `paddle` in every script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import os
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+from collections.abc import Iterator
+
+import numpy as np
+
+
+class UserError(Exception):
+    """A problem with the user's input (a file, a flag): printed as one line, no traceback."""
+
+
+def tune_cpu_env() -> None:
+    """Defaults that make Paddle's CPU wheel use the whole machine; the user's environment wins.
+
+    - MKL_NUM_THREADS = usable cores: Paddle's CPU wheel runs MKL on one thread unless told
+      otherwise. (OMP_NUM_THREADS works as well, measured the same speed, but makes `import paddle`
+      print a warning; a user-set OMP_NUM_THREADS is left alone and MKL follows it.)
+    - MKL_DEBUG_CPU_TYPE=5: the MKL bundled with Paddle takes a generic code path on AMD processors;
+      this makes it use AVX2 (3x faster matmul there, no effect on Intel). MKL reads both when it
+      loads, so they only help if set before `import paddle`.
+    """
+    if "OMP_NUM_THREADS" not in os.environ:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        os.environ.setdefault("MKL_NUM_THREADS", str(cores))
+    os.environ.setdefault("MKL_DEBUG_CPU_TYPE", "5")
+    os.environ.setdefault("GLOG_minloglevel", "2")  # Paddle's C++ INFO/WARNING lines (type promotion, PIR)
+    warnings.filterwarnings("ignore", message="No ccache found")  # printed by `import paddle`
+    warnings.filterwarnings("ignore", message="When training, we now always track global mean")  # every BN call
+
+
+tune_cpu_env()
+
+
+# ---------------------------------------------------------------------------------------------
+# atomic writes: a reader (or a crash) never sees a half-written file
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[str]:
+    """Yield a temporary path beside `path`; on success it is renamed onto `path`, else removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
+def atomic_paddle_save(obj, path: str | os.PathLike) -> None:
+    import paddle
+
+    with atomic_path(path) as tmp:
+        paddle.save(obj, tmp)
+
+
+# ---------------------------------------------------------------------------------------------
+# images
+
+
+def to_uint8(x) -> np.ndarray:
+    """Map tanh-range images in [-1, 1] (a tensor or array) to uint8 [0, 255]: (x + 1) * 127.5."""
+    x = x.numpy() if hasattr(x, "numpy") else np.asarray(x)
+    return np.clip(np.rint((x.astype(np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
+
+
+def chw_to_hwc(x: np.ndarray) -> np.ndarray:
+    """(N, C, H, W) -> (N, H, W, C); an explicit axis order, never a bare .transpose()."""
+    return np.ascontiguousarray(np.transpose(x, (0, 2, 3, 1)))
+
+
+def make_grid(images: np.ndarray, nrow: int | None = None, padding: int = 2, pad_value: int = 255) -> np.ndarray:
+    """Tile uint8 images (N, H, W, C) into one (rows*H', cols*W', C) image with a border.
+
+    nrow is the number of images per row (default: a square-ish grid, ceil(sqrt(N))).
+    """
+    images = np.asarray(images)
+    if images.ndim == 3:
+        images = images[..., None]
+    n, h, w, c = images.shape
+    ncol = nrow or int(np.ceil(np.sqrt(n)))
+    nrows = int(np.ceil(n / ncol))
+    grid = np.full((nrows * (h + padding) + padding, ncol * (w + padding) + padding, c), pad_value, images.dtype)
+    for i in range(n):
+        r, col = divmod(i, ncol)
+        y, x = padding + r * (h + padding), padding + col * (w + padding)
+        grid[y : y + h, x : x + w] = images[i]
+    return grid
+
+
+def save_png(image: np.ndarray, path: str | os.PathLike) -> None:
+    """Write a uint8 HWC (or HW) image as PNG, atomically."""
+    from PIL import Image
+
+    image = np.asarray(image)
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[..., 0]
+    with atomic_path(path) as tmp:
+        Image.fromarray(image).save(tmp, format="PNG")
+
+
+# ---------------------------------------------------------------------------------------------
+# command-line plumbing
+
+
+def parse_config(cls, argv=None, description: str | None = None, epilog: str | None = None):
+    """Build an argparse parser from a config dataclass and return a filled instance.
+
+    Each field becomes `--field-name`; its type comes from the default, its help text from
+    `field(metadata={"help": ...})`; bools become `--flag/--no-flag`; `metadata={"choices": [...]}`
+    restricts values. The CLI holds no logic of its own: it only fills the dataclass.
+    """
+    parser = argparse.ArgumentParser(description=description, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for f in dataclasses.fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        flag = "--" + f.name.replace("_", "-")
+        help_ = f.metadata.get("help", "")
+        kw: dict = {"default": default, "help": f"{help_} (default: %(default)s)" if help_ else "(default: %(default)s)"}
+        if isinstance(default, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
+            continue
+        ftype = f.metadata.get("type")
+        if ftype is None:
+            ftype = type(default) if default is not None else str
+            if isinstance(default, (list, tuple)):
+                ftype, kw["nargs"] = (type(default[0]) if default else int), len(default) or "+"
+        if "choices" in f.metadata:
+            kw["choices"] = f.metadata["choices"]
+        if "metavar" in f.metadata:
+            kw["metavar"] = f.metadata["metavar"]
+        parser.add_argument(flag, type=ftype, **kw)
+    args = parser.parse_args(argv)
+    values = {k: (tuple(v) if isinstance(v, list) else v) for k, v in vars(args).items()}
+    return cls(**values)
+
+
+def run_cli(main, argv=None) -> int:
+    """Run `main(argv)`, turning a UserError into `prog: error: message` and exit status 2."""
+    try:
+        main(argv)
+    except UserError as e:
+        print(f"{Path(sys.argv[0]).name}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{Path(sys.argv[0]).name}: interrupted", file=sys.stderr)
+        return 130
+    return 0
