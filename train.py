@@ -141,7 +141,11 @@ class Trainer:
         if self.G_ema is not None:
             self.update_ema()
         g_loss = paddle.add_n(g_losses) / len(g_losses) if g_losses else paddle.zeros([])
-        return paddle.stack([loss_d, g_loss, p_real.mean().astype("float32"), p_fake.mean().astype("float32")])
+        stats = paddle.stack([loss_d, g_loss, p_real.mean().astype("float32"), p_fake.mean().astype("float32")])
+        if self.world_size > 1:  # log the mean over ranks; every rank then sees the same NaN and stops together
+            dist.all_reduce(stats)
+            stats = stats / self.world_size
+        return stats
 
     @paddle.no_grad()
     def update_ema(self) -> None:

@@ -36,7 +36,8 @@ def tune_cpu_env() -> None:
     """
     if "OMP_NUM_THREADS" not in os.environ:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        os.environ.setdefault("MKL_NUM_THREADS", str(cores))
+        local_procs = int(os.environ.get("PADDLE_LOCAL_SIZE", "1") or 1)  # set by paddle.distributed.launch
+        os.environ.setdefault("MKL_NUM_THREADS", str(max(1, cores // max(1, local_procs))))
     os.environ.setdefault("MKL_DEBUG_CPU_TYPE", "5")
     os.environ.setdefault("GLOG_minloglevel", "2")  # Paddle's C++ INFO/WARNING lines (type promotion, PIR)
     warnings.filterwarnings("ignore", message="No ccache found")  # printed by `import paddle`
