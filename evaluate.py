@@ -1,0 +1,337 @@
+"""Score generated faces against real ones with two metrics that need no download.
+
+    python evaluate.py --ckpt output/generator.pdparams --data data/celeba64.npy --num 2000
+    python evaluate.py --images output/faces --data data/celeba64.npy --json output/eval.json
+
+- Face rate: the share of images in which scikit-image's bundled LBP frontal-face cascade finds a
+  face. Real CelebA crops score high, noise and non-faces 0; a generator is as good as it gets close
+  to the real rate.
+- SWD: the sliced Wasserstein distance of Karras et al. 2018 (ProGAN) between the distributions of
+  7x7 patches of a Laplacian pyramid (64, 32 and 16 px levels), x1e3. Lower is better; the 64 px level
+  measures fine detail, the 16 px level the coarse layout and colours.
+
+Real images are `--num` random rows of the packed .npy that pretreat.py writes; generated ones come
+from generator.generate(), or from a folder of PNG/JPEG images with --images. Both sets get the
+same size. `--json PATH` also writes the numbers. Same --seed, same images, same patches, same number.
+"""
+
+from __future__ import annotations
+
+import utils  # first: sets CPU thread defaults before anything loads paddle
+
+import json
+import os
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from scipy.ndimage import convolve1d
+
+from utils import UserError
+
+IMAGE_SIZE = 64
+IMAGE_EXTS = {".png", ".jpg", ".jpeg"}
+SHEETS = {"grid.png", "interpolation.png"}  # what generator.py writes beside the faces: not faces, skipped
+
+
+@dataclass
+class EvaluateConfig:
+    ckpt: str = field(default="output/generator.pdparams", metadata={"help": "generator checkpoint (or train.py's checkpoint.pdparams)"})
+    data: str = field(default="data/celeba64.npy", metadata={"help": "packed real images, uint8 (N, 64, 64, 3), from pretreat.py"})
+    num: int = field(default=2000, metadata={"help": "images per set (real and generated)"})
+    seed: int = field(default=0, metadata={"help": "picks the real rows, the latent vectors, the SWD patches and projections"})
+    json: str | None = field(default=None, metadata={"help": "also write the results to this JSON file", "metavar": "PATH"})
+    images: str | None = field(default=None, metadata={"help": "score this folder of images, not --ckpt's", "metavar": "DIR"})
+    workers: int = field(default=0, metadata={"help": "threads for face detection (0: all usable cores)"})
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+# ---------------------------------------------------------------------------------------------
+# face-detection rate
+#
+# Tuned on skimage.data.lfw_subset() upscaled to 64x64 (faces that fill the frame): faces 0.87 and
+# their mirrors 0.87 (image or mirror, see _detect_block), the 100 non-faces 0.01, uniform noise 0. scale_factor 1.1 with step_ratio 1
+# (every position) is the usual exhaustive search; the cascade's own window is 24 px, so min_size 20
+# means "from the smallest window up", and max_size is the whole image. min_neighbor_number 4 and
+# intersection_score_threshold 0.5 are scikit-image's defaults: with 3 neighbours LFW's non-faces
+# start to pass (0.01), with 5 real faces drop (0.82).
+FACE_PARAMS = dict(scale_factor=1.1, step_ratio=1.0, min_size=(20, 20), min_neighbor_number=4, intersection_score_threshold=0.5)
+_GRAY = np.float32([0.2125, 0.7154, 0.0721]) / 255  # skimage.color.rgb2gray's weights, uint8 -> [0, 1]
+_local = threading.local()
+
+
+def _cascade():
+    # one cascade per thread: detect_multi_scale releases the GIL (2 threads: 1.7-2x), but sharing
+    # one object between threads is not documented as safe; loading one takes ~4 ms
+    if not hasattr(_local, "cascade"):
+        import skimage.data
+        import skimage.feature
+
+        _local.cascade = skimage.feature.Cascade(skimage.data.lbp_frontal_face_cascade_filename())
+    return _local.cascade
+
+
+def _detect_block(gray: np.ndarray) -> np.ndarray:
+    cascade, h, w = _cascade(), gray.shape[1], gray.shape[2]
+
+    def found(g: np.ndarray) -> bool:
+        return len(cascade.detect_multi_scale(g, max_size=(h, w), **FACE_PARAMS)) > 0
+
+    # the cascade is not mirror-symmetric (LFW faces 0.86, the same faces mirrored 0.58): a face counts
+    # when it is found in the image or in its mirror image, so the rate does not depend on which way it looks
+    return np.array([found(g) or found(np.ascontiguousarray(g[:, ::-1])) for g in gray], dtype=bool)
+
+
+def detect_faces(images: np.ndarray, workers: int = 0) -> np.ndarray:
+    """One bool per image: does the LBP frontal-face cascade find a face in it?
+    images: uint8 (N, H, W, 3) RGB or (N, H, W) gray."""
+    images = np.asarray(images)
+    if images.ndim == 4:
+        gray = images.astype(np.float32) @ _GRAY
+    elif images.ndim == 3:
+        gray = images.astype(np.float32) / 255
+    else:
+        raise ValueError(f"expected images (N, H, W, 3) or (N, H, W), got shape {images.shape}")
+    gray = np.ascontiguousarray(gray)
+    blocks = [gray[i : i + 32] for i in range(0, len(gray), 32)]
+    with ThreadPoolExecutor(workers or _cores()) as pool:
+        return np.concatenate([np.zeros(0, bool), *pool.map(_detect_block, blocks)])
+
+
+def face_rate(images: np.ndarray, workers: int = 0) -> float:
+    """Share of images (uint8 NHWC) in which a face is detected."""
+    if len(images) == 0:
+        raise ValueError("face_rate of no images")
+    return float(detect_faces(images, workers).mean())
+
+
+# ---------------------------------------------------------------------------------------------
+# sliced Wasserstein distance (Karras et al. 2018; metrics/sliced_wasserstein.py of
+# tkarras/progressive_growing_of_gans, vectorised; the same random draws in the same order)
+
+SWD_PATCH = 7  # nhood_size
+SWD_PATCHES_PER_IMAGE = 128  # nhoods_per_image
+SWD_DIR_REPEATS = 4
+SWD_DIRS_PER_REPEAT = 128
+SWD_MIN_RES = 16
+_BINOMIAL = np.float32([1, 4, 6, 4, 1]) / 16  # the 5x5 Gaussian of cv2.pyrDown is its outer product
+
+
+def _blur(x: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    # separable, so two 1-D passes equal the reference's 5x5 convolution; "mirror" = cv2's BORDER_REFLECT_101
+    return convolve1d(convolve1d(x, kernel, axis=2, mode="mirror"), kernel, axis=3, mode="mirror")
+
+
+def laplacian_pyramid(images: np.ndarray, levels: int) -> list[np.ndarray]:
+    """uint8 NHWC -> float32 NCHW levels, finest first; the last one is the blurred residual."""
+    pyramid = [np.transpose(images, (0, 3, 1, 2)).astype(np.float32)]
+    for _ in range(1, levels):
+        down = _blur(pyramid[-1], _BINOMIAL)[:, :, ::2, ::2]
+        up = np.zeros_like(pyramid[-1])
+        up[:, :, ::2, ::2] = down
+        pyramid[-1] -= _blur(up, 2 * _BINOMIAL)  # 2*2 = the reference's 4x gain for the zero-filled samples
+        pyramid.append(down)
+    return pyramid
+
+
+def _canonical(images: np.ndarray) -> np.ndarray:
+    # patch positions are drawn per image in this (byte) order, so the distance depends on the set
+    # of images and the seed only, not on the order they were listed in
+    rows = np.ascontiguousarray(images).reshape(len(images), -1)
+    return images[np.argsort(rows.view(np.dtype((np.void, rows.shape[1]))).ravel(), kind="stable")]
+
+
+def _draw_positions(rng: np.random.Generator, pyramid: list[np.ndarray], per_image: int, half: int) -> list[tuple]:
+    # as get_descriptors_for_minibatch: patch centres x, then y, uniform over the valid ones, per level
+    out = []
+    for level in pyramid:
+        n, _, h, w = level.shape
+        x = rng.integers(half, w - half, size=n * per_image)
+        y = rng.integers(half, h - half, size=n * per_image)
+        out.append((x, y))
+    return out
+
+
+def _descriptors(level: np.ndarray, x: np.ndarray, y: np.ndarray, per_image: int, patch: int) -> np.ndarray:
+    """The patches as columns, (C*patch*patch, N*per_image) in the reference's (c, y, x) component
+    order, each channel normalised by its mean and std over the whole set (finalize_descriptors)."""
+    windows = np.lib.stride_tricks.sliding_window_view(level, (patch, patch), axis=(2, 3))  # (n, c, h', w', p, p)
+    img = np.arange(len(x)) // per_image
+    x0, y0 = x - patch // 2, y - patch // 2
+    desc = np.empty((level.shape[1] * patch * patch, len(x)), np.float32)
+    for i in range(0, len(x), 8192):  # gather and transpose in cache-sized blocks (2x faster than one big .T copy)
+        s = slice(i, i + 8192)
+        desc[:, s] = windows[img[s], :, y0[s], x0[s]].reshape(-1, desc.shape[0]).T
+    # float64 statistics: the reference's float32 np.std over 2000 images' patches is ~1% off
+    for ch in np.split(desc, level.shape[1]):  # one contiguous block of rows per channel
+        ch -= ch.mean(dtype=np.float64)
+        ch /= ch.std(dtype=np.float64)
+    return desc
+
+
+def _sliced_wasserstein(
+    a: np.ndarray, b: np.ndarray, rng: np.random.Generator, repeats: int, per_repeat: int, pool: ThreadPoolExecutor
+) -> float:
+    """a, b: descriptors as columns (components, patches). Mean over repeats, directions and patches of
+    |sorted projection of a - sorted projection of b|, as the reference's sliced_wasserstein."""
+    results = []
+    for _ in range(repeats):
+        dirs = rng.standard_normal((a.shape[0], per_repeat))
+        dirs = (dirs / np.sqrt(np.sum(np.square(dirs), axis=0, keepdims=True))).astype(np.float32)
+        dirs_t = np.ascontiguousarray(dirs.T)
+        proj_a = dirs_t @ a  # (direction, patch): each direction sorts over contiguous memory
+        sorted_a = pool.submit(proj_a.sort, axis=1)  # sort releases the GIL: overlaps the next matmul
+        proj_b = dirs_t @ b
+        proj_b.sort(axis=1)
+        sorted_a.result()
+        np.subtract(proj_a, proj_b, out=proj_a)
+        results.append(np.mean(np.abs(proj_a, out=proj_a), dtype=np.float64))
+    return float(np.mean(results))
+
+
+def swd(
+    real: np.ndarray,
+    fake: np.ndarray,
+    seed: int = 0,
+    *,
+    patch: int = SWD_PATCH,
+    patches_per_image: int = SWD_PATCHES_PER_IMAGE,
+    dir_repeats: int = SWD_DIR_REPEATS,
+    dirs_per_repeat: int = SWD_DIRS_PER_REPEAT,
+) -> list[float]:
+    """Sliced Wasserstein distance x1e3 per pyramid level, finest first (64, 32, 16 px for 64x64 images).
+    real, fake: uint8 (N, H, W, 3), equally many. Random draws come from numpy's Generator(seed): real
+    patch positions (per level: x then y), fake ones, then the projections (per level, per repeat)."""
+    real, fake = np.asarray(real), np.asarray(fake)
+    if real.ndim != 4 or real.shape != fake.shape:
+        raise ValueError(f"swd needs two uint8 (N, H, W, C) arrays of the same shape, got {real.shape} and {fake.shape}")
+    levels = 1
+    while real.shape[1] >> levels >= SWD_MIN_RES:
+        levels += 1
+    rng = np.random.default_rng(seed)
+    half = patch // 2
+    pyr_real = laplacian_pyramid(_canonical(real), levels)
+    pos_real = _draw_positions(rng, pyr_real, patches_per_image, half)
+    pyr_fake = laplacian_pyramid(_canonical(fake), levels)
+    pos_fake = _draw_positions(rng, pyr_fake, patches_per_image, half)
+    dists = []
+    with ThreadPoolExecutor(1) as pool:
+        for (xr, yr), (xf, yf) in zip(pos_real, pos_fake, strict=True):
+            a = _descriptors(pyr_real.pop(0), xr, yr, patches_per_image, patch)  # pop: free each level once used
+            b = _descriptors(pyr_fake.pop(0), xf, yf, patches_per_image, patch)
+            dists.append(_sliced_wasserstein(a, b, rng, dir_repeats, dirs_per_repeat, pool) * 1e3)
+            del a, b
+    return dists
+
+
+# ---------------------------------------------------------------------------------------------
+# inputs
+
+
+def load_real(path: str, num: int, seed: int) -> np.ndarray:
+    """`num` random rows (all when there are fewer) of a packed uint8 (N, 64, 64, 3) .npy."""
+    if not os.path.isfile(path):
+        raise UserError(f"{path}: no such file; make it with python pretreat.py (or pretreat.py --demo for data/demo64.npy)")
+    try:
+        data = np.load(path, mmap_mode="r")
+    except Exception as e:  # np.load raises ValueError, OSError, EOFError, UnpicklingError on foreign files
+        raise UserError(f"{path}: not a .npy array ({type(e).__name__})") from None
+    if data.dtype != np.uint8 or data.ndim != 4 or data.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE, 3):
+        raise UserError(f"{path}: expected uint8 images (N, 64, 64, 3), found {data.dtype} {data.shape}")
+    if len(data) == 0:
+        raise UserError(f"{path}: holds no images")
+    if num >= len(data):
+        return np.array(data)
+    rows = np.sort(np.random.default_rng(seed).choice(len(data), num, replace=False))  # sorted: sequential reads
+    return np.array(data[rows])
+
+
+def load_folder(folder: str, num: int) -> np.ndarray:
+    """The first `num` images (by name) of a folder of PNG/JPEG files as uint8 (n, 64, 64, 3); other
+    sizes are center-cropped to a square and resized to 64x64."""
+    from PIL import Image
+
+    root = Path(folder)
+    if not root.is_dir():
+        raise UserError(f"{folder}: no such folder")
+    files = sorted(p for p in root.iterdir() if p.suffix.lower() in IMAGE_EXTS and p.name not in SHEETS and p.is_file())
+    if not files:
+        raise UserError(f"{folder}: no PNG or JPEG images in it")
+    out = np.empty((min(num, len(files)), IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)
+    for i, p in enumerate(files[: len(out)]):
+        try:
+            with Image.open(p) as im:
+                im = im.convert("RGB")
+                if im.size != (IMAGE_SIZE, IMAGE_SIZE):
+                    s = min(im.size)
+                    left, top = (im.width - s) // 2, (im.height - s) // 2
+                    im = im.crop((left, top, left + s, top + s)).resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.LANCZOS)
+                out[i] = np.asarray(im)
+        except (OSError, ValueError) as e:  # PIL's UnidentifiedImageError is an OSError
+            raise UserError(f"{p}: cannot read this image ({type(e).__name__})") from None
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def evaluate(cfg: EvaluateConfig) -> dict:
+    """Face rate of real and generated images and their SWD; the dict that --json writes."""
+    if cfg.num < 1:
+        raise UserError(f"--num must be at least 1, got {cfg.num}")
+    t0 = time.perf_counter()
+    real = load_real(cfg.data, cfg.num, cfg.seed)
+    if cfg.images:
+        fake = load_folder(cfg.images, cfg.num)
+    else:
+        from generator import generate  # imports paddle: only when generating
+
+        fake = np.asarray(generate(cfg.ckpt, min(cfg.num, len(real)), cfg.seed))
+    n = min(len(real), len(fake))
+    real, fake = real[:n], fake[:n]  # SWD compares equally many patches
+    dists = swd(real, fake, seed=cfg.seed)
+    return {
+        "face_rate_real": face_rate(real, cfg.workers),
+        "face_rate_fake": face_rate(fake, cfg.workers),
+        "swd": dists,
+        "swd_avg": float(np.mean(dists)),
+        "swd_resolutions": [IMAGE_SIZE >> i for i in range(len(dists))],
+        "num_real": n,
+        "num_fake": n,
+        "seed": cfg.seed,
+        "real": cfg.data,
+        "fake": cfg.images or cfg.ckpt,
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+
+
+def format_table(r: dict) -> str:
+    rows = [("", "real", "generated"), ("face rate", f"{r['face_rate_real']:.3f}", f"{r['face_rate_fake']:.3f}")]
+    rows += [(f"SWD x1e3, {res} px", "", f"{d:.2f}") for res, d in zip(r["swd_resolutions"], r["swd"], strict=True)]
+    rows.append(("SWD x1e3, avg", "", f"{r['swd_avg']:.2f}"))
+    return "\n".join(
+        [f"{r['num_real']} real ({r['real']}) vs {r['num_fake']} generated ({r['fake']}), seed {r['seed']}, {r['seconds']:.1f} s"]
+        + [f"{a:<18}{b:>8}{c:>11}" for a, b, c in rows]
+        + ["(SWD: distance from the generated images' patches to the real ones; lower is better)"]
+    )
+
+
+def main(argv: list[str] | None = None) -> dict:
+    cfg = utils.parse_config(EvaluateConfig, argv, description=__doc__)
+    result = evaluate(cfg)
+    print(format_table(result))
+    if cfg.json:
+        utils.atomic_write_text(cfg.json, json.dumps(result, indent=2) + "\n")
+        print(f"wrote {cfg.json}")
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(utils.run_cli(main))
