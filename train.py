@@ -214,13 +214,11 @@ def write_log_csv(path: Path, history: dict, iters_per_epoch: int, img_s: list[f
 
 
 def plot_history(history: dict, path: Path, iters_per_epoch: int) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: leaves a notebook's backend alone, needs no display
 
     it = np.arange(1, len(history["d_loss"]) + 1)
-    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(10, 7), sharex=True)
+    fig = Figure(figsize=(10, 7))
+    ax1, ax2 = fig.subplots(2, 1, sharex=True)
     ax1.plot(it, history["d_loss"], label="D loss", lw=0.8)
     ax1.plot(it, history["g_loss"], label="G loss", lw=0.8)
     ax1.set_ylabel("BCE loss")
@@ -238,7 +236,6 @@ def plot_history(history: dict, path: Path, iters_per_epoch: int) -> None:
     fig.tight_layout()
     with utils.atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=80, format="png")
-    plt.close(fig)
 
 
 # ---------------------------------------------------------------------------------------------
