@@ -95,7 +95,8 @@ def load_generator(path: str, use_ema: bool = True) -> Generator:
     from utils import UserError
 
     if not os.path.isfile(path):
-        raise UserError(f"{path}: no such checkpoint; train first (python train.py writes output/generator.pdparams)")
+        raise UserError(f"{path}: no such checkpoint (looked for {os.path.abspath(path)}); train first "
+                        "(python train.py writes output/generator.pdparams)")  # fmt: skip
     try:
         ckpt = paddle.load(path)
     except Exception as e:  # paddle.load raises many types (pickle, EOF, unicode) on foreign files
@@ -117,8 +118,10 @@ def load_generator(path: str, use_ema: bool = True) -> Generator:
     if missing:
         raise UserError(f"{path}: generator weights are missing {len(missing)} tensors (first: {missing[0]})")
     for k, v in expected.items():
-        if list(state[k].shape) != list(v.shape):
-            raise UserError(f"{path}: weight {k} has shape {list(state[k].shape)}, expected {list(v.shape)} for nz={nz}, ngf={ngf}")
+        shape = getattr(state[k], "shape", None)
+        if shape is None or list(shape) != list(v.shape):
+            found = "no shape" if shape is None else f"shape {list(shape)}"
+            raise UserError(f"{path}: weight {k} has {found}, expected {list(v.shape)} for nz={nz}, ngf={ngf}")
     G.set_state_dict(state)
     G.eval()
     return G

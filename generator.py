@@ -1,0 +1,220 @@
+"""Generate faces with a trained generator: one 64x64 PNG per face, a grid, interpolations, an inference model.
+
+    python generator.py                                      # 64 faces from output/generator.pdparams -> output/faces/
+    python generator.py --num 16 --seed 7 --out my_faces     # other faces, elsewhere
+    python generator.py --interpolate 10 --pairs 4           # + output/faces/interpolation.png: 4 rows of 10 steps
+    python generator.py --num 0 --export output/inference    # only a Paddle Inference model (paddle.jit.save), verified
+    python generator.py --ckpt output/checkpoint.pdparams --no-ema   # train.py's full checkpoint, plain G (not EMA)
+
+It needs only the file train.py wrote. Noise: z ~ N(0, 1), shape [B, nz, 1, 1], drawn with
+numpy.random.default_rng(seed), so a seed gives the same faces whatever else used the global RNGs (and, with
+--bn running, face i is the same for any --num > i). Row i of the interpolation is a spherical path (slerp) from face 2i to face 2i+1
+of the same seed, both ends included.
+
+--bn running normalises with the statistics G kept during training (G.eval()); --bn batch with those of each
+batch of up to 128 faces, as G ran in training (a face then depends on the others in its batch; an exported
+model in this mode normalises each batch it is given). Neither mode changes the loaded weights or statistics.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import field
+from pathlib import Path
+
+import numpy as np
+
+import utils  # before paddle: CPU thread defaults
+import paddle
+import paddle.nn as nn
+
+from network import Generator, load_generator
+
+BN_MODES = ("running", "batch")
+# running: face rate (evaluate.face_rate, 500 faces x 5 seeds) as high as batch's or higher on demo-set generators
+# (ngf 16 @600 it: 0.302 vs 0.270; ngf 32 @450 it: 0.618 vs 0.605), and a face does not depend on its batchmates
+BN_DEFAULT = "running"
+CHUNK = 128  # faces per forward pass; in --bn batch also the set whose statistics normalise them (= training's batch)
+EXPORT_ATOL = 1e-5
+
+
+@dataclasses.dataclass
+class GeneratorConfig:
+    ckpt: str = field(default="output/generator.pdparams", metadata={"help": "generator.pdparams, or train.py's checkpoint.pdparams"})
+    num: int = field(default=64, metadata={"help": "faces to write (0: none)"})
+    seed: int = field(default=0, metadata={"help": "noise seed; the same seed gives the same faces"})
+    out: str = field(default="output/faces", metadata={"help": "folder for face_0000.png..., grid.png, interpolation.png"})
+    bn: str = field(default=BN_DEFAULT, metadata={"help": "BatchNorm statistics: saved running ones, or the batch's", "choices": BN_MODES})
+    ema: bool = field(default=True, metadata={"help": "with a checkpoint.pdparams, use its EMA weights when it has them"})
+    interpolate: int = field(default=0, metadata={"help": "steps per interpolation row, ends included (0: none)", "metavar": "K"})
+    pairs: int = field(default=8, metadata={"help": "interpolation rows: row i goes from face 2i to face 2i+1"})
+    export: str = field(default="", metadata={"help": "also save a Paddle Inference model in this folder", "metavar": "DIR"})
+
+
+# ---------------------------------------------------------------------------------------------
+# sampling
+
+
+def latent(num: int, nz: int = 100, seed: int = 0) -> np.ndarray:
+    """z ~ N(0, 1) as float32 [num, nz, 1, 1], from a generator of its own (not paddle's or numpy's global one)."""
+    return np.random.default_rng(seed).standard_normal((num, nz, 1, 1)).astype(np.float32)
+
+
+def slerp(z0: np.ndarray, z1: np.ndarray, steps: int) -> np.ndarray:
+    """`steps` points on the great-circle arc from z0 to z1, both included, shape [steps, *z0.shape].
+
+    Not a straight line: Gaussian latents lie near a sphere of radius sqrt(nz), and a line's midpoint is a
+    shorter vector than G ever saw in training (White 2016, "Sampling generative networks")."""
+    a, b = z0.ravel().astype(np.float64), z1.ravel().astype(np.float64)
+    omega = np.arccos(np.clip(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)), -1.0, 1.0))
+    t = np.linspace(0.0, 1.0, steps)[:, None]
+    if np.sin(omega) < 1e-6:  # (anti)parallel: the arc is not unique, take the line
+        path = (1 - t) * a + t * b
+    else:
+        path = (np.sin((1 - t) * omega) * a + np.sin(t * omega) * b) / np.sin(omega)
+    path = path.astype(np.float32).reshape((steps, *z0.shape))
+    path[0], path[-1] = z0, z1  # exactly: a row starts and ends on the faces of z0 and z1
+    return path
+
+
+class BatchStatNorm(nn.Layer):
+    """BatchNorm2D with the batch's own mean and biased variance, as BN computes them in training, but without
+    writing the running statistics: Paddle's BN in train mode updates them in place, even under no_grad."""
+
+    def __init__(self, bn: nn.BatchNorm2D):
+        super().__init__()
+        self.weight, self.bias, self.eps = bn.weight, bn.bias, float(bn._epsilon)
+
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        mean = x.mean(axis=[0, 2, 3], keepdim=True)
+        var = (x - mean).square().mean(axis=[0, 2, 3], keepdim=True)
+        scale = self.weight.reshape([1, -1, 1, 1]) * paddle.rsqrt(var + self.eps)
+        return (x - mean) * scale + self.bias.reshape([1, -1, 1, 1])
+
+
+@contextlib.contextmanager
+def sampling_net(G: Generator, bn: str = BN_DEFAULT) -> Iterator[nn.Layer]:
+    """G in BN mode `bn` (eval; for "batch" a network sharing G's weights with BatchStatNorm in place of BN).
+    G's train/eval mode is restored afterwards, so a notebook can sample in the middle of training."""
+    if bn not in BN_MODES:
+        raise utils.UserError(f"bn must be one of {', '.join(BN_MODES)}, not {bn!r}")
+    was_training = G.training
+    G.eval()
+    try:
+        yield G if bn == "running" else nn.Sequential(*[BatchStatNorm(m) if isinstance(m, nn.BatchNorm2D) else m for m in G.main])
+    finally:
+        if was_training:
+            G.train()
+
+
+def _model(ckpt: str | os.PathLike | nn.Layer, use_ema: bool) -> Generator:
+    return ckpt if isinstance(ckpt, nn.Layer) else load_generator(os.fspath(ckpt), use_ema=use_ema)
+
+
+@paddle.no_grad()
+def sample(G: Generator, z: np.ndarray, bn: str = BN_DEFAULT) -> np.ndarray:
+    """The faces of latent points z [B, nz, 1, 1] as uint8 [B, 64, 64, 3] ((x + 1) * 127.5, rounded, clipped)."""
+    with sampling_net(G, bn) as net:
+        out = [utils.chw_to_hwc(utils.to_uint8(net(paddle.to_tensor(z[i : i + CHUNK])))) for i in range(0, len(z), CHUNK)]
+    return np.concatenate(out) if out else np.zeros((0, 64, 64, 3), np.uint8)
+
+
+def generate(ckpt: str | os.PathLike | nn.Layer, num: int = 64, seed: int = 0, bn: str = BN_DEFAULT, use_ema: bool = True) -> np.ndarray:
+    """`num` faces as uint8 [num, 64, 64, 3] from a checkpoint path or a Generator layer."""
+    G = _model(ckpt, use_ema)
+    return sample(G, latent(num, G.nz, seed), bn)
+
+
+def interpolate(
+    ckpt: str | os.PathLike | nn.Layer, steps: int = 8, pairs: int = 8, seed: int = 0, bn: str = BN_DEFAULT, use_ema: bool = True
+) -> np.ndarray:
+    """uint8 [pairs, steps, 64, 64, 3]: row i walks (slerp) from face 2i to face 2i+1 of generate(ckpt, seed=seed)."""
+    if steps < 2 or pairs < 1:
+        raise utils.UserError(f"interpolation needs at least 2 steps and 1 pair (got {steps} steps, {pairs} pairs)")
+    G = _model(ckpt, use_ema)
+    z = latent(2 * pairs, G.nz, seed)
+    faces = sample(G, np.concatenate([slerp(z[2 * i], z[2 * i + 1], steps) for i in range(pairs)]), bn)
+    return faces.reshape(pairs, steps, *faces.shape[1:])
+
+
+# ---------------------------------------------------------------------------------------------
+# export for Paddle Inference
+
+
+class ExportMismatch(RuntimeError):
+    """The exported model does not reproduce the eager generator."""
+
+
+def export(
+    ckpt: str | os.PathLike | nn.Layer, out_dir: str | os.PathLike, bn: str = BN_DEFAULT, use_ema: bool = True
+) -> tuple[list[Path], float]:
+    """Save G (in BN mode `bn`) with paddle.jit.save as out_dir/generator.* with input z [None, nz, 1, 1] float32,
+    reload it with paddle.jit.load and compare it with eager G on two batch sizes. Returns the files and the max
+    abs difference; raises ExportMismatch (and writes nothing) when it exceeds EXPORT_ATOL."""
+    G = _model(ckpt, use_ema)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".export.", dir=out_dir))  # files appear in out_dir only once verified
+    try:
+        with sampling_net(G, bn) as net, paddle.no_grad():
+            spec = paddle.static.InputSpec([None, G.nz, 1, 1], "float32", "z")
+            paddle.jit.save(net, str(tmp / "generator"), input_spec=[spec])
+            loaded = paddle.jit.load(str(tmp / "generator"))
+            loaded.eval()
+            diff = 0.0
+            for n in (8, 3):  # two batch sizes: the batch dimension must have stayed dynamic
+                z = paddle.to_tensor(latent(n, G.nz, seed=n))
+                diff = max(diff, float((loaded(z) - net(z)).abs().max()))
+        if not diff <= EXPORT_ATOL:  # `not <=` so that NaN fails too
+            raise ExportMismatch(f"exported generator differs from the eager one by {diff:.3g} (> {EXPORT_ATOL:g}); nothing written")
+        files = []
+        for f in sorted(tmp.iterdir()):
+            os.replace(f, out_dir / f.name)
+            files.append(out_dir / f.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return files, diff
+
+
+# ---------------------------------------------------------------------------------------------
+# command line
+
+
+def run(cfg: GeneratorConfig) -> None:
+    if cfg.num < 0:
+        raise utils.UserError(f"--num must be >= 0 (got {cfg.num})")
+    if cfg.interpolate and (cfg.interpolate < 2 or cfg.pairs < 1):
+        raise utils.UserError(f"--interpolate needs K >= 2 steps and --pairs >= 1 (got {cfg.interpolate}, {cfg.pairs})")
+    out = Path(cfg.out)
+    for flag, d in (("--out", out), ("--export", Path(cfg.export))):
+        if d.exists() and not d.is_dir():
+            raise utils.UserError(f"{flag} {d} exists and is not a folder")
+    G = load_generator(cfg.ckpt, use_ema=cfg.ema)
+    print(f"{cfg.ckpt}: generator nz={G.nz} ngf={G.ngf}; seed {cfg.seed}, bn {cfg.bn}")
+    if cfg.num:
+        faces = generate(G, cfg.num, cfg.seed, cfg.bn)
+        for i, face in enumerate(faces):
+            utils.save_png(face, out / f"face_{i:04d}.png")
+        utils.save_png(utils.make_grid(faces), out / "grid.png")
+        print(f"{cfg.num} faces -> {out}/face_0000.png ... face_{cfg.num - 1:04d}.png, {out}/grid.png")
+    if cfg.interpolate:
+        rows = interpolate(G, cfg.interpolate, cfg.pairs, cfg.seed, cfg.bn)
+        utils.save_png(utils.make_grid(rows.reshape(-1, *rows.shape[2:]), nrow=cfg.interpolate), out / "interpolation.png")
+        print(f"{cfg.pairs} x {cfg.interpolate} interpolation -> {out}/interpolation.png")
+    if cfg.export:
+        files, diff = export(G, cfg.export, cfg.bn)
+        print(f"Paddle Inference model (input z [N, {G.nz}, 1, 1] float32, max diff to eager {diff:.2g}): {', '.join(map(str, files))}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    run(utils.parse_config(GeneratorConfig, argv, description=__doc__))
+
+
+if __name__ == "__main__":
+    sys.exit(utils.run_cli(main))
