@@ -149,7 +149,9 @@ class Trainer:
 
     @paddle.no_grad()
     def update_ema(self) -> None:
-        d = self.cfg.ema
+        # warm-up (as TF's ExponentialMovingAverage with num_updates): early on the average follows G
+        # closely, so it is not dragged by the untrained start in short runs
+        d = min(self.cfg.ema, (1 + self.iteration) / (10 + self.iteration))
         for p_ema, p in zip(self.G_ema.parameters(), self.G.parameters(), strict=True):
             if p.trainable:
                 p_ema.set_value(p_ema * d + p * (1.0 - d))
