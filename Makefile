@@ -33,7 +33,7 @@ test-all: install-dev lint
 	$(PY) -m pytest -q
 
 demo: install
-	$(PY) demo.py
+	$(PY) demo.py $(DEMO_ARGS)
 
 bench: install
 	$(PY) bench/bench_data.py
