@@ -8,3 +8,30 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import utils  # noqa: E402,F401  (CPU env defaults before any test imports paddle)
+
+
+# ---------------------------------------------------------------------------------------------
+# pretreat / dataReader fixtures
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+
+def celeba_like(seed: int, w: int = 178, h: int = 218) -> np.ndarray:
+    """A smooth random uint8 (h, w, 3) picture: JPEG-friendly, different for every seed."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w] / max(w, h)
+    chans = [127.5 + 120 * np.sin(rng.uniform(2, 9) * xx + rng.uniform(2, 9) * yy + rng.uniform(0, 6)) for _ in range(3)]
+    return np.clip(np.stack(chans, axis=2), 0, 255).astype(np.uint8)
+
+
+@pytest.fixture
+def tiny_celeba_dir(tmp_path):
+    """A folder of 10 CelebA-sized (178x218) JPEGs named like CelebA's (000001.jpg ...)."""
+    from PIL import Image
+
+    folder = tmp_path / "img_align_celeba"
+    folder.mkdir()
+    for i in range(10):
+        Image.fromarray(celeba_like(i)).save(folder / f"{i + 1:06d}.jpg", quality=95)
+    return folder
