@@ -12,12 +12,14 @@ batch 32, EMA of G's weights) -> generator.py (64 faces, a grid, an interpolatio
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import utils  # noqa: F401  (sets CPU thread defaults before paddle loads)
+import numpy as np
 
 import evaluate
 import generator
@@ -42,7 +44,8 @@ def run(cfg: DemoConfig) -> dict:
     out = Path(cfg.out)
     if not Path(cfg.data).is_file():
         print(pretreat.pretreat(pretreat.PretreatConfig(demo=True, out=cfg.data, progress=False)))
-    tcfg = train.TrainConfig(data=cfg.data, out=str(out), epochs=10**6, max_iters=cfg.iters, batch_size=cfg.batch_size,
+    epochs = math.ceil(cfg.iters / (len(np.load(cfg.data, mmap_mode="r")) // cfg.batch_size))
+    tcfg = train.TrainConfig(data=cfg.data, out=str(out), epochs=epochs, max_iters=cfg.iters, batch_size=cfg.batch_size,
                              ngf=cfg.width, ndf=cfg.width, ema=cfg.ema, seed=cfg.seed, sample_every=max(1, cfg.iters // 4),
                              overwrite=True, progress=cfg.progress)  # fmt: skip
     train.train(tcfg)

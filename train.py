@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import csv
 import dataclasses
+import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -322,6 +323,8 @@ def train(cfg: TrainConfig) -> dict[str, list[float]]:
     from tqdm.auto import tqdm
 
     start_epoch = trainer.iteration // nb
+    last_epoch = math.ceil(total / nb)  # the last epoch this run reaches (--max-iters may stop it early)
+    keep_bars = last_epoch - start_epoch <= 20  # many short epochs (a small data set): one bar at a time
     try:
         for epoch in range(start_epoch, cfg.epochs):
             if trainer.iteration >= total:
@@ -329,8 +332,8 @@ def train(cfg: TrainConfig) -> dict[str, list[float]]:
             trainer.epoch = epoch
             loader.set_epoch(epoch)
             first = trainer.iteration - epoch * nb
-            bar = tqdm(total=nb, initial=first, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="it",
-                       disable=not (main_proc and cfg.progress), dynamic_ncols=True, leave=True)  # fmt: skip
+            bar = tqdm(total=nb, initial=first, desc=f"epoch {epoch + 1}/{last_epoch}", unit="it",
+                       disable=not (main_proc and cfg.progress), dynamic_ncols=True, leave=keep_bars)  # fmt: skip
             t_last, speed = time.perf_counter(), 0.0
             for batch in loader.iter_from(first):
                 real = batch[0] if isinstance(batch, (list, tuple)) else batch
