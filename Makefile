@@ -36,7 +36,9 @@ demo: install
 	$(PY) demo.py $(DEMO_ARGS)
 
 bench: install
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements-bench.txt
 	$(PY) bench/bench_data.py
+	$(PY) bench/bench_train.py
 
 clean:
 	rm -rf output data/demo64.npy .pytest_cache .ruff_cache

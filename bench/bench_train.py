@@ -1,0 +1,503 @@
+"""Training speed on CPU: train.py's own iteration (`Trainer.step`) against the same DCGAN in PyTorch eager.
+
+Usage:
+    python bench/bench_train.py                        # batch 64 and 128, 3 rounds, a Markdown table at the end
+    python bench/bench_train.py --quick                # 1 round, fewer iterations (a minute or two)
+    python bench/bench_train.py --levers               # + Paddle's speed levers, each alone against the same baseline
+    python bench/bench_train.py --batch-sizes 64 --rounds 5 --wait-idle 300
+
+What is timed: one iteration of train.py (1 D step on a real batch and a detached fake batch, 2 G steps on fresh
+noise; Adam 2e-4 (0.5, 0.999); BCE; BatchNorm momentum 0.5), through `Trainer.step(real).numpy()` exactly as
+train.py's loop calls it, with train.py's defaults (utils.py's CPU environment), after a warm-up.
+The reference is the same network, initialisation, schedule and host transfer written in PyTorch eager
+(torch is imported only here; `pip install -r requirements-bench.txt` for a CPU build). Each framework runs in a
+subprocess of its own (their OpenMP runtimes and thread settings must not meet), both on all usable cores; the
+two alternate within a round and the rounds alternate who goes first. Reported: the median iteration time of
+each worker, the median over rounds, img/s, the Paddle / PyTorch ratio, and the share of the machine's matmul
+peak each reaches. The peak is a 4096x4096 float32 matmul timed by Paddle in the same worker, same environment.
+
+FLOPs are counted from the layer shapes of network.py (traced, not typed in): a Conv2D costs
+2*Cin*Cout*k*k*Hout*Wout per image, a Conv2DTranspose 2*Cin*Cout*k*k*Hin*Win; a backward pass counts twice its
+forward. One iteration = D step (G forward, D forward + backward on the real and the fake batch) + each G step
+(G forward + backward, D forward + backward), per real image in the batch.
+
+Other processes on the machine make timings noisy: each worker reports how much of the CPU others used while
+it ran ("others"), and --wait-idle N waits up to N seconds for a quiet machine before each worker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_BATCHES = (64, 128)
+PEAK_N = 4096
+
+
+def cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def cpu_busy() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine since boot, from /proc/stat (0, 0 where there is none)."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+    except OSError:
+        return 0.0, 0.0
+    hz = os.sysconf("SC_CLK_TCK")
+    idle = v[3] + (v[4] if len(v) > 4 else 0)
+    return (sum(v[:8]) - idle) / hz, sum(v[:8]) / hz
+
+
+def wait_idle(limit: float, threshold: float = 0.15) -> float:
+    """Wait (at most `limit` s) until others use < threshold of the CPUs over 2 s; returns that share."""
+    t_end = time.time() + limit
+    while True:
+        b0, t0 = cpu_busy()
+        time.sleep(2)
+        b1, t1 = cpu_busy()
+        share = (b1 - b0) / max(t1 - t0, 1e-9)
+        if share < threshold or time.time() >= t_end:
+            return share
+
+
+def cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+# ---------------------------------------------------------------------------------------------
+# the workers (each in its own process)
+
+
+class Meter:
+    """Times a loop and how much CPU other processes took meanwhile."""
+
+    def __enter__(self):
+        self.t, (self.b, self.tot) = time.perf_counter(), cpu_busy()
+        self.own = time.process_time()
+        return self
+
+    def __exit__(self, *exc):
+        self.elapsed = time.perf_counter() - self.t
+        b, tot = cpu_busy()
+        own = time.process_time() - self.own
+        self.others = max(0.0, (b - self.b) - own) / max(tot - self.tot, 1e-9)  # share of all CPUs used by others
+
+
+def flops_per_image(G, D, nz: int, g_steps: int, d_steps: int) -> dict:
+    """Forward FLOPs of G and D from their conv layers' traced shapes, and one iteration's total per real image."""
+    import paddle
+    import paddle.nn as nn
+
+    counts = {"G": 0, "D": 0}
+
+    def hook(name):
+        def f(layer, inputs, output):
+            x = inputs[0]
+            cin, cout, k = layer.weight.shape[1 if isinstance(layer, nn.Conv2D) else 0], output.shape[1], layer.weight.shape[2:]
+            hw = (output.shape[2] * output.shape[3]) if isinstance(layer, nn.Conv2D) else (x.shape[2] * x.shape[3])
+            counts[name] += 2 * cin * cout * k[0] * k[1] * hw
+
+        return f
+
+    handles = [layer.register_forward_post_hook(hook(name)) for name, net in (("G", G), ("D", D))
+               for layer in net.sublayers() if isinstance(layer, (nn.Conv2D, nn.Conv2DTranspose))]  # fmt: skip
+    import network
+
+    was = G.training, D.training, getattr(network, "SMALL_MAP", 0)
+    G.eval(), D.eval()
+    network.SMALL_MAP = 0  # every convolution through its layer (and its hook), not network.conv_as_matmul
+    try:
+        with paddle.no_grad():
+            D(G(paddle.zeros([1, nz, 1, 1])))
+    finally:
+        for h in handles:
+            h.remove()
+        G.train(was[0]), D.train(was[1])
+        network.SMALL_MAP = was[2]
+    fg, fd = counts["G"], counts["D"]
+    per_iter = d_steps * (fg + 2 * 3 * fd) + g_steps * (3 * fg + 3 * fd)
+    return {"G_fwd": fg, "D_fwd": fd, "iteration": per_iter}
+
+
+# The step as train.py had it before issue 6 (fake through G with autograd, then detached; D's weight gradients
+# computed in the G steps too, through DataParallel). Only for the --levers table's rows without the new step.
+def legacy_step(self, real):
+    import numpy as np
+    import paddle
+
+    from network import bce_loss
+
+    cfg, b = self.cfg, real.shape[0]
+    self.rng = np.random.default_rng([cfg.seed, self.rank, self.iteration])
+    for _ in range(cfg.d_steps):
+        fake = self.netG(self.noise(b)).detach()
+        p_real, p_fake = self.netD(real), self.netD(fake)
+        loss_d = bce_loss(p_real, 1.0) + bce_loss(p_fake, 0.0)
+        self._update(loss_d, self.optD, self.scalerD)
+    g_losses = []
+    for _ in range(cfg.g_steps):
+        loss_g = bce_loss(self.netD(self.netG(self.noise(b))), 1.0)
+        self._update(loss_g, self.optG, self.scalerG)
+        g_losses.append(loss_g)
+    g_loss = paddle.add_n(g_losses) / len(g_losses)
+    return paddle.stack([loss_d, g_loss, p_real.mean(), p_fake.mean()])
+
+
+def paddle_peak(paddle, reps: int = 3) -> float:
+    a, b = paddle.randn([PEAK_N, PEAK_N]), paddle.randn([PEAK_N, PEAK_N])
+    float(paddle.matmul(a, b)[0, 0])
+    best = 0.0
+    for _ in range(reps):
+        t = time.perf_counter()
+        float(paddle.matmul(a, b)[0, 0])
+        best = max(best, 2 * PEAK_N**3 / (time.perf_counter() - t) / 1e9)
+    return best
+
+
+ENV_SHOWN = ("MKL_NUM_THREADS", "OMP_NUM_THREADS", "MKL_DEBUG_CPU_TYPE", "FLAGS_use_onednn")
+
+
+def worker_paddle(args) -> dict:
+    sys.path.insert(0, str(ROOT))
+    import utils  # noqa: F401  train.py's CPU environment, set before paddle loads (train.py imports it first too)
+
+    lever = json.loads(args.lever or "{}")  # its "env" is already in this process's environment (run_worker)
+    for k in lever.get("unset", []):  # defaults utils.py just set, removed again before paddle loads
+        os.environ.pop(k, None)
+    import numpy as np
+    import paddle
+
+    try:
+        import train
+    except ModuleNotFoundError as e:  # a tree without dataReader.py yet: the Trainer does not need it
+        if e.name != "dataReader":
+            raise
+        import types
+
+        sys.modules["dataReader"] = types.SimpleNamespace(make_loader=None)
+        import train
+
+    import network
+
+    if "small_map" in lever:  # network.py's matmul path for convolutions on small maps (0: off)
+        network.SMALL_MAP = lever["small_map"]
+    malloc_kept = utils.keep_freed_memory() if hasattr(utils, "keep_freed_memory") else False  # False: user/lever env
+    cfg = train.TrainConfig(batch_size=args.batch)
+    t0 = time.perf_counter()
+    trainer = train.Trainer(cfg, "cpu")
+    t_build = time.perf_counter() - t0
+    if lever.get("legacy_step"):
+        import types
+
+        trainer.step = types.MethodType(legacy_step, trainer)
+    if lever.get("to_static"):  # the forwards as static graphs (the legacy step's use of G and D is consistent)
+        paddle.jit.to_static(trainer.G, full_graph=True)
+        paddle.jit.to_static(trainer.D, full_graph=True)
+    flops = flops_per_image(trainer.G, trainer.D, cfg.nz, cfg.g_steps, cfg.d_steps)
+    real = paddle.to_tensor(np.random.default_rng(0).uniform(-1, 1, (args.batch, 3, 64, 64)).astype(np.float32))
+
+    def one():
+        t = time.perf_counter()
+        stats = trainer.step(real).numpy()  # as train.py's loop: the iteration's one host sync
+        trainer.iteration += 1
+        assert np.all(np.isfinite(stats)), stats
+        return time.perf_counter() - t
+
+    first = one()
+    for _ in range(args.warmup - 1):
+        one()
+    with Meter() as m:
+        times = [one() for _ in range(args.iters)]
+    peak = paddle_peak(paddle)
+    med = sorted(times)[len(times) // 2]
+    return {"framework": "paddle", "version": paddle.__version__, "batch": args.batch, "times": times, "median": med,
+            "img_s": args.batch / med, "first": first, "build": t_build, "startup": first - med, "others": m.others,
+            "flops": flops, "peak_gflops": peak, "malloc_kept": malloc_kept, "small_map": getattr(network, "SMALL_MAP", None),
+            "env": {k: os.environ.get(k) for k in ENV_SHOWN}}  # fmt: skip
+
+
+def worker_torch(args) -> dict:
+    import numpy as np
+    import torch
+    import torch.nn as nn
+
+    torch.set_num_threads(cores())
+    torch.manual_seed(1)
+    nz, ngf, ndf, b, seed = 100, 64, 64, args.batch, 1
+    bn = lambda c: nn.BatchNorm2d(c, momentum=0.5)  # noqa: E731  running = 0.5 running + 0.5 batch, as Paddle's 0.5
+    G = nn.Sequential(
+        nn.ConvTranspose2d(nz, ngf * 8, 4, 1, 0, bias=False), bn(ngf * 8), nn.ReLU(),
+        nn.ConvTranspose2d(ngf * 8, ngf * 4, 4, 2, 1, bias=False), bn(ngf * 4), nn.ReLU(),
+        nn.ConvTranspose2d(ngf * 4, ngf * 2, 4, 2, 1, bias=False), bn(ngf * 2), nn.ReLU(),
+        nn.ConvTranspose2d(ngf * 2, ngf, 4, 2, 1, bias=False), bn(ngf), nn.ReLU(),
+        nn.ConvTranspose2d(ngf, 3, 4, 2, 1, bias=False), nn.Tanh(),
+    )  # fmt: skip
+    D = nn.Sequential(
+        nn.Conv2d(3, ndf, 4, 2, 1, bias=False), nn.LeakyReLU(0.2),
+        nn.Conv2d(ndf, ndf * 2, 4, 2, 1, bias=False), bn(ndf * 2), nn.LeakyReLU(0.2),
+        nn.Conv2d(ndf * 2, ndf * 4, 4, 2, 1, bias=False), bn(ndf * 4), nn.LeakyReLU(0.2),
+        nn.Conv2d(ndf * 4, ndf * 8, 4, 2, 1, bias=False), bn(ndf * 8), nn.LeakyReLU(0.2),
+        nn.Conv2d(ndf * 8, 1, 4, 1, 0, bias=False), nn.Sigmoid(), nn.Flatten(0),
+    )  # fmt: skip
+    for m in [*G.modules(), *D.modules()]:
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.normal_(m.weight, 1.0, 0.02)
+            nn.init.zeros_(m.bias)
+    optG = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    optD = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    bce = nn.BCELoss()
+    real = torch.from_numpy(np.random.default_rng(0).uniform(-1, 1, (b, 3, 64, 64)).astype(np.float32))
+    state = {"it": 0}
+
+    def step():
+        rng = np.random.default_rng([seed, 0, state["it"]])
+        noise = lambda: torch.from_numpy(rng.standard_normal((b, nz, 1, 1), dtype=np.float32))  # noqa: E731
+        fake = G(noise()).detach()
+        p_real, p_fake = D(real), D(fake)
+        loss_d = bce(p_real, torch.full_like(p_real, 1.0)) + bce(p_fake, torch.full_like(p_fake, 0.0))
+        optD.zero_grad()
+        loss_d.backward()
+        optD.step()
+        g_losses = []
+        for _ in range(2):
+            p = D(G(noise()))
+            loss_g = bce(p, torch.full_like(p, 1.0))
+            optG.zero_grad()
+            loss_g.backward()
+            optG.step()
+            g_losses.append(loss_g.detach())
+        return torch.stack([loss_d.detach(), sum(g_losses) / 2, p_real.detach().mean(), p_fake.detach().mean()])
+
+    def one():
+        t = time.perf_counter()
+        stats = step().numpy()
+        state["it"] += 1
+        assert np.all(np.isfinite(stats)), stats
+        return time.perf_counter() - t
+
+    first = one()
+    for _ in range(args.warmup - 1):
+        one()
+    with Meter() as m:
+        times = [one() for _ in range(args.iters)]
+    med = sorted(times)[len(times) // 2]
+    return {"framework": "torch", "version": torch.__version__, "batch": b, "times": times, "median": med, "img_s": b / med,
+            "first": first, "startup": first - med, "others": m.others, "threads": torch.get_num_threads()}  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------
+# the driver
+
+
+# glibc's own variables for what utils.keep_freed_memory does by mallopt (they must be there when a process starts)
+MALLOC_KEEP_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2**31 - 1)}
+
+
+def run_worker(kind: str, batch: int, iters: int, warmup: int, lever: dict | None = None, wait: float = 0.0) -> dict:
+    if wait:
+        wait_idle(wait)
+    env = dict(os.environ)
+    env.setdefault("PYTHONWARNINGS", "ignore")
+    if kind == "torch+malloc":
+        kind = "torch"
+        env.update(MALLOC_KEEP_ENV)
+    env.update((lever or {}).get("env", {}))  # there from the start: utils.py, glibc and OpenMP read it early
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", kind, "--batch", str(batch), "--iters", str(iters),
+           "--warmup", str(warmup), "--lever", json.dumps(lever or {})]  # fmt: skip
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
+    for line in r.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[7:])
+    raise RuntimeError(f"{kind} worker (batch {batch}) failed with status {r.returncode}:\n{r.stderr[-3000:]}")
+
+
+def median(xs):
+    xs = sorted(xs)
+    n = len(xs)
+    return xs[n // 2] if n % 2 else 0.5 * (xs[n // 2 - 1] + xs[n // 2])
+
+
+def have_torch() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("torch") is not None
+
+
+# Each lever: what it is, and how a worker switches it (environment set/unset before paddle loads, network.py's
+# SMALL_MAP, the old step, to_static). MALLOC_ARENA_MAX=16 is glibc's own default on 2 cores; setting it only
+# tells utils.keep_freed_memory that the user manages malloc, i.e. leaves malloc at its defaults.
+MALLOC_DEFAULT = {"MALLOC_ARENA_MAX": str(8 * cores())}
+BEFORE = {"legacy_step": True, "small_map": 0}  # train.py and network.py before issue 6
+
+
+def lever_table() -> list[tuple[str, str, str, dict]]:
+    n = str(cores())
+    tuned_env = {"env": dict(MALLOC_DEFAULT)}
+    return [  # fmt: skip
+        ("raw", "", "Paddle as pip installs it: 1 thread, MKL's generic path on AMD, glibc malloc defaults, old step",
+         {"unset": ["MKL_NUM_THREADS", "MKL_DEBUG_CPU_TYPE"], "env": {"OMP_NUM_THREADS": "1", **MALLOC_DEFAULT}, **BEFORE}),
+        ("threads", "raw", f"MKL_NUM_THREADS={n} (threads = cores)",
+         {"unset": ["MKL_DEBUG_CPU_TYPE"], "env": {"MKL_NUM_THREADS": n, **MALLOC_DEFAULT}, **BEFORE}),
+        ("mkl-avx2", "raw", "MKL_DEBUG_CPU_TYPE=5 (MKL's AVX2 path on AMD)",
+         {"unset": ["MKL_NUM_THREADS"], "env": {"OMP_NUM_THREADS": "1", "MKL_DEBUG_CPU_TYPE": "5", **MALLOC_DEFAULT}, **BEFORE}),
+        ("tuned", "raw", "threads + MKL path: utils.py before issue 6", {**tuned_env, **BEFORE}),
+        ("malloc", "tuned", "utils.keep_freed_memory: glibc keeps freed memory, no mmap per tensor", dict(BEFORE)),
+        ("step", "tuned", "new Trainer.step: no autograd graph for the D step's G, D frozen in the G steps",
+         {**tuned_env, "small_map": 0}),
+        ("matmul", "tuned", "network.py: convolutions on maps of <= 4x4 as one matmul over the batch",
+         {**tuned_env, "legacy_step": True}),
+        ("to_static", "tuned", "paddle.jit.to_static(G) and (D), full_graph=True", {**tuned_env, **BEFORE, "to_static": True}),
+        ("onednn", "tuned", "FLAGS_use_onednn=1", {"env": {"FLAGS_use_onednn": "1", **MALLOC_DEFAULT}, **BEFORE}),
+        ("all", "tuned", "train.py's defaults now: tuned + malloc + step + matmul", {}),
+        ("omp", "all", f"OMP_NUM_THREADS={n} as well (Paddle's own OpenMP loops; prints a warning at import)",
+         {"env": {"OMP_NUM_THREADS": n}}),
+        ("blocktime0", "all", "KMP_BLOCKTIME=0 (OpenMP threads sleep at once instead of spinning 200 ms)", {"env": {"KMP_BLOCKTIME": "0"}}),
+        ("affinity", "all", "KMP_AFFINITY=granularity=fine,compact,1,0 (threads pinned to cores)",
+         {"env": {"KMP_AFFINITY": "granularity=fine,compact,1,0"}}),
+    ]  # fmt: skip
+
+
+def fmt_table(rows: list[list[str]], header: list[str]) -> str:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" if i == 0 else "--:" for i in range(len(header))) + "|"]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--batch-sizes", type=int, nargs="+", default=list(DEFAULT_BATCHES), help="(default: %(default)s)")
+    ap.add_argument("--rounds", type=int, default=3, help="Paddle/PyTorch alternations per batch size (default: %(default)s)")
+    ap.add_argument("--iters", type=int, default=0, help="timed iterations per worker (default: 6, --quick 3)")
+    ap.add_argument("--warmup", type=int, default=0, help="untimed iterations first, compile included (default: 2)")
+    ap.add_argument("--quick", action="store_true", help="1 round, 3 timed iterations")
+    ap.add_argument("--levers", action="store_true", help="also time each Paddle speed lever alone (first batch size)")
+    ap.add_argument("--lever-batch", type=int, default=0, help="batch size of the --levers table (default: the first of --batch-sizes)")
+    ap.add_argument("--only", nargs="+", default=[], metavar="LEVER", help="with --levers: only these rows")
+    ap.add_argument("--no-torch", action="store_true", help="time Paddle only")
+    ap.add_argument("--torch-malloc", action="store_true", help="also time PyTorch with the malloc settings Paddle gets")
+    ap.add_argument("--wait-idle", type=float, default=0, metavar="S", help="wait up to S s for an idle machine before each worker")
+    ap.add_argument("--json", default="", help="also write every worker's result to this file")
+    ap.add_argument("--worker", choices=["paddle", "torch"], help=argparse.SUPPRESS)
+    ap.add_argument("--batch", type=int, default=64, help=argparse.SUPPRESS)
+    ap.add_argument("--lever", default="", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+
+    if args.worker:
+        args.iters, args.warmup = args.iters or 6, args.warmup or 2
+        res = (worker_paddle if args.worker == "paddle" else worker_torch)(args)
+        print("RESULT " + json.dumps(res), flush=True)
+        return 0
+
+    rounds = 1 if args.quick else args.rounds
+    iters = args.iters or (3 if args.quick else 6)
+    warmup = args.warmup or 2
+    torch_ok = not args.no_torch and have_torch()
+    if not args.no_torch and not torch_ok:
+        print("bench_train.py: PyTorch is not installed, so only Paddle is timed. For the reference: "
+              "pip install -r requirements-bench.txt   (a CPU build of torch; not a project dependency)", flush=True)  # fmt: skip
+    print(f"bench_train.py: {cpu_name()}, {cores()} usable cores; batch sizes {args.batch_sizes}, {rounds} round(s) of "
+          f"{warmup} warm-up + {iters} timed iterations per worker", flush=True)  # fmt: skip
+    results: list[dict] = []
+    for r in range(rounds):
+        for b in args.batch_sizes:
+            order = ["paddle", "torch"] + (["torch+malloc"] if args.torch_malloc else []) if torch_ok else ["paddle"]
+            if r % 2:
+                order.reverse()
+            for kind in order:
+                res = run_worker(kind, b, iters, warmup, wait=args.wait_idle)
+                res["round"], res["kind"] = r, kind
+                results.append(res)
+                print(f"  round {r + 1} batch {b:4d} {kind:6s}: {res['img_s']:6.2f} img/s (median {res['median']:.3f} s/it, "
+                      f"first {res['first']:.2f} s, others used {100 * res['others']:.0f}% of the CPUs)", flush=True)  # fmt: skip
+
+    lever_rows = []
+    if args.levers:
+        b = args.lever_batch or args.batch_sizes[0]
+        levers = [x for x in lever_table() if not args.only or x[0] in args.only]
+        print(f"levers at batch {b}: {', '.join(x[0] for x in levers)}", flush=True)
+        lever_res: dict[str, list[dict]] = {x[0]: [] for x in levers}
+        for r in range(rounds):
+            seq = levers if r % 2 == 0 else levers[::-1]
+            for name, _, _, lever in seq:
+                res = run_worker("paddle", b, iters, warmup, lever, wait=args.wait_idle)
+                res["round"], res["lever"] = r, name
+                lever_res[name].append(res)
+                results.append(res)
+                print(f"  round {r + 1} {name:10s}: {res['img_s']:6.2f} img/s (first {res['first']:.2f} s, "
+                      f"others {100 * res['others']:.0f}%)", flush=True)  # fmt: skip
+        speed = {n: median([x["img_s"] for x in v]) for n, v in lever_res.items()}
+        start = {n: median([x["startup"] for x in v]) for n, v in lever_res.items()}
+        for name, ref, what, _ in levers:
+            gain = f"**{speed[name] / speed[ref]:.2f}x** vs {ref}" if ref in speed else ""
+            lever_rows.append([name, (f"{ref} + " if ref else "") + what, f"{speed[name]:.1f}", gain, f"{start[name]:+.1f}"])
+
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+
+    pd = [x for x in results if x["framework"] == "paddle" and "lever" not in x]
+    pt = [x for x in results if x.get("kind") == "torch"]
+    ptm = [x for x in results if x.get("kind") == "torch+malloc"]
+    peak = median([x["peak_gflops"] for x in pd])
+    flops = pd[0]["flops"]
+    import importlib.metadata as md
+
+    def version(p):
+        try:
+            return md.version(p)
+        except md.PackageNotFoundError:
+            return "-"
+
+    print()
+    print(f"**Machine** {cpu_name()}, {cores()} cores, {time.strftime('%Y-%m-%d')}; Python {platform.python_version()}, "
+          f"paddlepaddle {pd[0]['version']}, torch {version('torch') if torch_ok else 'not installed'}, numpy {version('numpy')}. "
+          f"Paddle: {', '.join(f'{k}={v}' for k, v in pd[0]['env'].items() if v)}, malloc keeps freed memory: "
+          f"{pd[0]['malloc_kept']}, small-map convolutions as matmul: {bool(pd[0]['small_map'])}; PyTorch: "
+          f"{pt[0]['threads'] if pt else '-'} threads.  ")  # fmt: skip
+    print(f"**Work** {flops['iteration'] / 1e9:.2f} GFLOP per real image per iteration (G forward {flops['G_fwd'] / 1e6:.1f} MFLOP, "
+          f"D forward {flops['D_fwd'] / 1e6:.1f} MFLOP; 1 D step + 2 G steps, backward = 2x forward). "
+          f"**Matmul peak** ({PEAK_N}² float32, Paddle, same environment): {peak:.0f} GFLOP/s.  ")  # fmt: skip
+    print(f"Medians over {rounds} round(s) of {iters} timed iterations after {warmup} warm-up; each framework in its own process, "
+          f"alternating.\n")  # fmt: skip
+    rows = []
+    pct = lambda s: f"{100 * s * flops['iteration'] / 1e9 / peak:.0f}%"  # noqa: E731
+    for b in args.batch_sizes:
+        p = median([x["img_s"] for x in pd if x["batch"] == b])
+        row = [str(b), f"{p:.1f}"]
+        t = median([x["img_s"] for x in pt if x["batch"] == b]) if pt else None
+        row += [f"{t:.1f}", f"**{p / t:.2f}x**"] if t else ["-", "-"]
+        row += [pct(p), pct(t) if t else "-"]
+        if ptm:
+            tm = median([x["img_s"] for x in ptm if x["batch"] == b])
+            row += [f"{tm:.1f}", f"{p / tm:.2f}x"]
+        row += [f"{median([x['startup'] for x in pd if x['batch'] == b]):.1f} s",
+                f"{100 * max(x['others'] for x in results if x['batch'] == b and 'lever' not in x):.0f}%"]  # fmt: skip
+        rows.append(row)
+    header = ["batch", "Paddle img/s", "PyTorch img/s", "Paddle / PyTorch", "Paddle % of peak", "PyTorch % of peak"]
+    if ptm:
+        header += ["PyTorch + same malloc img/s", "Paddle / that"]
+    print(fmt_table(rows, header + ["Paddle first-iteration extra", "max CPU used by others"]))
+    if lever_rows:
+        print(f"\nSpeed levers at batch {args.lever_batch or args.batch_sizes[0]} (Paddle, medians; each alone against the row named):\n")
+        print(fmt_table(lever_rows, ["lever", "what", "img/s", "gain", "first-iteration extra (s)"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
