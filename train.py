@@ -96,6 +96,7 @@ class Trainer:
         if self.G_ema is not None:
             self.G_ema.eval()
         self.netG, self.netD = self.G, self.D
+        self.D_trainable = [p for p in self.D.parameters() if p.trainable]
         if world_size > 1:
             self.netG, self.netD = paddle.DataParallel(self.G), paddle.DataParallel(self.D)
         self.optG = paddle.optimizer.Adam(cfg.lr, cfg.beta1, cfg.beta2, parameters=self.G.parameters())
@@ -122,6 +123,10 @@ class Trainer:
             scaler.step(opt)
         scaler.update()
 
+    def _freeze_D(self, frozen: bool) -> None:
+        for p in self.D_trainable:  # (a Paddle parameter's `trainable` is `not stop_gradient`: kept from __init__)
+            p.stop_gradient = frozen
+
     def step(self, real: paddle.Tensor) -> paddle.Tensor:
         """One iteration; returns [d_loss, g_loss, mean D(x), mean D(G(z))] as one tensor (a single
         host transfer for the caller)."""
@@ -129,16 +134,25 @@ class Trainer:
         self.rng = np.random.default_rng([cfg.seed, self.rank, self.iteration])
         for _ in range(cfg.d_steps):
             with self._autocast():
-                fake = self.netG(self.noise(b)).detach()
+                # no autograd graph through G for D's loss. (Were G put under paddle.jit.to_static, this would
+                # have to be .detach(): a program traced under no_grad drops G's BN gradients in later calls.)
+                with paddle.no_grad():
+                    fake = self.netG(self.noise(b))
                 p_real, p_fake = self.netD(real), self.netD(fake)
                 loss_d = bce_loss(p_real, 1.0) + bce_loss(p_fake, 0.0)
             self._update(loss_d, self.optD, self.scalerD)
         g_losses = []
-        for _ in range(cfg.g_steps):  # D also gets gradients here; optD clears them before its own step
-            with self._autocast():
-                loss_g = bce_loss(self.netD(self.netG(self.noise(b))), 1.0)
-            self._update(loss_g, self.optG, self.scalerG)
-            g_losses.append(loss_g)
+        # D frozen in the G steps: no weight gradients for D (optD would clear them unused). The bare D, not
+        # its DataParallel wrapper: there are no D gradients to all-reduce.
+        self._freeze_D(True)
+        try:
+            for _ in range(cfg.g_steps):
+                with self._autocast():
+                    loss_g = bce_loss(self.D(self.netG(self.noise(b))), 1.0)
+                self._update(loss_g, self.optG, self.scalerG)
+                g_losses.append(loss_g)
+        finally:
+            self._freeze_D(False)
         if self.G_ema is not None:
             self.update_ema()
         g_loss = paddle.add_n(g_losses) / len(g_losses) if g_losses else paddle.zeros([])
