@@ -116,11 +116,8 @@ def flops_per_image(G, D, nz: int, g_steps: int, d_steps: int) -> dict:
 
     handles = [layer.register_forward_post_hook(hook(name)) for name, net in (("G", G), ("D", D))
                for layer in net.sublayers() if isinstance(layer, (nn.Conv2D, nn.Conv2DTranspose))]  # fmt: skip
-    import network
-
-    was = G.training, D.training, getattr(network, "SMALL_MAP", 0)
+    was = G.training, D.training
     G.eval(), D.eval()
-    network.SMALL_MAP = 0  # every convolution through its layer (and its hook), not network.conv_as_matmul
     try:
         with paddle.no_grad():
             D(G(paddle.zeros([1, nz, 1, 1])))
@@ -128,7 +125,6 @@ def flops_per_image(G, D, nz: int, g_steps: int, d_steps: int) -> dict:
         for h in handles:
             h.remove()
         G.train(was[0]), D.train(was[1])
-        network.SMALL_MAP = was[2]
     fg, fd = counts["G"], counts["D"]
     per_iter = d_steps * (fg + 2 * 3 * fd) + g_steps * (3 * fg + 3 * fd)
     return {"G_fwd": fg, "D_fwd": fd, "iteration": per_iter}
@@ -192,11 +188,6 @@ def worker_paddle(args) -> dict:
         sys.modules["dataReader"] = types.SimpleNamespace(make_loader=None)
         import train
 
-    import network
-
-    if "small_map" in lever:  # network.py's matmul path for convolutions on small maps (0: off)
-        network.SMALL_MAP = lever["small_map"]
-    malloc_kept = utils.keep_freed_memory() if hasattr(utils, "keep_freed_memory") else False  # False: user/lever env
     cfg = train.TrainConfig(batch_size=args.batch)
     t0 = time.perf_counter()
     trainer = train.Trainer(cfg, "cpu")
@@ -227,7 +218,7 @@ def worker_paddle(args) -> dict:
     med = sorted(times)[len(times) // 2]
     return {"framework": "paddle", "version": paddle.__version__, "batch": args.batch, "times": times, "median": med,
             "img_s": args.batch / med, "first": first, "build": t_build, "startup": first - med, "others": m.others,
-            "flops": flops, "peak_gflops": peak, "malloc_kept": malloc_kept, "small_map": getattr(network, "SMALL_MAP", None),
+            "flops": flops, "peak_gflops": peak,
             "env": {k: os.environ.get(k) for k in ENV_SHOWN}}  # fmt: skip
 
 
@@ -306,7 +297,7 @@ def worker_torch(args) -> dict:
 # the driver
 
 
-# glibc's own variables for what utils.keep_freed_memory does by mallopt (they must be there when a process starts)
+# glibc keeps freed memory instead of returning it to the OS per tensor (read when a process starts)
 MALLOC_KEEP_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2**31 - 1)}
 
 
@@ -340,11 +331,10 @@ def have_torch() -> bool:
     return importlib.util.find_spec("torch") is not None
 
 
-# Each lever: what it is, and how a worker switches it (environment set/unset before paddle loads, network.py's
-# SMALL_MAP, the old step, to_static). MALLOC_ARENA_MAX=16 is glibc's own default on 2 cores; setting it only
-# tells utils.keep_freed_memory that the user manages malloc, i.e. leaves malloc at its defaults.
+# Each lever: what it is, and how a worker switches it (environment set/unset before paddle loads, the old step,
+# to_static). MALLOC_ARENA_MAX = 8 x cores is glibc's own default: it states malloc's defaults.
 MALLOC_DEFAULT = {"MALLOC_ARENA_MAX": str(8 * cores())}
-BEFORE = {"legacy_step": True, "small_map": 0}  # train.py and network.py before issue 6
+BEFORE = {"legacy_step": True}  # train.py's step before issue 6
 
 
 def lever_table() -> list[tuple[str, str, str, dict]]:
@@ -465,8 +455,7 @@ def main(argv=None) -> int:
     print()
     print(f"**Machine** {cpu_name()}, {cores()} cores, {time.strftime('%Y-%m-%d')}; Python {platform.python_version()}, "
           f"paddlepaddle {pd[0]['version']}, torch {version('torch') if torch_ok else 'not installed'}, numpy {version('numpy')}. "
-          f"Paddle: {', '.join(f'{k}={v}' for k, v in pd[0]['env'].items() if v)}, malloc keeps freed memory: "
-          f"{pd[0]['malloc_kept']}, small-map convolutions as matmul: {bool(pd[0]['small_map'])}; PyTorch: "
+          f"Paddle: {', '.join(f'{k}={v}' for k, v in pd[0]['env'].items() if v)}, PyTorch: "
           f"{pt[0]['threads'] if pt else '-'} threads.  ")  # fmt: skip
     print(f"**Work** {flops['iteration'] / 1e9:.2f} GFLOP per real image per iteration (G forward {flops['G_fwd'] / 1e6:.1f} MFLOP, "
           f"D forward {flops['D_fwd'] / 1e6:.1f} MFLOP; 1 D step + 2 G steps, backward = 2x forward). "
