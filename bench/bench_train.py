@@ -131,7 +131,8 @@ def flops_per_image(G, D, nz: int, g_steps: int, d_steps: int) -> dict:
 
 
 # The step as train.py had it before issue 6 (fake through G with autograd, then detached; D's weight gradients
-# computed in the G steps too, through DataParallel). Only for the --levers table's rows without the new step.
+# computed in the G steps too, through DataParallel): the --levers table's rows without the new step, and the
+# reference tests/test_train.py holds the current step to, bit for bit.
 def legacy_step(self, real):
     import numpy as np
     import paddle
@@ -150,6 +151,8 @@ def legacy_step(self, real):
         loss_g = bce_loss(self.netD(self.netG(self.noise(b))), 1.0)
         self._update(loss_g, self.optG, self.scalerG)
         g_losses.append(loss_g)
+    if self.G_ema is not None:
+        self.update_ema()
     g_loss = paddle.add_n(g_losses) / len(g_losses)
     return paddle.stack([loss_d, g_loss, p_real.mean(), p_fake.mean()])
 
@@ -188,6 +191,7 @@ def worker_paddle(args) -> dict:
         sys.modules["dataReader"] = types.SimpleNamespace(make_loader=None)
         import train
 
+    paddle.set_device("cpu")  # a CPU benchmark, also on a machine with a GPU (PyTorch's side is CPU too)
     cfg = train.TrainConfig(batch_size=args.batch)
     t0 = time.perf_counter()
     trainer = train.Trainer(cfg, "cpu")
