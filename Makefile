@@ -39,6 +39,7 @@ bench: install
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements-bench.txt
 	$(PY) bench/bench_data.py
 	$(PY) bench/bench_train.py
+	$(PY) bench/bench_conv.py
 
 clean:
 	rm -rf output data/demo64.npy .pytest_cache .ruff_cache

@@ -1,10 +1,11 @@
-"""Training speed on CPU: train.py's own iteration (`Trainer.step`) against the same DCGAN in PyTorch eager.
+"""Training speed: train.py's own iteration (`Trainer.step`) against the same DCGAN in PyTorch eager.
 
 Usage:
     python bench/bench_train.py                        # batch 64 and 128, 3 rounds, a Markdown table at the end
     python bench/bench_train.py --quick                # 1 round, fewer iterations (a minute or two)
     python bench/bench_train.py --levers               # + Paddle's speed levers, each alone against the same baseline
     python bench/bench_train.py --batch-sizes 64 --rounds 5 --wait-idle 300
+    python bench/bench_train.py --device cpu           # the CPU also on a machine with a GPU
 
 What is timed: one iteration of train.py (1 D step on a real batch and a detached fake batch, 2 G steps on fresh
 noise; Adam 2e-4 (0.5, 0.999); BCE; BatchNorm momentum 0.5), through `Trainer.step(real).numpy()` exactly as
@@ -20,6 +21,10 @@ FLOPs are counted from the layer shapes of network.py (traced, not typed in): a 
 2*Cin*Cout*k*k*Hout*Wout per image, a Conv2DTranspose 2*Cin*Cout*k*k*Hin*Win; a backward pass counts twice its
 forward. One iteration = D step (G forward, D forward + backward on the real and the fake batch) + each G step
 (G forward + backward, D forward + backward), per real image in the batch.
+
+Device: where train.py would train (--device auto: the GPU when Paddle has CUDA and sees one, else the CPU), and
+PyTorch on the same kind of device (a CUDA build of torch is needed for the GPU; without one the table shows both
+speeds but no ratio). The GPU is timed the same way: the `.numpy()` of each iteration waits for its kernels.
 
 Other processes on the machine make timings noisy: each worker reports how much of the CPU others used while
 it ran ("others"), and --wait-idle N waits up to N seconds for a quiet machine before each worker.
@@ -191,10 +196,11 @@ def worker_paddle(args) -> dict:
         sys.modules["dataReader"] = types.SimpleNamespace(make_loader=None)
         import train
 
-    paddle.set_device("cpu")  # a CPU benchmark, also on a machine with a GPU (PyTorch's side is CPU too)
+    device = train.pick_device(args.device)  # train.py's own choice: the GPU when Paddle has CUDA and sees one
+    paddle.set_device(device)
     cfg = train.TrainConfig(batch_size=args.batch)
     t0 = time.perf_counter()
-    trainer = train.Trainer(cfg, "cpu")
+    trainer = train.Trainer(cfg, device)
     t_build = time.perf_counter() - t0
     if lever.get("legacy_step"):
         import types
@@ -220,7 +226,7 @@ def worker_paddle(args) -> dict:
         times = [one() for _ in range(args.iters)]
     peak = paddle_peak(paddle)
     med = sorted(times)[len(times) // 2]
-    return {"framework": "paddle", "version": paddle.__version__, "batch": args.batch, "times": times, "median": med,
+    return {"framework": "paddle", "version": paddle.__version__, "device": device, "batch": args.batch, "times": times, "median": med,
             "img_s": args.batch / med, "first": first, "build": t_build, "startup": first - med, "others": m.others,
             "flops": flops, "peak_gflops": peak,
             "env": {k: os.environ.get(k) for k in ENV_SHOWN}}  # fmt: skip
@@ -233,6 +239,9 @@ def worker_torch(args) -> dict:
 
     torch.set_num_threads(cores())
     torch.manual_seed(1)
+    if args.device == "gpu" and not torch.cuda.is_available():
+        raise SystemExit("--device gpu: this torch build has no CUDA or sees no GPU")
+    dev = torch.device("cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu")
     nz, ngf, ndf, b, seed = 100, 64, 64, args.batch, 1
     bn = lambda c: nn.BatchNorm2d(c, momentum=0.5)  # noqa: E731  running = 0.5 running + 0.5 batch, as Paddle's 0.5
     G = nn.Sequential(
@@ -255,15 +264,16 @@ def worker_torch(args) -> dict:
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.normal_(m.weight, 1.0, 0.02)
             nn.init.zeros_(m.bias)
+    G.to(dev), D.to(dev)
     optG = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
     optD = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
     bce = nn.BCELoss()
-    real = torch.from_numpy(np.random.default_rng(0).uniform(-1, 1, (b, 3, 64, 64)).astype(np.float32))
+    real = torch.from_numpy(np.random.default_rng(0).uniform(-1, 1, (b, 3, 64, 64)).astype(np.float32)).to(dev)
     state = {"it": 0}
 
     def step():
         rng = np.random.default_rng([seed, 0, state["it"]])
-        noise = lambda: torch.from_numpy(rng.standard_normal((b, nz, 1, 1), dtype=np.float32))  # noqa: E731
+        noise = lambda: torch.from_numpy(rng.standard_normal((b, nz, 1, 1), dtype=np.float32)).to(dev)  # noqa: E731
         fake = G(noise()).detach()
         p_real, p_fake = D(real), D(fake)
         loss_d = bce(p_real, torch.full_like(p_real, 1.0)) + bce(p_fake, torch.full_like(p_fake, 0.0))
@@ -282,7 +292,7 @@ def worker_torch(args) -> dict:
 
     def one():
         t = time.perf_counter()
-        stats = step().numpy()
+        stats = step().cpu().numpy()  # the host sync, as on Paddle's side
         state["it"] += 1
         assert np.all(np.isfinite(stats)), stats
         return time.perf_counter() - t
@@ -293,8 +303,9 @@ def worker_torch(args) -> dict:
     with Meter() as m:
         times = [one() for _ in range(args.iters)]
     med = sorted(times)[len(times) // 2]
-    return {"framework": "torch", "version": torch.__version__, "batch": b, "times": times, "median": med, "img_s": b / med,
-            "first": first, "startup": first - med, "others": m.others, "threads": torch.get_num_threads()}  # fmt: skip
+    return {"framework": "torch", "version": torch.__version__, "device": "gpu" if dev.type == "cuda" else "cpu", "batch": b,
+            "times": times, "median": med, "img_s": b / med, "first": first, "startup": first - med, "others": m.others,
+            "threads": torch.get_num_threads()}  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------
@@ -305,7 +316,8 @@ def worker_torch(args) -> dict:
 MALLOC_KEEP_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2**31 - 1)}
 
 
-def run_worker(kind: str, batch: int, iters: int, warmup: int, lever: dict | None = None, wait: float = 0.0) -> dict:
+def run_worker(kind: str, batch: int, iters: int, warmup: int, lever: dict | None = None, wait: float = 0.0,
+               device: str = "auto") -> dict:  # fmt: skip
     if wait:
         wait_idle(wait)
     env = dict(os.environ)
@@ -315,11 +327,14 @@ def run_worker(kind: str, batch: int, iters: int, warmup: int, lever: dict | Non
         env.update(MALLOC_KEEP_ENV)
     env.update((lever or {}).get("env", {}))  # there from the start: utils.py, glibc and OpenMP read it early
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", kind, "--batch", str(batch), "--iters", str(iters),
-           "--warmup", str(warmup), "--lever", json.dumps(lever or {})]  # fmt: skip
+           "--warmup", str(warmup), "--lever", json.dumps(lever or {}), "--device", device]  # fmt: skip
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
     for line in r.stdout.splitlines():
         if line.startswith("RESULT "):
-            return json.loads(line[7:])
+            res = json.loads(line[7:])
+            if env.get("ONEDNN_VERBOSE"):  # oneDNN logs each primitive it runs: did the flag reach any kernel?
+                res["onednn_primitives"] = sum(",primitive,exec," in x for x in r.stdout.splitlines())
+            return res
     raise RuntimeError(f"{kind} worker (batch {batch}) failed with status {r.returncode}:\n{r.stderr[-3000:]}")
 
 
@@ -356,7 +371,8 @@ def lever_table() -> list[tuple[str, str, str, dict]]:
          {"env": dict(MALLOC_KEEP_ENV), **BEFORE}),
         ("step", "tuned", "Trainer.step now: D frozen in the G steps (no weight gradients for D there)", dict(tuned_env)),
         ("to_static", "tuned", "paddle.jit.to_static(G) and (D), full_graph=True", {**tuned_env, **BEFORE, "to_static": True}),
-        ("onednn", "tuned", "FLAGS_use_onednn=1", {"env": {"FLAGS_use_onednn": "1", **MALLOC_DEFAULT}, **BEFORE}),
+        ("onednn", "tuned", "FLAGS_use_onednn=1",
+         {"env": {"FLAGS_use_onednn": "1", "ONEDNN_VERBOSE": "1", **MALLOC_DEFAULT}, **BEFORE}),
         ("all", "tuned", "train.py's defaults now: tuned + step", {}),
         ("omp", "all", f"OMP_NUM_THREADS={n} as well (Paddle's own OpenMP loops; prints a warning at import)",
          {"env": {"OMP_NUM_THREADS": n}}),
@@ -385,6 +401,7 @@ def main(argv=None) -> int:
     ap.add_argument("--no-torch", action="store_true", help="time Paddle only")
     ap.add_argument("--torch-malloc", action="store_true", help="also time PyTorch with the malloc settings Paddle gets")
     ap.add_argument("--wait-idle", type=float, default=0, metavar="S", help="wait up to S s for an idle machine before each worker")
+    ap.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto", help="auto: GPU if any (default: %(default)s)")
     ap.add_argument("--json", default="", help="also write every worker's result to this file")
     ap.add_argument("--worker", choices=["paddle", "torch"], help=argparse.SUPPRESS)
     ap.add_argument("--batch", type=int, default=64, help=argparse.SUPPRESS)
@@ -413,11 +430,12 @@ def main(argv=None) -> int:
             if r % 2:
                 order.reverse()
             for kind in order:
-                res = run_worker(kind, b, iters, warmup, wait=args.wait_idle)
+                res = run_worker(kind, b, iters, warmup, wait=args.wait_idle, device=args.device)
                 res["round"], res["kind"] = r, kind
                 results.append(res)
-                print(f"  round {r + 1} batch {b:4d} {kind:6s}: {res['img_s']:6.2f} img/s (median {res['median']:.3f} s/it, "
-                      f"first {res['first']:.2f} s, others used {100 * res['others']:.0f}% of the CPUs)", flush=True)  # fmt: skip
+                print(f"  round {r + 1} batch {b:4d} {kind:6s} ({res['device']}): {res['img_s']:6.2f} img/s "
+                      f"(median {res['median']:.3f} s/it, first {res['first']:.2f} s, "
+                      f"others used {100 * res['others']:.0f}% of the CPUs)", flush=True)  # fmt: skip
 
     lever_rows = []
     if args.levers:
@@ -428,7 +446,7 @@ def main(argv=None) -> int:
         for r in range(rounds):
             seq = levers if r % 2 == 0 else levers[::-1]
             for name, _, _, lever in seq:
-                res = run_worker("paddle", b, iters, warmup, lever, wait=args.wait_idle)
+                res = run_worker("paddle", b, iters, warmup, lever, wait=args.wait_idle, device=args.device)
                 res["round"], res["lever"] = r, name
                 lever_res[name].append(res)
                 results.append(res)
@@ -438,6 +456,8 @@ def main(argv=None) -> int:
         start = {n: median([x["startup"] for x in v]) for n, v in lever_res.items()}
         for name, ref, what, _ in levers:
             gain = f"**{speed[name] / speed[ref]:.2f}x** vs {ref}" if ref in speed else ""
+            ran = [x["onednn_primitives"] for x in lever_res[name] if "onednn_primitives" in x]
+            what += f" (oneDNN primitives run: {max(ran)})" if ran else ""
             lever_rows.append([name, (f"{ref} + " if ref else "") + what, f"{speed[name]:.1f}", gain, f"{start[name]:+.1f}"])
 
     if args.json:
@@ -460,7 +480,12 @@ def main(argv=None) -> int:
     print(f"**Machine** {cpu_name()}, {cores()} cores, {time.strftime('%Y-%m-%d')}; Python {platform.python_version()}, "
           f"paddlepaddle {pd[0]['version']}, torch {version('torch') if torch_ok else 'not installed'}, numpy {version('numpy')}. "
           f"Paddle: {', '.join(f'{k}={v}' for k, v in pd[0]['env'].items() if v)}, PyTorch: "
-          f"{pt[0]['threads'] if pt else '-'} threads.  ")  # fmt: skip
+          f"{pt[0]['threads'] if pt else '-'} threads. **Device** Paddle {pd[0]['device']}"
+          f"{', PyTorch ' + pt[0]['device'] if pt else ''}.  ")  # fmt: skip
+    same_device = not pt or pt[0]["device"] == pd[0]["device"]
+    if not same_device:
+        print("(Paddle and PyTorch ran on different devices, so no ratio: install a torch build for this device, "
+              "or use --device cpu)")  # fmt: skip
     print(f"**Work** {flops['iteration'] / 1e9:.2f} GFLOP per real image per iteration (G forward {flops['G_fwd'] / 1e6:.1f} MFLOP, "
           f"D forward {flops['D_fwd'] / 1e6:.1f} MFLOP; 1 D step + 2 G steps, backward = 2x forward). "
           f"**Matmul peak** ({PEAK_N}² float32, Paddle, same environment): {peak:.0f} GFLOP/s.  ")  # fmt: skip
@@ -472,8 +497,8 @@ def main(argv=None) -> int:
         p = median([x["img_s"] for x in pd if x["batch"] == b])
         row = [str(b), f"{p:.1f}"]
         t = median([x["img_s"] for x in pt if x["batch"] == b]) if pt else None
-        row += [f"{t:.1f}", f"**{p / t:.2f}x**"] if t else ["-", "-"]
-        row += [pct(p), pct(t) if t else "-"]
+        row += [f"{t:.1f}", f"**{p / t:.2f}x**" if same_device else "-"] if t else ["-", "-"]
+        row += [pct(p), pct(t) if t and same_device else "-"]  # the peak is measured on Paddle's device
         if ptm:
             tm = median([x["img_s"] for x in ptm if x["batch"] == b])
             row += [f"{tm:.1f}", f"{p / tm:.2f}x"]

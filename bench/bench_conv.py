@@ -1,0 +1,189 @@
+"""Per-layer convolution speed on CPU: every convolution of network.py's G and D, Paddle against PyTorch eager.
+
+Usage:
+    python bench/bench_conv.py                  # batch 64: Paddle NCHW, Paddle NHWC, PyTorch (when installed)
+    python bench/bench_conv.py --batch 128 --reps 9
+
+Convolutions are ~90% of a training iteration's time (Paddle's profiler), so this is where the gap of
+bench_train.py comes from. For each layer (shapes traced from network.py at default widths, not typed in):
+forward, and forward + backward (weight gradient, plus the input gradient where the network needs one: all
+but G's noise input), median of --reps calls after 2 warm-up calls. "gemm only" times the matrix products
+alone, in the per-image shapes Paddle's CPU kernel uses (for a convolution [Cout, Cin*k*k] x [Cin*k*k, Hout*Wout],
+for a transposed one [Cout*k*k, Cin] x [Cin, Hin*Win], batched over the images): the rest of a Paddle forward is
+its im2col / col2im. NHWC is the same layer with data_format="NHWC" (its input made channels-last beforehand).
+Each framework and layout runs in a process of its own with train.py's CPU environment (utils.py) or, for
+PyTorch, torch.set_num_threads(cores). The CPU runs kernels synchronously, so wall time is the kernels' time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+from bench_train import cores, cpu_name, fmt_table, have_torch, median  # noqa: E402
+
+
+def layer_specs() -> list[dict]:
+    """network.py's convolutions in order, with the input shape each one sees (batch 1)."""
+    sys.path.insert(0, str(ROOT))
+    import utils  # noqa: F401  CPU environment before paddle loads
+    import paddle
+    import paddle.nn as nn
+
+    from network import Discriminator, Generator
+
+    G, D = Generator(), Discriminator()
+    specs = []
+
+    def hook(net):
+        def f(layer, inputs, output):
+            specs.append({"net": net, "transpose": isinstance(layer, nn.Conv2DTranspose), "cin": inputs[0].shape[1],
+                          "cout": output.shape[1], "k": layer.weight.shape[2], "stride": layer._stride[0],
+                          "padding": _first(layer._padding), "hw": inputs[0].shape[2], "out_hw": output.shape[2]})  # fmt: skip
+
+        return f
+
+    for net, model in (("G", G), ("D", D)):
+        for layer in model.sublayers():
+            if isinstance(layer, (nn.Conv2D, nn.Conv2DTranspose)):
+                layer.register_forward_post_hook(hook(net))
+    G.eval(), D.eval()
+    with paddle.no_grad():
+        D(G(paddle.zeros([1, G.nz, 1, 1])))
+    for s in specs:
+        s["input_grad"] = not (s["net"] == "G" and s["hw"] == 1)  # G's noise needs no gradient
+        per_image = 2 * s["cin"] * s["cout"] * s["k"] ** 2 * (s["hw"] if s["transpose"] else s["out_hw"]) ** 2
+        s["fwd_flop"] = per_image  # per image; backward = 1x (weights) or 2x (weights + input) the forward
+        s["fb_flop"] = per_image * (3 if s["input_grad"] else 2)
+    return specs
+
+
+def _first(v):
+    return v if isinstance(v, int) else v[0]
+
+
+def timed(f, reps: int) -> float:
+    f(), f()
+    ts = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        f()
+        ts.append(time.perf_counter() - t)
+    return median(ts)
+
+
+def measure(layer, x, ones_like, reps: int) -> dict:
+    def fwd_bwd():
+        y = layer(x)
+        y.backward(ones_like(y))
+
+    return {"fwd": timed(lambda: layer(x), reps), "fb": timed(fwd_bwd, reps)}
+
+
+def worker_paddle(specs: list[dict], batch: int, reps: int, layout: str) -> list[dict]:
+    sys.path.insert(0, str(ROOT))
+    import utils  # noqa: F401
+    import paddle
+    import paddle.nn as nn
+
+    paddle.set_device("cpu")
+    out = []
+    for s in specs:
+        cls = nn.Conv2DTranspose if s["transpose"] else nn.Conv2D
+        layer = cls(s["cin"], s["cout"], s["k"], s["stride"], s["padding"], bias_attr=False, data_format=layout)
+        shape = [batch, s["cin"], s["hw"], s["hw"]] if layout == "NCHW" else [batch, s["hw"], s["hw"], s["cin"]]
+        x = paddle.randn(shape)
+        x.stop_gradient = not s["input_grad"]
+        r = measure(layer, x, paddle.ones_like, reps)
+        if layout == "NCHW":  # the matrix products of Paddle's per-image loop, without im2col / col2im
+            k2 = s["k"] ** 2
+            if s["transpose"]:
+                w, cols = paddle.randn([s["cout"] * k2, s["cin"]]), paddle.randn([batch, s["cin"], s["hw"] ** 2])
+            else:
+                w, cols = paddle.randn([s["cout"], s["cin"] * k2]), paddle.randn([batch, s["cin"] * k2, s["out_hw"] ** 2])
+            r["gemm"] = timed(functools.partial(paddle.matmul, w, cols), reps)
+        out.append(r)
+    return out
+
+
+def worker_torch(specs: list[dict], batch: int, reps: int) -> list[dict]:
+    import torch
+    import torch.nn as nn
+
+    torch.set_num_threads(cores())
+    out = []
+    for s in specs:
+        cls = nn.ConvTranspose2d if s["transpose"] else nn.Conv2d
+        layer = cls(s["cin"], s["cout"], s["k"], s["stride"], s["padding"], bias=False)
+        x = torch.randn(batch, s["cin"], s["hw"], s["hw"], requires_grad=s["input_grad"])
+        out.append(measure(layer, x, torch.ones_like, reps))
+    return out
+
+
+def run_worker(kind: str, batch: int, reps: int) -> list[dict]:
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", kind, "--batch", str(batch), "--reps", str(reps)]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
+    for line in r.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[7:])
+    raise RuntimeError(f"{kind} worker failed with status {r.returncode}:\n{r.stderr[-3000:]}")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--batch", type=int, default=64, help="images per call (default: %(default)s)")
+    ap.add_argument("--reps", type=int, default=5, help="timed calls per layer and pass (default: %(default)s)")
+    ap.add_argument("--no-torch", action="store_true", help="time Paddle only")
+    ap.add_argument("--worker", choices=["NCHW", "NHWC", "torch"], help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.worker:
+        specs = layer_specs()
+        res = worker_torch(specs, args.batch, args.reps) if args.worker == "torch" else \
+            worker_paddle(specs, args.batch, args.reps, args.worker)  # fmt: skip
+        print("RESULT " + json.dumps(res), flush=True)
+        return 0
+
+    kinds = ["NCHW", "NHWC"] + (["torch"] if not args.no_torch and have_torch() else [])
+    print(f"bench_conv.py: {cpu_name()}, {cores()} usable cores; batch {args.batch}, {args.reps} timed calls per layer; "
+          f"{', '.join(kinds)}", flush=True)  # fmt: skip
+    specs = layer_specs()
+    res = {k: run_worker(k, args.batch, args.reps) for k in kinds}
+    ms = lambda t: f"{1000 * t:.0f}"  # noqa: E731
+    rows, tot = [], {k: [0.0, 0.0] for k in kinds}
+    for i, s in enumerate(specs):
+        p, n = res["NCHW"][i], res["NHWC"][i]
+        name = f"{s['net']} {'convT' if s['transpose'] else 'conv'} {s['cin']}->{s['cout']}, {s['hw']}->{s['out_hw']} px"
+        row = [name, ms(p["fwd"]), ms(p["gemm"]), ms(p["fb"]), f"{args.batch * s['fb_flop'] / p['fb'] / 1e9:.0f}",
+               ms(n["fb"]), f"{p['fb'] / n['fb']:.2f}x"]  # fmt: skip
+        if "torch" in res:
+            t = res["torch"][i]
+            row += [ms(t["fwd"]), ms(t["fb"]), f"{args.batch * s['fb_flop'] / t['fb'] / 1e9:.0f}", f"**{t['fb'] / p['fb']:.2f}x**"]
+        rows.append(row)
+        for k in kinds:
+            tot[k][0] += res[k][i]["fwd"]
+            tot[k][1] += res[k][i]["fb"]
+    total = ["all", ms(tot["NCHW"][0]), ms(sum(x["gemm"] for x in res["NCHW"])), ms(tot["NCHW"][1]), "",
+             ms(tot["NHWC"][1]), f"{tot['NCHW'][1] / tot['NHWC'][1]:.2f}x"]  # fmt: skip
+    if "torch" in res:
+        total += [ms(tot["torch"][0]), ms(tot["torch"][1]), "", f"**{tot['torch'][1] / tot['NCHW'][1]:.2f}x**"]
+    rows.append(total)
+    header = [f"layer (batch {args.batch})", "Paddle fwd ms", "its gemm only ms", "Paddle fwd+bwd ms", "GFLOP/s",
+              "NHWC fwd+bwd ms", "NHWC speed-up"]  # fmt: skip
+    if "torch" in res:
+        header += ["PyTorch fwd ms", "PyTorch fwd+bwd ms", "GFLOP/s", "Paddle / PyTorch speed"]
+    print()
+    print(fmt_table(rows, header))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
