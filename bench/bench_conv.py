@@ -21,53 +21,28 @@ import argparse
 import functools
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
-from bench_train import cores, cpu_name, fmt_table, have_torch, median  # noqa: E402
+from bench_train import conv_layers, cores, cpu_name, fmt_table, have_torch, median, worker_result  # noqa: E402
 
 
 def layer_specs() -> list[dict]:
-    """network.py's convolutions in order, with the input shape each one sees (batch 1)."""
+    """network.py's convolutions in order (bench_train.conv_layers), and which need an input gradient."""
     sys.path.insert(0, str(ROOT))
     import utils  # noqa: F401  CPU environment before paddle loads
-    import paddle
-    import paddle.nn as nn
 
     from network import Discriminator, Generator
 
-    G, D = Generator(), Discriminator()
-    specs = []
-
-    def hook(net):
-        def f(layer, inputs, output):
-            specs.append({"net": net, "transpose": isinstance(layer, nn.Conv2DTranspose), "cin": inputs[0].shape[1],
-                          "cout": output.shape[1], "k": layer.weight.shape[2], "stride": layer._stride[0],
-                          "padding": _first(layer._padding), "hw": inputs[0].shape[2], "out_hw": output.shape[2]})  # fmt: skip
-
-        return f
-
-    for net, model in (("G", G), ("D", D)):
-        for layer in model.sublayers():
-            if isinstance(layer, (nn.Conv2D, nn.Conv2DTranspose)):
-                layer.register_forward_post_hook(hook(net))
-    G.eval(), D.eval()
-    with paddle.no_grad():
-        D(G(paddle.zeros([1, G.nz, 1, 1])))
+    G = Generator()
+    specs = conv_layers(G, Discriminator(), G.nz)
     for s in specs:
         s["input_grad"] = not (s["net"] == "G" and s["hw"] == 1)  # G's noise needs no gradient
-        per_image = 2 * s["cin"] * s["cout"] * s["k"] ** 2 * (s["hw"] if s["transpose"] else s["out_hw"]) ** 2
-        s["fwd_flop"] = per_image  # per image; backward = 1x (weights) or 2x (weights + input) the forward
-        s["fb_flop"] = per_image * (3 if s["input_grad"] else 2)
+        s["fb_flop"] = s["flop"] * (3 if s["input_grad"] else 2)  # backward: 1x (weights) or 2x (+ input) forward
     return specs
-
-
-def _first(v):
-    return v if isinstance(v, int) else v[0]
 
 
 def timed(f, reps: int) -> float:
@@ -131,11 +106,7 @@ def worker_torch(specs: list[dict], batch: int, reps: int) -> list[dict]:
 def run_worker(kind: str, batch: int, reps: int) -> list[dict]:
     env = dict(os.environ, PYTHONWARNINGS="ignore")
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", kind, "--batch", str(batch), "--reps", str(reps)]
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
-    for line in r.stdout.splitlines():
-        if line.startswith("RESULT "):
-            return json.loads(line[7:])
-    raise RuntimeError(f"{kind} worker failed with status {r.returncode}:\n{r.stderr[-3000:]}")
+    return worker_result(cmd, env, f"{kind} worker")[0]
 
 
 def main(argv=None) -> int:

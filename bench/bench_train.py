@@ -103,19 +103,23 @@ class Meter:
         self.others = max(0.0, (b - self.b) - own) / max(tot - self.tot, 1e-9)  # share of all CPUs used by others
 
 
-def flops_per_image(G, D, nz: int, g_steps: int, d_steps: int) -> dict:
-    """Forward FLOPs of G and D from their conv layers' traced shapes, and one iteration's total per real image."""
+def conv_layers(G, D, nz: int) -> list[dict]:
+    """G's and D's convolutions in call order, traced on one image: net, kind, channels, kernel, stride, padding,
+    input and output side, and forward FLOPs per image (2*Cin*Cout*k*k*Hout*Wout, transposed 2*Cin*Cout*k*k*Hin*Win)."""
     import paddle
     import paddle.nn as nn
 
-    counts = {"G": 0, "D": 0}
+    layers = []
 
     def hook(name):
         def f(layer, inputs, output):
-            x = inputs[0]
-            cin, cout, k = layer.weight.shape[1 if isinstance(layer, nn.Conv2D) else 0], output.shape[1], layer.weight.shape[2:]
-            hw = (output.shape[2] * output.shape[3]) if isinstance(layer, nn.Conv2D) else (x.shape[2] * x.shape[3])
-            counts[name] += 2 * cin * cout * k[0] * k[1] * hw
+            x, t = inputs[0], isinstance(layer, nn.Conv2DTranspose)
+            cin, cout, k = x.shape[1], output.shape[1], layer.weight.shape[2:]
+            hw = (x.shape[2] * x.shape[3]) if t else (output.shape[2] * output.shape[3])
+            pad = layer._padding if isinstance(layer._padding, int) else layer._padding[0]
+            layers.append({"net": name, "transpose": t, "cin": cin, "cout": cout, "k": k[0], "stride": layer._stride[0],
+                           "padding": pad, "hw": x.shape[2], "out_hw": output.shape[2],
+                           "flop": 2 * cin * cout * k[0] * k[1] * hw})  # fmt: skip
 
         return f
 
@@ -130,7 +134,13 @@ def flops_per_image(G, D, nz: int, g_steps: int, d_steps: int) -> dict:
         for h in handles:
             h.remove()
         G.train(was[0]), D.train(was[1])
-    fg, fd = counts["G"], counts["D"]
+    return layers
+
+
+def flops_per_image(G, D, nz: int, g_steps: int, d_steps: int) -> dict:
+    """Forward FLOPs of G and D from their conv layers' traced shapes, and one iteration's total per real image."""
+    layers = conv_layers(G, D, nz)
+    fg, fd = (sum(x["flop"] for x in layers if x["net"] == n) for n in ("G", "D"))
     per_iter = d_steps * (fg + 2 * 3 * fd) + g_steps * (3 * fg + 3 * fd)
     return {"G_fwd": fg, "D_fwd": fd, "iteration": per_iter}
 
@@ -328,14 +338,20 @@ def run_worker(kind: str, batch: int, iters: int, warmup: int, lever: dict | Non
     env.update((lever or {}).get("env", {}))  # there from the start: utils.py, glibc and OpenMP read it early
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", kind, "--batch", str(batch), "--iters", str(iters),
            "--warmup", str(warmup), "--lever", json.dumps(lever or {}), "--device", device]  # fmt: skip
+    res, out = worker_result(cmd, env, f"{kind} worker (batch {batch})")
+    if env.get("ONEDNN_VERBOSE"):  # oneDNN logs each primitive it runs: did the flag reach any kernel?
+        res["onednn_primitives"] = sum(",primitive,exec," in x for x in out)
+    return res
+
+
+def worker_result(cmd: list[str], env: dict, what: str):
+    """Run a worker process; returns the JSON of its RESULT line and all its stdout lines."""
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
-    for line in r.stdout.splitlines():
+    out = r.stdout.splitlines()
+    for line in out:
         if line.startswith("RESULT "):
-            res = json.loads(line[7:])
-            if env.get("ONEDNN_VERBOSE"):  # oneDNN logs each primitive it runs: did the flag reach any kernel?
-                res["onednn_primitives"] = sum(",primitive,exec," in x for x in r.stdout.splitlines())
-            return res
-    raise RuntimeError(f"{kind} worker (batch {batch}) failed with status {r.returncode}:\n{r.stderr[-3000:]}")
+            return json.loads(line[7:]), out
+    raise RuntimeError(f"{what} failed with status {r.returncode}:\n{r.stderr[-3000:]}")
 
 
 def median(xs):
