@@ -10,15 +10,19 @@ step on the summed loss), then --g-steps (2) G steps, each on fresh noise labell
 
 Writes under --out: checkpoint.pdparams (everything needed to resume, written atomically every epoch and
 every --save-every iterations), generator.pdparams (what generator.py needs), samples/epoch_NNN.png
-(an 8x8 grid from fixed noise), loss.png, log.csv. From a notebook: `train(TrainConfig(...))`.
+(an 8x8 grid from fixed noise), loss.png, log.csv; with --visualdl also vdl/ for `visualdl --logdir OUT/vdl`.
+From a notebook: `train(TrainConfig(...))`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
 import dataclasses
+import io
 import math
+import struct
 import sys
 import time
 from dataclasses import dataclass, field
@@ -65,6 +69,8 @@ class TrainConfig:
     num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes"})
     max_iters: int = field(default=0, metadata={"help": "stop when the iteration count (across resumes) reaches N; 0: no limit"})
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
+    visualdl: bool = field(default=False, metadata={"help": "also log scalars and sample grids to OUT/vdl for VisualDL "
+                                                            "(pip install visualdl)"})  # fmt: skip
 
 
 class TrainingDiverged(UserError):
@@ -255,6 +261,75 @@ def plot_history(history: dict, path: Path, iters_per_epoch: int) -> None:
         fig.savefig(tmp, dpi=80, format="png")
 
 
+class VisualDLLog:
+    """log.csv's scalars and the fixed-noise grids as VisualDL records in OUT/vdl/, at global iterations.
+
+    One record file, appended to by every run of the same --out. On start it keeps only the records up
+    to the checkpoint's iteration, so a resumed run continues the same curves and the iterations it redoes
+    are not drawn twice. Flushed with every checkpoint.
+    """
+
+    FILE = "vdlrecords.train.log"  # a fixed name: VisualDL reads only the last-named record file of a folder
+    TAGS = [f"train/{k}" for k in CSV_FIELDS[2:]]  # train/d_loss ... train/img_s
+    IMAGE_TAG = "samples/fixed_noise"
+
+    def __init__(self, logdir: Path, keep_until: int):
+        LogWriter = require_visualdl()
+        keep_records(logdir / self.FILE, keep_until)
+        with contextlib.redirect_stdout(io.StringIO()):  # VisualDL prints a note when it appends to a file
+            self.writer = LogWriter(logdir=str(logdir), file_name=self.FILE, flush_secs=30)
+
+    def add_row(self, step: int, values) -> None:
+        """One iteration's d_loss, g_loss, d_real, d_fake, img_s (log.csv's columns), as host floats."""
+        for tag, v in zip(self.TAGS, values, strict=True):
+            self.writer.add_scalar(tag, float(v), step)
+
+    def add_grid(self, step: int, grid: np.ndarray) -> None:
+        self.writer.add_image(self.IMAGE_TAG, grid, step)  # uint8 HWC
+
+    def flush(self) -> None:
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def require_visualdl():
+    try:
+        from visualdl import LogWriter
+    except ImportError:
+        raise UserError("--visualdl needs VisualDL, which is not installed: pip install visualdl") from None
+    return LogWriter
+
+
+def keep_records(path: Path, last_step: int) -> None:
+    """Cut a VisualDL record file down to its first meta record and the records of steps <= last_step
+    (a whole file when last_step is 0). Each record is a little-endian uint64 length and a Record proto."""
+    if not path.exists():
+        return
+    if last_step <= 0:
+        path.unlink()
+        return
+    from google.protobuf.message import DecodeError
+    from visualdl.proto.record_pb2 import Record
+
+    data, pos, kept = path.read_bytes(), 0, []
+    while pos + 8 <= len(data):
+        (n,) = struct.unpack_from("<Q", data, pos)
+        if pos + 8 + n > len(data):
+            break  # the tail of a killed run
+        try:
+            value = Record.FromString(data[pos + 8 : pos + 8 + n]).values[0]
+        except (DecodeError, IndexError):
+            break  # not a record: keep what came before
+        meta = value.WhichOneof("one_value") == "meta_data"
+        if (meta and not kept) or (not meta and value.id <= last_step):
+            kept.append(data[pos : pos + 8 + n])
+        pos += 8 + n
+    with utils.atomic_path(path) as tmp:
+        Path(tmp).write_bytes(b"".join(kept))
+
+
 # ---------------------------------------------------------------------------------------------
 
 
@@ -304,6 +379,8 @@ def train(cfg: TrainConfig) -> dict[str, list[float]]:
     out = Path(cfg.out)
     ckpt_path = out / "checkpoint.pdparams"
     ckpt = _check_resume(cfg, ckpt_path)
+    if cfg.visualdl and main_proc:
+        require_visualdl()  # before any work
 
     loader = make_loader(cfg.data, batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed, drop_last=True,
                          num_workers=cfg.num_workers)  # fmt: skip
@@ -323,16 +400,22 @@ def train(cfg: TrainConfig) -> dict[str, list[float]]:
         write_log_csv(out / "log.csv", trainer.history, nb)
         log_file = open(out / "log.csv", "a", encoding="utf-8", newline="")
         log = csv.writer(log_file)
+    vdl = VisualDLLog(out / "vdl", trainer.iteration) if cfg.visualdl and main_proc else None
 
     def save() -> None:
         if not main_proc:
             return
+        if vdl:
+            vdl.flush()  # the records up to a checkpoint are on disk with it
         utils.atomic_paddle_save(trainer.state_dict(), ckpt_path)
         utils.atomic_paddle_save(trainer.generator_payload(), out / "generator.pdparams")
 
     def sample(name: str) -> None:
         if main_proc:
-            utils.save_png(utils.make_grid(trainer.sample(trainer.fixed_noise), nrow=8), out / "samples" / name)
+            grid = utils.make_grid(trainer.sample(trainer.fixed_noise), nrow=8)
+            utils.save_png(grid, out / "samples" / name)
+            if vdl:
+                vdl.add_grid(trainer.iteration, grid)
 
     from tqdm.auto import tqdm
 
@@ -372,6 +455,8 @@ def train(cfg: TrainConfig) -> dict[str, list[float]]:
                 if main_proc:
                     log.writerow([epoch + 1, trainer.iteration, *(f"{v:.6g}" for v in stats), f"{img_s:.1f}"])
                     log_file.flush()
+                    if vdl:
+                        vdl.add_row(trainer.iteration, [*stats, img_s])
                     bar.set_postfix_str(f"D {stats[0]:.3f} G {stats[1]:.3f} D(x) {stats[2]:.2f} D(G(z)) {stats[3]:.2f} {speed:.1f} img/s",
                                         refresh=False)  # fmt: skip
                     bar.update(1)
@@ -397,6 +482,8 @@ def train(cfg: TrainConfig) -> dict[str, list[float]]:
     finally:
         if main_proc:
             log_file.close()
+        if vdl:
+            vdl.close()
     if main_proc:
         h = trainer.history
         last = f"; last D loss {h['d_loss'][-1]:.3f}, G loss {h['g_loss'][-1]:.3f}" if h["d_loss"] else ""
