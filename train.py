@@ -304,7 +304,7 @@ def require_visualdl():
 
 def keep_records(path: Path, last_step: int) -> None:
     """Cut a VisualDL record file down to its first meta record and the records of steps <= last_step
-    (a whole file when last_step is 0). Each record is a little-endian uint64 length and a Record proto."""
+    (the file is removed when last_step is 0). Each record: a little-endian uint64 length, then a Record proto."""
     if not path.exists():
         return
     if last_step <= 0:
