@@ -216,7 +216,7 @@ def load_discriminator(path: str | os.PathLike, allow_pickle: bool = False) -> D
 class ConvertConfig:
     convert: tuple = field(default=("", ""), metadata={"help": "turn an old pickled generator.pdparams or checkpoint.pdparams "
                                                                "(one you trust: it is unpickled) into safetensors",
-                                                       "metavar": ("OLD", "NEW"), "type": str})  # fmt: skip
+                                                       "metavar": ("OLD", "NEW")})  # fmt: skip
 
 
 def convert(old: str | os.PathLike, new: str | os.PathLike) -> str:
