@@ -119,7 +119,7 @@ def _pack(tree: dict, prefix: str, tensors: dict) -> dict:
                 raise ValueError(f"{name}: bfloat16 tensors are not supported (numpy has no bfloat16)")
             v = v.numpy()
         if isinstance(v, np.ndarray):
-            tensors[name] = np.ascontiguousarray(v)
+            tensors[name] = v if v.flags.c_contiguous else v.copy(order="C")  # (ascontiguousarray makes 0-D 1-D)
         elif isinstance(v, dict):
             skeleton[k] = _pack(v, name + "/", tensors)
         else:

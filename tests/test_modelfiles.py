@@ -392,3 +392,25 @@ def test_resume_checks_every_part_before_setting_it(case, tmp_path, trained):
     with pytest.raises(UserError, match="^" + re.escape(str(run / network.CHECKPOINT_FILE)) + ": ") as e:
         train_mod.train(tiny(tmp_path, faces, out=str(run), max_iters=8, ema=0.5, resume=True))
     assert expect in str(e.value)
+
+
+def test_state_tree_round_trip_keeps_every_kind_of_leaf(tmp_path):
+    """What a checkpoint may hold (an AMP scaler's state, an LR scheduler's, empty and None parts) comes back as it was:
+    arrays bit for bit with their dtype and shape, the rest through JSON."""
+    scaler = {"scale": np.array([32768.0], np.float32), "incr_ratio": 2.0, "decr_ratio": 0.5, "incr_every_n_steps": 1000,
+              "incr_count": 7, "use_dynamic_loss_scaling": True}  # fmt: skip
+    tree = {
+        "format": "x", "version": 1, "scalerG": scaler, "scalerD": {}, "G_ema": None,
+        "optG": {"w_moment1_0": paddle.to_tensor([[1.5, -0.0]]), "LR_Scheduler": {"last_epoch": 3, "last_lr": 1e-4}},
+        "history": {"d_loss": np.array([0.1, float(np.float32(0.3))], np.float64), "empty": np.zeros(0)},
+        "zero_d": np.array(np.int64(5)), "noise": np.random.default_rng(0).standard_normal((2, 3)).astype(np.float32),
+        "rng": {"seed": np.int64(3), "iteration": 9}, "tags": ["a", "b"], "nested": {"deeper": {"t": np.ones(2, np.uint8)}},
+    }  # fmt: skip
+    utils.save_state(tmp_path / "s.safetensors", tree)
+    back = utils.read_state(tmp_path / "s.safetensors")
+    expected = {**tree, "optG": {**tree["optG"], "w_moment1_0": tree["optG"]["w_moment1_0"].numpy()}, "rng": {"seed": 3, "iteration": 9}}
+    assert_same_state(back, expected)
+    assert back["zero_d"].shape == () and back["nested"]["deeper"]["t"].dtype == np.uint8
+    with pytest.raises(ValueError, match="without '/'"):
+        utils.save_state(tmp_path / "bad.safetensors", {"a/b": 1})
+    assert not (tmp_path / "bad.safetensors").exists()
