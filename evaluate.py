@@ -40,8 +40,10 @@ SHEETS = {"grid.png", "interpolation.png"}  # what generator.py writes beside th
 
 @dataclass
 class EvaluateConfig:
-    ckpt: str = field(default=f"output/{GENERATOR_FILE}", metadata={"help": f"generator file (or train.py's {CHECKPOINT_FILE})"})
-    allow_pickle: bool = field(default=False, metadata={"help": "also read an old pickled .pdparams (only your own: it can run code)"})
+    ckpt: str = field(default=f"output/{GENERATOR_FILE}",
+                      metadata={"help": f"generator file (or train.py's {CHECKPOINT_FILE})"})  # fmt: skip
+    allow_pickle: bool = field(default=False, metadata={"help": "also read an old pickled .pdparams (only your own: "
+                                                                "unpickling can run code)"})  # fmt: skip
     data: str = field(default="data/celeba64.npy", metadata={"help": "packed real images, uint8 (N, 64, 64, 3), from pretreat.py"})
     num: int = field(default=2000, metadata={"help": "images per set (real and generated)"})
     seed: int = field(default=0, metadata={"help": "picks the real rows, the latent vectors, the SWD patches and projections"})

@@ -1,11 +1,11 @@
 """Generate faces with a trained generator: one 64x64 PNG per face, a grid, interpolations, an inference model.
 
-    python generator.py                                      # 64 faces from output/generator.safetensors -> output/faces/
+    python generator.py                                      # 64 faces: output/generator.safetensors -> output/faces/
     python generator.py --num 16 --seed 7 --out my_faces     # other faces, elsewhere
     python generator.py --interpolate 10 --pairs 4           # + output/faces/interpolation.png: 4 rows of 10 steps
     python generator.py --num 0 --export output/inference    # only a Paddle Inference model (paddle.jit.save), verified
-    python generator.py --ckpt output/checkpoint.safetensors --no-ema   # train.py's full checkpoint, plain G (not EMA)
-    python generator.py --ckpt old/generator.pdparams --allow-pickle   # a file of an earlier version (yours: pickles run code)
+    python generator.py --ckpt output/checkpoint.safetensors --no-ema  # train.py's full checkpoint, plain G (not EMA)
+    python generator.py --ckpt old/generator.pdparams --allow-pickle   # your file from an earlier version (a pickle)
 
 It needs only the file train.py wrote. Noise: z ~ N(0, 1), shape [B, nz, 1, 1], drawn with
 numpy.random.default_rng(seed), so a seed gives the same faces whatever else used the global RNGs (and, with
@@ -47,13 +47,15 @@ EXPORT_ATOL = 1e-5
 
 @dataclasses.dataclass
 class GeneratorConfig:
-    ckpt: str = field(default=f"output/{GENERATOR_FILE}", metadata={"help": f"{GENERATOR_FILE}, or train.py's {CHECKPOINT_FILE}"})
-    allow_pickle: bool = field(default=False, metadata={"help": "also read an old pickled .pdparams (only your own: it can run code)"})
+    ckpt: str = field(default=f"output/{GENERATOR_FILE}",
+                      metadata={"help": f"{GENERATOR_FILE}, or train.py's {CHECKPOINT_FILE}"})  # fmt: skip
+    allow_pickle: bool = field(default=False, metadata={"help": "also read an old pickled .pdparams (only your own: "
+                                                                "unpickling can run code)"})  # fmt: skip
     num: int = field(default=64, metadata={"help": "faces to write (0: none)"})
     seed: int = field(default=0, metadata={"help": "noise seed; the same seed gives the same faces"})
     out: str = field(default="output/faces", metadata={"help": "folder for face_0000.png..., grid.png, interpolation.png"})
     bn: str = field(default=BN_DEFAULT, metadata={"help": "BatchNorm statistics: saved running ones, or the batch's", "choices": BN_MODES})
-    ema: bool = field(default=True, metadata={"help": f"with a {CHECKPOINT_FILE}, use its EMA weights when it has them"})
+    ema: bool = field(default=True, metadata={"help": f"with a {CHECKPOINT_FILE}, use its EMA weights if it has them"})
     interpolate: int = field(default=0, metadata={"help": "steps per interpolation row, ends included (0: none)", "metavar": "K"})
     pairs: int = field(default=8, metadata={"help": "interpolation rows: row i goes from face 2i to face 2i+1"})
     export: str = field(default="", metadata={"help": "also save a Paddle Inference model in this folder", "metavar": "DIR"})
@@ -116,7 +118,9 @@ def sampling_net(G: Generator, bn: str = BN_DEFAULT) -> Iterator[nn.Layer]:
 
 
 def _model(ckpt: str | os.PathLike | nn.Layer, use_ema: bool, allow_pickle: bool = False) -> Generator:
-    return ckpt if isinstance(ckpt, nn.Layer) else load_generator(os.fspath(ckpt), use_ema=use_ema, allow_pickle=allow_pickle)
+    if isinstance(ckpt, nn.Layer):
+        return ckpt
+    return load_generator(os.fspath(ckpt), use_ema=use_ema, allow_pickle=allow_pickle)
 
 
 @paddle.no_grad()
@@ -137,8 +141,8 @@ def generate(
 
 
 def interpolate(
-    ckpt: str | os.PathLike | nn.Layer, steps: int = 8, pairs: int = 8, seed: int = 0, bn: str = BN_DEFAULT, use_ema: bool = True,
-    allow_pickle: bool = False,
+    ckpt: str | os.PathLike | nn.Layer, steps: int = 8, pairs: int = 8, seed: int = 0, bn: str = BN_DEFAULT,
+    use_ema: bool = True, allow_pickle: bool = False,
 ) -> np.ndarray:
     """uint8 [pairs, steps, 64, 64, 3]: row i walks (slerp) from face 2i to face 2i+1 of generate(ckpt, seed=seed)."""
     if steps < 2 or pairs < 1:

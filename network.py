@@ -125,7 +125,8 @@ def read_model_file(path: str | os.PathLike, allow_pickle: bool = False) -> tupl
         keys = ", ".join(list(tree)[:4])
         raise UserError(f"{path}: not a dcgan-faces-paddle generator or checkpoint ({what}; holds {keys})")
     if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise UserError(f"{path}: format version {version!r} is newer than this code reads ({FORMAT_VERSION}); update it")
+        raise UserError(f"{path}: format version {version!r} is newer than this code reads ({FORMAT_VERSION}); "
+                        "update dcgan-faces-paddle")  # fmt: skip
     return ("generator" if fmt == GENERATOR_FORMAT else "checkpoint"), tree
 
 
@@ -214,9 +215,9 @@ def load_discriminator(path: str | os.PathLike, allow_pickle: bool = False) -> D
 
 @dataclass
 class ConvertConfig:
-    convert: tuple = field(default=("", ""), metadata={"help": "turn an old pickled generator.pdparams or checkpoint.pdparams "
-                                                               "(one you trust: it is unpickled) into safetensors",
-                                                       "metavar": ("OLD", "NEW")})  # fmt: skip
+    convert: tuple = field(default=("", ""), metadata={
+        "help": "turn an old pickled generator.pdparams or checkpoint.pdparams (one you trust: it is unpickled) into "
+                "safetensors", "metavar": ("OLD", "NEW")})  # fmt: skip
 
 
 def convert(old: str | os.PathLike, new: str | os.PathLike) -> str:

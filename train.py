@@ -61,8 +61,8 @@ class TrainConfig:
     ema: float = field(default=0.0, metadata={"help": "decay of an exponential moving average of G's weights, sampled from "
                                                       "when > 0 (e.g. 0.999); 0 = off"})  # fmt: skip
     resume: bool = field(default=False, metadata={"help": f"continue from OUT/{CHECKPOINT_FILE}"})
-    allow_pickle: bool = field(default=False, metadata={"help": "with --resume, also read an old pickled "
-                                                                "OUT/checkpoint.pdparams (only your own: it can run code)"})  # fmt: skip
+    allow_pickle: bool = field(default=False, metadata={
+        "help": "with --resume, also read an old pickled OUT/checkpoint.pdparams (only your own: it can run code)"})
     overwrite: bool = field(default=False, metadata={"help": f"start afresh even if OUT/{CHECKPOINT_FILE} exists"})
     save_every: int = field(default=0, metadata={"help": "also checkpoint every N iterations (0: only each epoch)"})
     sample_every: int = field(default=0, metadata={"help": "also write a sample grid every N iterations (0: only each epoch)"})
@@ -454,7 +454,8 @@ def train(cfg: TrainConfig) -> dict[str, list[float]]:
     if main_proc:
         h = trainer.history
         last = f"; last D loss {h['d_loss'][-1]:.3f}, G loss {h['g_loss'][-1]:.3f}" if h["d_loss"] else ""
-        print(f"train.py: done, {trainer.iteration} iterations{last}. Faces: python generator.py --ckpt {out / GENERATOR_FILE}")
+        print(f"train.py: done, {trainer.iteration} iterations{last}. "
+              f"Faces: python generator.py --ckpt {out / GENERATOR_FILE}")
     return trainer.history
 
 

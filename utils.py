@@ -142,8 +142,8 @@ def save_state(path: str | os.PathLike, tree: dict) -> None:
 
 def _pickle_refused(path) -> str:
     return (f"{path}: this is a pickle (an old-style .pdparams?), and loading a pickle can run any code it holds; "
-            "if you trust it (your own file from an earlier version) pass --allow-pickle (allow_pickle=True in Python), "
-            f"or convert it once: python network.py --convert {path} NEW.safetensors")  # fmt: skip
+            "if you trust it (your own file from an earlier version) pass --allow-pickle "
+            f"(allow_pickle=True in Python), or convert it once: python network.py --convert {path} NEW.safetensors")
 
 
 def read_state(path: str | os.PathLike, allow_pickle: bool = False) -> dict:

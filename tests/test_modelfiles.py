@@ -28,8 +28,8 @@ from utils import UserError
 
 ROOT = Path(__file__).resolve().parent.parent
 GENERATOR_METADATA = {"format", "version", "nz", "ngf"}  # as docs/ documents them
-CHECKPOINT_METADATA = {"format", "version", "G", "D", "G_ema", "optG", "optD", "scalerG", "scalerD", "epoch", "iteration", "rng",
-                       "config", "history"}  # fmt: skip
+CHECKPOINT_METADATA = {"format", "version", "G", "D", "G_ema", "optG", "optD", "scalerG", "scalerD", "epoch", "iteration",
+                       "rng", "config", "history"}  # fmt: skip
 
 
 class Payload:
@@ -90,9 +90,11 @@ def legacy_files(out: Path, dest: Path) -> tuple[Path, Path]:
                 for k, v in tree.items()}  # fmt: skip
 
     old = {k: v for k, v in ckpt.items() if k not in ("format", "version", "fixed_noise", "history")}
-    old = to_paddle(old) | {"fixed_noise": ckpt["fixed_noise"], "history": {k: list(map(float, v)) for k, v in ckpt["history"].items()}}
+    history = {k: list(map(float, v)) for k, v in ckpt["history"].items()}  # lists, as the old train.py kept them
+    old = to_paddle(old) | {"fixed_noise": ckpt["fixed_noise"], "history": history}
     weights = {k: paddle.to_tensor(v) for k, v in gen.items() if isinstance(v, np.ndarray)}
-    old_gen = {"format": network.GENERATOR_FORMAT, "version": 1, "nz": gen["nz"], "ngf": gen["ngf"], "state_dict": weights}
+    old_gen = {"format": network.GENERATOR_FORMAT, "version": 1, "nz": gen["nz"], "ngf": gen["ngf"],
+               "state_dict": weights}  # fmt: skip
     paddle.save(old_gen, str(dest / "generator.pdparams"))
     paddle.save(old, str(dest / "checkpoint.pdparams"))
     assert (dest / "checkpoint.pdparams").read_bytes()[:1] == b"\x80"  # really pickles, as Paddle 3.3.1 writes them
@@ -104,7 +106,8 @@ def legacy_files(out: Path, dest: Path) -> tuple[Path, Path]:
 
 def test_files_are_safetensors_with_only_the_documented_metadata(trained):
     out, _ = trained
-    for name, documented in ((network.GENERATOR_FILE, GENERATOR_METADATA), (network.CHECKPOINT_FILE, CHECKPOINT_METADATA)):
+    files = ((network.GENERATOR_FILE, GENERATOR_METADATA), (network.CHECKPOINT_FILE, CHECKPOINT_METADATA))
+    for name, documented in files:
         path = out / name
         head = path.read_bytes()[:9]
         assert head[8:9] == b"{" and head[:1] != b"\x80", name  # a safetensors header, not Paddle's pickle fallback
@@ -187,7 +190,8 @@ def test_malicious_pickle_never_runs_from_the_command_lines(tmp_path, trained):
     evil = evil_pickle(tmp_path / "evil.pdparams", marker)
     evil_pickle(tmp_path / "run_new" / network.CHECKPOINT_FILE, marker)  # a pickle under the new name
     evil_pickle(tmp_path / "run_old" / "checkpoint.pdparams", marker)  # an earlier version's run
-    base = ["--data", str(faces), "--batch-size", "8", "--ngf", "8", "--ndf", "8", "--nz", "16", "--no-progress", "--resume"]
+    base = ["--data", str(faces), "--batch-size", "8", "--ngf", "8", "--ndf", "8", "--nz", "16", "--no-progress",
+            "--resume"]  # fmt: skip
     cmds = {
         "generator": [str(ROOT / "generator.py"), "--ckpt", str(evil), "--out", str(tmp_path / "faces")],
         "evaluate": [str(ROOT / "evaluate.py"), "--ckpt", str(evil), "--data", str(faces), "--num", "4"],
@@ -247,7 +251,8 @@ def test_allow_pickle_loads_old_files_and_resumes_them_bit_for_bit(tmp_path, tra
     h_old = train_mod.train(tiny(tmp_path, faces, out=str(run), max_iters=8, ema=0.5, resume=True, allow_pickle=True))
     h_new = train_mod.train(tiny(tmp_path, faces, out=str(tmp_path / "straight"), max_iters=8, ema=0.5))
     assert h_old == h_new
-    assert_same_state(utils.read_state(run / network.CHECKPOINT_FILE), utils.read_state(tmp_path / "straight" / network.CHECKPOINT_FILE))
+    straight = utils.read_state(tmp_path / "straight" / network.CHECKPOINT_FILE)
+    assert_same_state(utils.read_state(run / network.CHECKPOINT_FILE), straight)
 
 
 def test_convert_turns_old_files_into_new_ones(tmp_path, trained):
@@ -257,7 +262,8 @@ def test_convert_turns_old_files_into_new_ones(tmp_path, trained):
         "gen": [str(ROOT / "network.py"), "--convert", str(old_gen), str(tmp_path / "g.safetensors")],
         "ckpt": [str(ROOT / "network.py"), "--convert", str(old_ckpt), str(tmp_path / "c.safetensors")],
         "exists": [str(ROOT / "network.py"), "--convert", str(old_gen), str(out / network.GENERATOR_FILE)],
-        "already": [str(ROOT / "network.py"), "--convert", str(out / network.GENERATOR_FILE), str(tmp_path / "n.safetensors")],
+        "already": [str(ROOT / "network.py"), "--convert", str(out / network.GENERATOR_FILE),
+                    str(tmp_path / "n.safetensors")],  # fmt: skip
     }
     r = run_all(cmds, tmp_path)
     for k in ("gen", "ckpt"):
@@ -330,7 +336,7 @@ BAD = {
     "corrupt_header": "corrupt or truncated safetensors file",
     "text": "not a safetensors model file",
     "zip": "a zip archive",
-    "other_model": "not a dcgan-faces-paddle generator or checkpoint (no 'format' in its metadata; holds encoder.weight)",
+    "other_model": "not a dcgan-faces-paddle generator or checkpoint (no 'format' in its metadata; holds encoder.w",
     "not_json": "metadata 'format' is not JSON",
     "missing_meta": "nz is None in the file",
     "wrong_keys": "missing 1 tensors (first: main.12.weight)",
@@ -360,7 +366,8 @@ def test_bad_files_on_the_command_line_and_resume(tmp_path, trained):
     run = tmp_path / "run"
     run.mkdir()
     (run / network.CHECKPOINT_FILE).write_bytes((out / network.CHECKPOINT_FILE).read_bytes()[:5000])
-    args = ["--data", str(faces), "--out", str(run), "--batch-size", "8", "--ngf", "8", "--ndf", "8", "--nz", "16", "--no-progress"]
+    args = ["--data", str(faces), "--out", str(run), "--batch-size", "8", "--ngf", "8", "--ndf", "8", "--nz", "16",
+            "--no-progress"]  # fmt: skip
     r = run_all({"gen": [str(ROOT / "generator.py"), "--ckpt", str(truncated)],
                  "train": [str(ROOT / "train.py"), *args, "--resume"]}, tmp_path)  # fmt: skip
     assert f"{truncated}: corrupt or truncated" in one_line_error(r["gen"], "generator.py")
@@ -397,18 +404,20 @@ def test_resume_checks_every_part_before_setting_it(case, tmp_path, trained):
 def test_state_tree_round_trip_keeps_every_kind_of_leaf(tmp_path):
     """What a checkpoint may hold (an AMP scaler's state, an LR scheduler's, empty and None parts) comes back as it was:
     arrays bit for bit with their dtype and shape, the rest through JSON."""
-    scaler = {"scale": np.array([32768.0], np.float32), "incr_ratio": 2.0, "decr_ratio": 0.5, "incr_every_n_steps": 1000,
-              "incr_count": 7, "use_dynamic_loss_scaling": True}  # fmt: skip
+    scaler = {"scale": np.array([32768.0], np.float32), "incr_ratio": 2.0, "decr_ratio": 0.5,
+              "incr_every_n_steps": 1000, "incr_count": 7, "use_dynamic_loss_scaling": True}  # fmt: skip
     tree = {
         "format": "x", "version": 1, "scalerG": scaler, "scalerD": {}, "G_ema": None,
         "optG": {"w_moment1_0": paddle.to_tensor([[1.5, -0.0]]), "LR_Scheduler": {"last_epoch": 3, "last_lr": 1e-4}},
         "history": {"d_loss": np.array([0.1, float(np.float32(0.3))], np.float64), "empty": np.zeros(0)},
         "zero_d": np.array(np.int64(5)), "noise": np.random.default_rng(0).standard_normal((2, 3)).astype(np.float32),
-        "rng": {"seed": np.int64(3), "iteration": 9}, "tags": ["a", "b"], "nested": {"deeper": {"t": np.ones(2, np.uint8)}},
+        "rng": {"seed": np.int64(3), "iteration": 9}, "tags": ["a", "b"],
+        "nested": {"deeper": {"t": np.ones(2, np.uint8)}},
     }  # fmt: skip
     utils.save_state(tmp_path / "s.safetensors", tree)
     back = utils.read_state(tmp_path / "s.safetensors")
-    expected = {**tree, "optG": {**tree["optG"], "w_moment1_0": tree["optG"]["w_moment1_0"].numpy()}, "rng": {"seed": 3, "iteration": 9}}
+    optG = {**tree["optG"], "w_moment1_0": tree["optG"]["w_moment1_0"].numpy()}
+    expected = {**tree, "optG": optG, "rng": {"seed": 3, "iteration": 9}}
     assert_same_state(back, expected)
     assert back["zero_d"].shape == () and back["nested"]["deeper"]["t"].dtype == np.uint8
     with pytest.raises(ValueError, match="without '/'"):

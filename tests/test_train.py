@@ -187,10 +187,11 @@ def test_resume_is_bit_identical(tmp_path, faces):
     a = utils.read_state(Path(straight.out) / "checkpoint.safetensors")
     b = utils.read_state(Path(first.out) / "checkpoint.safetensors")
     assert_same_state(a, b)
-    for name in ("checkpoint.safetensors", "generator.safetensors"):  # the files themselves, byte for byte (config aside)
+    for name in ("checkpoint.safetensors", "generator.safetensors"):  # the files' tensors, bit for bit
         ta, tb = tensors_of(Path(straight.out) / name), tensors_of(Path(first.out) / name)
         assert ta.keys() == tb.keys() and all(np.array_equal(ta[k], tb[k]) for k in ta), name
-    assert len(a["optG"]) == 4 * len([p for p in Trainer(straight).G.parameters() if p.trainable])  # moments, beta powers
+    n_params = len([p for p in Trainer(straight).G.parameters() if p.trainable])
+    assert len(a["optG"]) == 4 * n_params  # two moments and two beta powers per parameter
     assert h_straight == h_resumed
     rows = list(csv.DictReader(open(Path(first.out) / "log.csv")))
     assert [int(r["iteration"]) for r in rows] == list(range(1, 11))
