@@ -231,7 +231,8 @@ def convert(old: str | os.PathLike, new: str | os.PathLike) -> str:
     if kind == "generator":
         save_generator(new, _generator_from(old, kind, tree, use_ema=True))
         return kind
-    _generator_from(old, kind, tree, use_ema=False)  # the parts must load before anything is written
+    for use_ema in (False, True):  # G, G_ema and D must load before anything is written
+        _generator_from(old, kind, tree, use_ema)
     _discriminator_from(old, kind, tree)
     tree = {**tree, "format": CHECKPOINT_FORMAT, "version": FORMAT_VERSION}
     if isinstance(tree.get("history"), dict):  # lists of floats in the old file; float64 arrays now

@@ -303,11 +303,13 @@ def _check_state(trainer: Trainer, ckpt: dict, source) -> None:
     shape = list(np.shape(ckpt["fixed_noise"]))
     if shape != list(trainer.fixed_noise.shape):
         raise UserError(f"{source}: fixed_noise has shape {shape}, expected {list(trainer.fixed_noise.shape)}")
-    history, it = ckpt["history"], ckpt["iteration"]
-    if not isinstance(it, int) or not isinstance(history, dict) or any(
-        len(np.ravel(history.get(k, []))) != it for k in HISTORY_KEYS
+    history, it, epoch = ckpt["history"], ckpt["iteration"], ckpt["epoch"]
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (it, epoch)):
+        raise UserError(f"{source}: its iteration and epoch ({it!r}, {epoch!r}) are not counts")
+    if not isinstance(history, dict) or any(
+        not isinstance(history.get(k), (list, np.ndarray)) or np.shape(history[k]) != (it,) for k in HISTORY_KEYS
     ):
-        raise UserError(f"{source}: its loss history does not have one entry per iteration ({it!r})")
+        raise UserError(f"{source}: its loss history does not have one entry per iteration ({it})")
 
 
 def _check_resume(cfg: TrainConfig, ckpt_path: Path) -> tuple[dict | None, Path]:
