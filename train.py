@@ -288,7 +288,7 @@ def _check_state(trainer: Trainer, ckpt: dict, source) -> None:
         state = ckpt[name]
         if not isinstance(state, dict):
             raise UserError(f"{source}: {name} is not an optimizer state")
-        tensors = {k: v for k, v in state.items() if k != "LR_Scheduler"}
+        tensors = {k: v for k, v in state.items() if not isinstance(v, dict)}  # not LR_Scheduler, master_weights
         if not tensors:  # that optimizer never stepped (e.g. --g-steps 0)
             continue
         expected = {f"{p.name}_{acc}": list(p.shape) if shape is None else shape
