@@ -44,13 +44,13 @@ def run(cfg: DemoConfig) -> dict:
     out = Path(cfg.out)
     if not Path(cfg.data).is_file():
         print(pretreat.pretreat(pretreat.PretreatConfig(demo=True, out=cfg.data, progress=False)))
-    epochs = math.ceil(cfg.iters / (len(np.load(cfg.data, mmap_mode="r")) // cfg.batch_size))
+    epochs = math.ceil(cfg.iters / (len(np.load(cfg.data, mmap_mode="r", allow_pickle=False)) // cfg.batch_size))
     tcfg = train.TrainConfig(data=cfg.data, out=str(out), epochs=epochs, max_iters=cfg.iters, batch_size=cfg.batch_size,
                              ngf=cfg.width, ndf=cfg.width, ema=cfg.ema, seed=cfg.seed, sample_every=max(1, cfg.iters // 4),
                              overwrite=True, progress=cfg.progress)  # fmt: skip
     train.train(tcfg)
     t_train = time.perf_counter() - t0
-    ckpt = str(out / "generator.pdparams")
+    ckpt = str(out / utils.GENERATOR_FILE)
     generator.run(generator.GeneratorConfig(ckpt=ckpt, out=str(out / "faces"), num=64, interpolate=8, pairs=4))
     result = evaluate.evaluate(evaluate.EvaluateConfig(ckpt=ckpt, data=cfg.data, num=200))
     print(evaluate.format_table(result))

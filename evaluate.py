@@ -1,6 +1,6 @@
 """Score generated faces against real ones with two metrics that need no download.
 
-    python evaluate.py --ckpt output/generator.pdparams --data data/celeba64.npy --num 2000
+    python evaluate.py --ckpt output/generator.safetensors --data data/celeba64.npy --num 2000
     python evaluate.py --images output/faces --data data/celeba64.npy --json output/eval.json
 
 - Face rate: the share of images in which scikit-image's bundled LBP frontal-face cascade finds a
@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 from scipy.ndimage import convolve1d
 
-from utils import UserError
+from utils import CHECKPOINT_FILE, GENERATOR_FILE, UserError
 
 IMAGE_SIZE = 64
 IMAGE_EXTS = {".png", ".jpg", ".jpeg"}
@@ -40,7 +40,10 @@ SHEETS = {"grid.png", "interpolation.png"}  # what generator.py writes beside th
 
 @dataclass
 class EvaluateConfig:
-    ckpt: str = field(default="output/generator.pdparams", metadata={"help": "generator checkpoint (or train.py's checkpoint.pdparams)"})
+    ckpt: str = field(default=f"output/{GENERATOR_FILE}",
+                      metadata={"help": f"generator file (or train.py's {CHECKPOINT_FILE})"})  # fmt: skip
+    allow_pickle: bool = field(default=False, metadata={"help": "also read an old pickled .pdparams (only your own: "
+                                                                "unpickling can run code)"})  # fmt: skip
     data: str = field(default="data/celeba64.npy", metadata={"help": "packed real images, uint8 (N, 64, 64, 3), from pretreat.py"})
     num: int = field(default=2000, metadata={"help": "images per set (real and generated)"})
     seed: int = field(default=0, metadata={"help": "picks the real rows, the latent vectors, the SWD patches and projections"})
@@ -293,7 +296,7 @@ def evaluate(cfg: EvaluateConfig) -> dict:
     else:
         from generator import generate  # imports paddle: only when generating
 
-        fake = np.asarray(generate(cfg.ckpt, min(cfg.num, len(real)), cfg.seed))
+        fake = np.asarray(generate(cfg.ckpt, min(cfg.num, len(real)), cfg.seed, allow_pickle=cfg.allow_pickle))
     n = min(len(real), len(fake))
     real, fake = real[:n], fake[:n]  # SWD compares equally many patches
     dists = swd(real, fake, seed=cfg.seed)

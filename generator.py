@@ -1,10 +1,11 @@
 """Generate faces with a trained generator: one 64x64 PNG per face, a grid, interpolations, an inference model.
 
-    python generator.py                                      # 64 faces from output/generator.pdparams -> output/faces/
+    python generator.py                                      # 64 faces: output/generator.safetensors -> output/faces/
     python generator.py --num 16 --seed 7 --out my_faces     # other faces, elsewhere
     python generator.py --interpolate 10 --pairs 4           # + output/faces/interpolation.png: 4 rows of 10 steps
     python generator.py --num 0 --export output/inference    # only a Paddle Inference model (paddle.jit.save), verified
-    python generator.py --ckpt output/checkpoint.pdparams --no-ema   # train.py's full checkpoint, plain G (not EMA)
+    python generator.py --ckpt output/checkpoint.safetensors --no-ema  # train.py's full checkpoint, plain G (not EMA)
+    python generator.py --ckpt old/generator.pdparams --allow-pickle   # your file from an earlier version (a pickle)
 
 It needs only the file train.py wrote. Noise: z ~ N(0, 1), shape [B, nz, 1, 1], drawn with
 numpy.random.default_rng(seed), so a seed gives the same faces whatever else used the global RNGs (and, with
@@ -34,7 +35,7 @@ import utils  # before paddle: CPU thread defaults
 import paddle
 import paddle.nn as nn
 
-from network import Generator, load_generator
+from network import CHECKPOINT_FILE, GENERATOR_FILE, Generator, load_generator
 
 BN_MODES = ("running", "batch")
 # running: face rate (evaluate.face_rate, 500 faces x 5 seeds) as high as batch's or higher on demo-set generators
@@ -46,12 +47,15 @@ EXPORT_ATOL = 1e-5
 
 @dataclasses.dataclass
 class GeneratorConfig:
-    ckpt: str = field(default="output/generator.pdparams", metadata={"help": "generator.pdparams, or train.py's checkpoint.pdparams"})
+    ckpt: str = field(default=f"output/{GENERATOR_FILE}",
+                      metadata={"help": f"{GENERATOR_FILE}, or train.py's {CHECKPOINT_FILE}"})  # fmt: skip
+    allow_pickle: bool = field(default=False, metadata={"help": "also read an old pickled .pdparams (only your own: "
+                                                                "unpickling can run code)"})  # fmt: skip
     num: int = field(default=64, metadata={"help": "faces to write (0: none)"})
     seed: int = field(default=0, metadata={"help": "noise seed; the same seed gives the same faces"})
     out: str = field(default="output/faces", metadata={"help": "folder for face_0000.png..., grid.png, interpolation.png"})
     bn: str = field(default=BN_DEFAULT, metadata={"help": "BatchNorm statistics: saved running ones, or the batch's", "choices": BN_MODES})
-    ema: bool = field(default=True, metadata={"help": "with a checkpoint.pdparams, use its EMA weights when it has them"})
+    ema: bool = field(default=True, metadata={"help": f"with a {CHECKPOINT_FILE}, use its EMA weights if it has them"})
     interpolate: int = field(default=0, metadata={"help": "steps per interpolation row, ends included (0: none)", "metavar": "K"})
     pairs: int = field(default=8, metadata={"help": "interpolation rows: row i goes from face 2i to face 2i+1"})
     export: str = field(default="", metadata={"help": "also save a Paddle Inference model in this folder", "metavar": "DIR"})
@@ -113,8 +117,10 @@ def sampling_net(G: Generator, bn: str = BN_DEFAULT) -> Iterator[nn.Layer]:
             G.train()
 
 
-def _model(ckpt: str | os.PathLike | nn.Layer, use_ema: bool) -> Generator:
-    return ckpt if isinstance(ckpt, nn.Layer) else load_generator(os.fspath(ckpt), use_ema=use_ema)
+def _model(ckpt: str | os.PathLike | nn.Layer, use_ema: bool, allow_pickle: bool = False) -> Generator:
+    if isinstance(ckpt, nn.Layer):
+        return ckpt
+    return load_generator(os.fspath(ckpt), use_ema=use_ema, allow_pickle=allow_pickle)
 
 
 @paddle.no_grad()
@@ -125,19 +131,23 @@ def sample(G: Generator, z: np.ndarray, bn: str = BN_DEFAULT) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros((0, 64, 64, 3), np.uint8)
 
 
-def generate(ckpt: str | os.PathLike | nn.Layer, num: int = 64, seed: int = 0, bn: str = BN_DEFAULT, use_ema: bool = True) -> np.ndarray:
-    """`num` faces as uint8 [num, 64, 64, 3] from a checkpoint path or a Generator layer."""
-    G = _model(ckpt, use_ema)
+def generate(
+    ckpt: str | os.PathLike | nn.Layer, num: int = 64, seed: int = 0, bn: str = BN_DEFAULT, use_ema: bool = True,
+    allow_pickle: bool = False,
+) -> np.ndarray:
+    """`num` faces as uint8 [num, 64, 64, 3] from a model file path or a Generator layer."""
+    G = _model(ckpt, use_ema, allow_pickle)
     return sample(G, latent(num, G.nz, seed), bn)
 
 
 def interpolate(
-    ckpt: str | os.PathLike | nn.Layer, steps: int = 8, pairs: int = 8, seed: int = 0, bn: str = BN_DEFAULT, use_ema: bool = True
+    ckpt: str | os.PathLike | nn.Layer, steps: int = 8, pairs: int = 8, seed: int = 0, bn: str = BN_DEFAULT,
+    use_ema: bool = True, allow_pickle: bool = False,
 ) -> np.ndarray:
     """uint8 [pairs, steps, 64, 64, 3]: row i walks (slerp) from face 2i to face 2i+1 of generate(ckpt, seed=seed)."""
     if steps < 2 or pairs < 1:
         raise utils.UserError(f"interpolation needs at least 2 steps and 1 pair (got {steps} steps, {pairs} pairs)")
-    G = _model(ckpt, use_ema)
+    G = _model(ckpt, use_ema, allow_pickle)
     z = latent(2 * pairs, G.nz, seed)
     faces = sample(G, np.concatenate([slerp(z[2 * i], z[2 * i + 1], steps) for i in range(pairs)]), bn)
     return faces.reshape(pairs, steps, *faces.shape[1:])
@@ -152,12 +162,13 @@ class ExportMismatch(RuntimeError):
 
 
 def export(
-    ckpt: str | os.PathLike | nn.Layer, out_dir: str | os.PathLike, bn: str = BN_DEFAULT, use_ema: bool = True
+    ckpt: str | os.PathLike | nn.Layer, out_dir: str | os.PathLike, bn: str = BN_DEFAULT, use_ema: bool = True,
+    allow_pickle: bool = False,
 ) -> tuple[list[Path], float]:
     """Save G (in BN mode `bn`) with paddle.jit.save as out_dir/generator.* with input z [None, nz, 1, 1] float32,
     reload it with paddle.jit.load and compare it with eager G on two batch sizes. Returns the files and the max
     abs difference; raises ExportMismatch (and writes nothing) when it exceeds EXPORT_ATOL."""
-    G = _model(ckpt, use_ema)
+    G = _model(ckpt, use_ema, allow_pickle)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".export.", dir=out_dir))  # files appear in out_dir only once verified
@@ -195,7 +206,7 @@ def run(cfg: GeneratorConfig) -> None:
     for flag, d in (("--out", out), ("--export", Path(cfg.export))):
         if d.exists() and not d.is_dir():
             raise utils.UserError(f"{flag} {d} exists and is not a folder")
-    G = load_generator(cfg.ckpt, use_ema=cfg.ema)
+    G = load_generator(cfg.ckpt, use_ema=cfg.ema, allow_pickle=cfg.allow_pickle)
     print(f"{cfg.ckpt}: generator nz={G.nz} ngf={G.ngf}; seed {cfg.seed}, bn {cfg.bn}")
     if cfg.num:
         faces = generate(G, cfg.num, cfg.seed, cfg.bn)

@@ -5,14 +5,25 @@
 
 BatchNorm momentum is 0.5 everywhere (Paddle's convention: running = 0.5 * running + 0.5 * batch) and
 LeakyReLU's slope 0.2, as the tutorial says; weights start as weightInit.py says.
+
+Model files are safetensors (load_generator, load_discriminator); an old pickled .pdparams of your own converts with
+
+    python network.py --convert output/generator.pdparams output/generator.safetensors
 """
 
 from __future__ import annotations
 
-import utils  # noqa: F401  (sets CPU thread defaults before paddle loads)
+import os
+import sys
+from dataclasses import dataclass, field
+
+import numpy as np
+
+import utils  # (sets CPU thread defaults before paddle loads)
 import paddle
 import paddle.nn as nn
 
+from utils import UserError
 from weightInit import bn_bias_attr, bn_weight_attr, conv_weight_attr
 
 BN_MOMENTUM = 0.5
@@ -75,53 +86,170 @@ def parameter_count(model: nn.Layer, trainable_only: bool = True) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
-# generator.pdparams: everything generator.py needs, without train.py's config or optimizer state
+# model files (safetensors; see utils.save_state): what train.py writes, what generator.py and the others read
 
+# the file names (defined in utils.py, which needs no paddle, so that evaluate.py --images stays paddle-free)
+GENERATOR_FILE = utils.GENERATOR_FILE  # G's weights (EMA when on) + format, version, nz, ngf
+CHECKPOINT_FILE = utils.CHECKPOINT_FILE  # everything train.py --resume needs
 GENERATOR_FORMAT = "dcgan-faces-paddle/generator"
+CHECKPOINT_FORMAT = "dcgan-faces-paddle/checkpoint"
+FORMAT_VERSION = 1
 
 
 def generator_payload(G: Generator, state_dict: dict | None = None) -> dict:
-    """The dict saved as generator.pdparams: G's weights (or `state_dict`, e.g. the EMA weights)
-    plus the architecture settings needed to rebuild it."""
-    return {"format": GENERATOR_FORMAT, "version": 1, "nz": G.nz, "ngf": G.ngf,
-            "state_dict": state_dict if state_dict is not None else G.state_dict()}  # fmt: skip
+    """The state saved as generator.safetensors: G's weights (or `state_dict`, e.g. the EMA weights) under
+    their state_dict names, plus the metadata needed to rebuild G. `paddle.load(path, safetensors=True)`
+    returns exactly the weights, ready for `Generator(nz, ngf).set_state_dict`."""
+    state = state_dict if state_dict is not None else G.state_dict()
+    return {"format": GENERATOR_FORMAT, "version": FORMAT_VERSION, "nz": G.nz, "ngf": G.ngf, **state}
 
 
-def load_generator(path: str, use_ema: bool = True) -> Generator:
-    """Rebuild G from generator.pdparams, or from train.py's checkpoint.pdparams (its EMA weights when
-    it has them and `use_ema`). Raises utils.UserError, one line naming the file, on any problem."""
-    import os
+def save_generator(path: str | os.PathLike, G: Generator, state_dict: dict | None = None) -> None:
+    utils.save_state(path, generator_payload(G, state_dict))
 
-    from utils import UserError
 
-    if not os.path.isfile(path):
-        raise UserError(f"{path}: no such checkpoint (looked for {os.path.abspath(path)}); train first "
-                        "(python train.py writes output/generator.pdparams)")  # fmt: skip
-    try:
-        ckpt = paddle.load(path)
-    except Exception as e:  # paddle.load raises many types (pickle, EOF, unicode) on foreign files
-        raise UserError(f"{path}: not a Paddle checkpoint ({type(e).__name__})") from None
-    if not isinstance(ckpt, dict):
-        raise UserError(f"{path}: not a dcgan-faces-paddle checkpoint (holds a {type(ckpt).__name__})")
-    if ckpt.get("format") == GENERATOR_FORMAT:
-        nz, ngf, state = ckpt.get("nz"), ckpt.get("ngf"), ckpt.get("state_dict")
-    elif "G" in ckpt and isinstance(ckpt.get("config"), dict):  # train.py's full checkpoint
-        nz, ngf = ckpt["config"].get("nz"), ckpt["config"].get("ngf")
-        state = ckpt["G_ema"] if use_ema and ckpt.get("G_ema") else ckpt["G"]
-    else:
-        raise UserError(f"{path}: not a dcgan-faces-paddle generator checkpoint (keys: {', '.join(map(str, list(ckpt)[:6]))})")
-    if not isinstance(nz, int) or not isinstance(ngf, int) or not isinstance(state, dict):
-        raise UserError(f"{path}: generator checkpoint lacks nz, ngf or its weights")
-    G = Generator(nz=nz, ngf=ngf)
-    expected = G.state_dict()
-    missing = sorted(set(expected) - set(state))
+def read_model_file(path: str | os.PathLike, allow_pickle: bool = False) -> tuple[str, dict]:
+    """("generator" | "checkpoint", state tree) of a generator or checkpoint file, numpy leaves. With allow_pickle
+    also the pickled generator.pdparams / checkpoint.pdparams of earlier versions (read into the same shapes)."""
+    if not os.path.exists(path):
+        raise UserError(f"{path}: no such model file (looked for {os.path.abspath(path)}); train first "
+                        f"(python train.py writes output/{GENERATOR_FILE})")  # fmt: skip
+    tree = utils.read_state(path, allow_pickle)
+    fmt, version = tree.get("format"), tree.get("version", 1)
+    if fmt == GENERATOR_FORMAT and isinstance(tree.get("state_dict"), dict):  # an old generator.pdparams
+        tree = {**{k: v for k, v in tree.items() if k != "state_dict"}, **tree["state_dict"]}
+    elif fmt is None and isinstance(tree.get("config"), dict) and isinstance(tree.get("G"), dict):  # an old checkpoint
+        fmt = tree["format"] = CHECKPOINT_FORMAT
+    if fmt not in (GENERATOR_FORMAT, CHECKPOINT_FORMAT):
+        what = f"its format is {fmt!r}" if fmt is not None else "no 'format' in its metadata"
+        keys = ", ".join(list(tree)[:4])
+        raise UserError(f"{path}: not a dcgan-faces-paddle generator or checkpoint ({what}; holds {keys})")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise UserError(f"{path}: format version {version!r} is newer than this code reads ({FORMAT_VERSION}); "
+                        "update dcgan-faces-paddle")  # fmt: skip
+    return ("generator" if fmt == GENERATOR_FORMAT else "checkpoint"), tree
+
+
+def check_weights(path, model: nn.Layer, state, what: str, settings: str = "") -> None:
+    """UserError unless `state` holds exactly `model`'s tensors, with their shapes and dtypes."""
+    if not isinstance(state, dict):
+        raise UserError(f"{path}: holds no {what} weights")
+    expected = model.state_dict()
+    missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
     if missing:
-        raise UserError(f"{path}: generator weights are missing {len(missing)} tensors (first: {missing[0]})")
+        raise UserError(f"{path}: {what} weights are missing {len(missing)} tensors (first: {missing[0]})")
+    if extra:
+        raise UserError(f"{path}: {what} weights hold {len(extra)} unknown tensors (first: {extra[0]})")
     for k, v in expected.items():
-        shape = getattr(state[k], "shape", None)
+        shape, dtype = getattr(state[k], "shape", None), getattr(state[k], "dtype", None)
         if shape is None or list(shape) != list(v.shape):
             found = "no shape" if shape is None else f"shape {list(shape)}"
-            raise UserError(f"{path}: weight {k} has {found}, expected {list(v.shape)} for nz={nz}, ngf={ngf}")
+            raise UserError(f"{path}: {what} weight {k} has {found}, expected {list(v.shape)}{settings}")
+        if str(dtype) != str(v.dtype).removeprefix("paddle."):
+            raise UserError(f"{path}: {what} weight {k} is {dtype}, expected {str(v.dtype).removeprefix('paddle.')}")
+
+
+def _size(path, value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UserError(f"{path}: {name} is {value!r} in the file, not a positive integer")
+    return value
+
+
+def _first_shape(path, state, key: str, expected: tuple, what: str, settings: str) -> None:
+    # before building the model: sizes claimed by the metadata must match the file's own tensors (a model is
+    # then never larger than the file)
+    shape = getattr(state.get(key) if isinstance(state, dict) else None, "shape", None)
+    if shape is not None and tuple(shape) != expected:
+        raise UserError(f"{path}: {what} weight {key} has shape {list(shape)}, expected {list(expected)}{settings}")
+
+
+def _generator_from(path, kind: str, tree: dict, use_ema: bool) -> Generator:
+    if kind == "generator":
+        nz, ngf = tree.get("nz"), tree.get("ngf")
+        state = {k: v for k, v in tree.items() if isinstance(v, np.ndarray)}
+    else:
+        cfg = tree.get("config") if isinstance(tree.get("config"), dict) else {}
+        nz, ngf = cfg.get("nz"), cfg.get("ngf")
+        ema = tree.get("G_ema")
+        state = ema if use_ema and ema else tree.get("G")
+    nz, ngf = _size(path, nz, "nz"), _size(path, ngf, "ngf")
+    settings = f" for nz={nz}, ngf={ngf}"
+    _first_shape(path, state, "main.0.weight", (nz, ngf * 8, 4, 4), "generator", settings)
+    G = Generator(nz=nz, ngf=ngf)
+    check_weights(path, G, state, "generator", settings)
     G.set_state_dict(state)
     G.eval()
     return G
+
+
+def _discriminator_from(path, kind: str, tree: dict) -> Discriminator:
+    if kind == "generator":
+        raise UserError(f"{path}: a generator-only file holds no discriminator; use train.py's {CHECKPOINT_FILE}")
+    cfg = tree.get("config") if isinstance(tree.get("config"), dict) else {}
+    ndf = _size(path, cfg.get("ndf"), "ndf")
+    state = tree.get("D")
+    _first_shape(path, state, "main.0.weight", (ndf, 3, 4, 4), "discriminator", f" for ndf={ndf}")
+    D = Discriminator(ndf=ndf)
+    check_weights(path, D, state, "discriminator", f" for ndf={ndf}")
+    D.set_state_dict(state)
+    D.eval()
+    return D
+
+
+def load_generator(path: str | os.PathLike, use_ema: bool = True, allow_pickle: bool = False) -> Generator:
+    """G, in eval mode, from generator.safetensors or from train.py's checkpoint.safetensors (its EMA weights when
+    it has them and `use_ema`). allow_pickle: also an old pickled .pdparams of either kind (only a file you
+    trust: unpickling runs code). Raises utils.UserError, one line naming the file, on any problem."""
+    return _generator_from(path, *read_model_file(path, allow_pickle), use_ema)
+
+
+def load_discriminator(path: str | os.PathLike, allow_pickle: bool = False) -> Discriminator:
+    """D, in eval mode, from train.py's checkpoint.safetensors (or, with allow_pickle, an old checkpoint.pdparams).
+    A generator-only file raises utils.UserError, as does any other problem."""
+    return _discriminator_from(path, *read_model_file(path, allow_pickle))
+
+
+# ---------------------------------------------------------------------------------------------
+# python network.py --convert OLD.pdparams NEW.safetensors
+
+
+@dataclass
+class ConvertConfig:
+    convert: tuple = field(default=("", ""), metadata={
+        "help": "turn an old pickled generator.pdparams or checkpoint.pdparams (one you trust: it is unpickled) into "
+                "safetensors", "metavar": ("OLD", "NEW")})  # fmt: skip
+
+
+def convert(old: str | os.PathLike, new: str | os.PathLike) -> str:
+    """Rewrite an old pickled model file as safetensors (the same generator or checkpoint); returns its kind.
+    This unpickles `old`, which runs any code in it: only for your own files."""
+    if os.path.exists(new):
+        raise UserError(f"{new}: exists; remove it or choose another name")
+    if os.path.isfile(old) and utils.file_kind(old) == "safetensors":
+        raise UserError(f"{old}: already a safetensors file; nothing to convert")
+    kind, tree = read_model_file(old, allow_pickle=True)
+    if kind == "generator":
+        save_generator(new, _generator_from(old, kind, tree, use_ema=True))
+        return kind
+    for use_ema in (False, True):  # G, G_ema and D must load before anything is written
+        _generator_from(old, kind, tree, use_ema)
+    _discriminator_from(old, kind, tree)
+    tree = {**tree, "format": CHECKPOINT_FORMAT, "version": FORMAT_VERSION}
+    if isinstance(tree.get("history"), dict):  # lists of floats in the old file; float64 arrays now
+        tree["history"] = {k: np.asarray(v, np.float64) for k, v in tree["history"].items()}
+    utils.save_state(new, tree)
+    return kind
+
+
+def main(argv: list[str] | None = None) -> None:
+    cfg = utils.parse_config(ConvertConfig, argv, description=__doc__)
+    if not all(cfg.convert):
+        raise UserError("nothing to do: python network.py --convert OLD.pdparams NEW.safetensors")
+    old, new = cfg.convert
+    print(f"network.py: unpickling {old} (trusted as your own file: a pickle can run code)", flush=True)
+    kind = convert(old, new)
+    print(f"network.py: {kind} {old} -> {new}")
+
+
+if __name__ == "__main__":
+    sys.exit(utils.run_cli(main))

@@ -2,16 +2,17 @@
 
     python train.py                                   # data/celeba64.npy -> output/, 8 epochs, batch 128
     python train.py --data data/demo64.npy --out output/demo --ngf 32 --ndf 32 --batch-size 32 --max-iters 600
-    python train.py --resume                          # continue output/checkpoint.pdparams where it stopped
+    python train.py --resume                          # continue output/checkpoint.safetensors where it stopped
     python -m paddle.distributed.launch --gpus 0,1 train.py ...   # data-parallel (batch size is per GPU)
 
 Each iteration: one D step (a real batch labelled 1 and a detached fake batch labelled 0, one optimizer
 step on the summed loss), then --g-steps (2) G steps, each on fresh noise labelled 1.
 
-Writes under --out: checkpoint.pdparams (everything needed to resume, written atomically every epoch and
-every --save-every iterations), generator.pdparams (what generator.py needs), samples/epoch_NNN.png
+Writes under --out: checkpoint.safetensors (everything needed to resume, written atomically every epoch and
+every --save-every iterations), generator.safetensors (what generator.py needs), samples/epoch_NNN.png
 (an 8x8 grid from fixed noise), loss.png, log.csv; with --visualdl also vdl/ for `visualdl --logdir OUT/vdl`.
 From a notebook: `train(TrainConfig(...))`.
+A checkpoint.pdparams of an earlier version resumes only with --allow-pickle (a pickle can run code).
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ import paddle
 import paddle.distributed as dist
 
 from dataReader import make_loader
-from network import Discriminator, Generator, bce_loss, generator_payload
+import network
+from network import CHECKPOINT_FILE, GENERATOR_FILE, Discriminator, Generator, bce_loss, generator_payload
 from utils import UserError
 
 CSV_FIELDS = ["epoch", "iteration", "d_loss", "g_loss", "d_real", "d_fake", "img_s"]
@@ -62,8 +64,10 @@ class TrainConfig:
     amp: bool = field(default=False, metadata={"help": "float16 mixed precision (GPU only)"})
     ema: float = field(default=0.0, metadata={"help": "decay of an exponential moving average of G's weights, sampled from "
                                                       "when > 0 (e.g. 0.999); 0 = off"})  # fmt: skip
-    resume: bool = field(default=False, metadata={"help": "continue from OUT/checkpoint.pdparams"})
-    overwrite: bool = field(default=False, metadata={"help": "start afresh even if OUT/checkpoint.pdparams exists"})
+    resume: bool = field(default=False, metadata={"help": f"continue from OUT/{CHECKPOINT_FILE}"})
+    allow_pickle: bool = field(default=False, metadata={
+        "help": "with --resume, also read an old pickled OUT/checkpoint.pdparams (only your own: it can run code)"})
+    overwrite: bool = field(default=False, metadata={"help": f"start afresh even if OUT/{CHECKPOINT_FILE} exists"})
     save_every: int = field(default=0, metadata={"help": "also checkpoint every N iterations (0: only each epoch)"})
     sample_every: int = field(default=0, metadata={"help": "also write a sample grid every N iterations (0: only each epoch)"})
     num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes"})
@@ -193,17 +197,24 @@ class Trainer:
     # -- checkpoints ------------------------------------------------------------------------
 
     def state_dict(self) -> dict:
+        """Everything --resume needs, as saved in checkpoint.safetensors (utils.save_state: arrays become tensors,
+        the rest JSON metadata)."""
         return {
+            "format": network.CHECKPOINT_FORMAT, "version": network.FORMAT_VERSION,
             "G": self.G.state_dict(), "D": self.D.state_dict(),
             "G_ema": self.G_ema.state_dict() if self.G_ema is not None else None,
             "optG": self.optG.state_dict(), "optD": self.optD.state_dict(),
             "scalerG": self.scalerG.state_dict(), "scalerD": self.scalerD.state_dict(),
             "epoch": self.epoch, "iteration": self.iteration,
             "fixed_noise": self.fixed_noise, "rng": {"seed": self.cfg.seed, "iteration": self.iteration},
-            "config": dataclasses.asdict(self.cfg), "history": self.history,
+            "config": dataclasses.asdict(self.cfg),
+            "history": {k: np.asarray(v, np.float64) for k, v in self.history.items()},  # float(float32): exact
         }  # fmt: skip
 
-    def load_state_dict(self, ckpt: dict) -> None:
+    def load_state_dict(self, ckpt: dict, source: str = "checkpoint") -> None:
+        """Restore a state_dict() (as read back by network.read_model_file); UserError naming `source` when a part
+        is missing or does not fit these models."""
+        _check_state(self, ckpt, source)
         self.G.set_state_dict(ckpt["G"])
         self.D.set_state_dict(ckpt["D"])
         if self.G_ema is not None and ckpt.get("G_ema"):
@@ -333,27 +344,72 @@ def keep_records(path: Path, last_step: int) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def _check_resume(cfg: TrainConfig, ckpt_path: Path) -> dict | None:
+# Adam's state per parameter (names fixed by the unique_name guard in _update); None: the parameter's shape
+ADAM_STATE = {"moment1_0": None, "moment2_0": None, "beta1_pow_acc_0": [1], "beta2_pow_acc_0": [1]}
+
+
+def _check_state(trainer: Trainer, ckpt: dict, source) -> None:
+    """Every part of a checkpoint that load_state_dict sets, checked before anything is set: Paddle would skip a
+    mismatched weight with a warning, or fail deep inside the first optimizer step."""
+    for part in ("optG", "optD", "fixed_noise", "history", "epoch", "iteration"):
+        if part not in ckpt:
+            raise UserError(f"{source}: not a complete train.py checkpoint (no {part!r})")
+    cfg = trainer.cfg
+    network.check_weights(source, trainer.G, ckpt.get("G"), "G", f" for nz={cfg.nz}, ngf={cfg.ngf}")
+    network.check_weights(source, trainer.D, ckpt.get("D"), "D", f" for ndf={cfg.ndf}")
+    if trainer.G_ema is not None and ckpt.get("G_ema"):
+        network.check_weights(source, trainer.G_ema, ckpt["G_ema"], "G_ema", f" for nz={cfg.nz}, ngf={cfg.ngf}")
+    for name, model in (("optG", trainer.G), ("optD", trainer.D)):
+        state = ckpt[name]
+        if not isinstance(state, dict):
+            raise UserError(f"{source}: {name} is not an optimizer state")
+        tensors = {k: v for k, v in state.items() if not isinstance(v, dict)}  # not LR_Scheduler, master_weights
+        if not tensors:  # that optimizer never stepped (e.g. --g-steps 0)
+            continue
+        expected = {f"{p.name}_{acc}": list(p.shape) if shape is None else shape
+                    for p in model.parameters() if p.trainable for acc, shape in ADAM_STATE.items()}  # fmt: skip
+        if set(tensors) != set(expected):
+            odd = sorted(set(tensors) ^ set(expected))[0]
+            raise UserError(f"{source}: {name} does not fit this model's Adam state ({odd} missing or unknown)")
+        for k, shape in expected.items():
+            found = list(getattr(tensors[k], "shape", [-1]))
+            if found != shape:
+                raise UserError(f"{source}: {name} tensor {k} has shape {found}, expected {shape}")
+    shape = list(np.shape(ckpt["fixed_noise"]))
+    if shape != list(trainer.fixed_noise.shape):
+        raise UserError(f"{source}: fixed_noise has shape {shape}, expected {list(trainer.fixed_noise.shape)}")
+    history, it, epoch = ckpt["history"], ckpt["iteration"], ckpt["epoch"]
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (it, epoch)):
+        raise UserError(f"{source}: its iteration and epoch ({it!r}, {epoch!r}) are not counts")
+    if not isinstance(history, dict) or any(
+        not isinstance(history.get(k), (list, np.ndarray)) or np.shape(history[k]) != (it,) for k in HISTORY_KEYS
+    ):
+        raise UserError(f"{source}: its loss history does not have one entry per iteration ({it})")
+
+
+def _check_resume(cfg: TrainConfig, ckpt_path: Path) -> tuple[dict | None, Path]:
+    """The checkpoint to resume from (None for a fresh run) and the file it came from."""
+    old_path = ckpt_path.with_suffix(".pdparams")  # an earlier version's pickled checkpoint
     if not cfg.resume:
-        if ckpt_path.exists() and not cfg.overwrite:
-            raise UserError(f"{ckpt_path}: a run is already there; pass --resume to continue it, --overwrite to start "
-                            "afresh, or choose another --out")  # fmt: skip
-        return None
+        for p in (ckpt_path, old_path):
+            if p.exists() and not cfg.overwrite:
+                raise UserError(f"{p}: a run is already there; pass --resume to continue it, --overwrite to start "
+                                "afresh, or choose another --out")  # fmt: skip
+        return None, ckpt_path
+    if not ckpt_path.exists() and old_path.exists():
+        ckpt_path = old_path  # refused below unless --allow-pickle
     if not ckpt_path.exists():
         raise UserError(f"{ckpt_path}: no checkpoint to resume from (train without --resume first)")
-    try:
-        ckpt = paddle.load(str(ckpt_path))
-    except Exception as e:
-        raise UserError(f"{ckpt_path}: cannot read the checkpoint ({type(e).__name__}: {e})") from None
-    if not isinstance(ckpt, dict) or "config" not in ckpt or "G" not in ckpt:
-        raise UserError(f"{ckpt_path}: not a train.py checkpoint")
+    kind, ckpt = network.read_model_file(ckpt_path, allow_pickle=cfg.allow_pickle)
+    if kind != "checkpoint" or not isinstance(ckpt.get("config"), dict):
+        raise UserError(f"{ckpt_path}: not a train.py checkpoint (a {kind} file)")
     saved = ckpt["config"]
     for k in RESUME_MUST_MATCH:
         if saved.get(k) != getattr(cfg, k):
             flag = "--" + k.replace("_", "-")
             raise UserError(f"{ckpt_path}: it was trained with {flag} {saved.get(k)}, not {getattr(cfg, k)}; "
                             f"resume with the same {flag}")  # fmt: skip
-    return ckpt
+    return ckpt, ckpt_path
 
 
 def _validate(cfg: TrainConfig) -> None:
@@ -377,8 +433,8 @@ def train(cfg: TrainConfig) -> dict[str, list[float]]:
     device = pick_device(cfg.device)
     paddle.set_device(device)
     out = Path(cfg.out)
-    ckpt_path = out / "checkpoint.pdparams"
-    ckpt = _check_resume(cfg, ckpt_path)
+    ckpt_path = out / CHECKPOINT_FILE
+    ckpt, ckpt_source = _check_resume(cfg, ckpt_path)
     if cfg.visualdl and main_proc:
         require_visualdl()  # before any work
 
@@ -387,7 +443,7 @@ def train(cfg: TrainConfig) -> dict[str, list[float]]:
     nb = len(loader)
     trainer = Trainer(cfg, device, world_size, rank)
     if ckpt is not None:
-        trainer.load_state_dict(ckpt)
+        trainer.load_state_dict(ckpt, ckpt_source)
     total = cfg.epochs * nb if not cfg.max_iters else min(cfg.epochs * nb, cfg.max_iters)
 
     if main_proc:
@@ -407,8 +463,8 @@ def train(cfg: TrainConfig) -> dict[str, list[float]]:
             return
         if vdl:
             vdl.flush()  # the records up to a checkpoint are on disk with it
-        utils.atomic_paddle_save(trainer.state_dict(), ckpt_path)
-        utils.atomic_paddle_save(trainer.generator_payload(), out / "generator.pdparams")
+        utils.save_state(ckpt_path, trainer.state_dict())  # one file each, atomic: no sidecar to keep in step
+        utils.save_state(out / GENERATOR_FILE, trainer.generator_payload())
 
     def sample(name: str) -> None:
         if main_proc:
@@ -487,7 +543,8 @@ def train(cfg: TrainConfig) -> dict[str, list[float]]:
     if main_proc:
         h = trainer.history
         last = f"; last D loss {h['d_loss'][-1]:.3f}, G loss {h['g_loss'][-1]:.3f}" if h["d_loss"] else ""
-        print(f"train.py: done, {trainer.iteration} iterations{last}. Faces: python generator.py --ckpt {out / 'generator.pdparams'}")
+        print(f"train.py: done, {trainer.iteration} iterations{last}. "
+              f"Faces: python generator.py --ckpt {out / GENERATOR_FILE}")
     return trainer.history
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import json
 import os
 import sys
 import tempfile
@@ -79,11 +80,133 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
         f.write(text)
 
 
-def atomic_paddle_save(obj, path: str | os.PathLike) -> None:
+# ---------------------------------------------------------------------------------------------
+# model files: safetensors (tensors + JSON metadata in its header), never a pickle unless the user trusts it
+#
+# A state is a tree of dicts whose leaves are arrays/tensors or JSON values. In the file each array is a tensor
+# named by its path ("G/main.0.weight", "fixed_noise"); each top-level entry that is not an array becomes one
+# metadata key holding its JSON, with the arrays taken out of it (so "G" is "{}", "epoch" is "3").
+
+GENERATOR_FILE = "generator.safetensors"  # G's weights (EMA when on) + format, version, nz, ngf (network.py re-exports)
+CHECKPOINT_FILE = "checkpoint.safetensors"  # everything train.py --resume needs
+PICKLE_PROTOCOLS = range(2, 6)  # a pickle of protocol >= 2 starts with PROTO (0x80) and its number; Paddle writes 2-4
+
+
+def file_kind(path: str | os.PathLike) -> str:
+    """'safetensors', 'pickle', 'zip', 'empty' or 'unknown', from the first bytes (nothing is parsed or run)."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    if not head:
+        return "empty"
+    if len(head) == 9 and head[8:9] == b"{":  # u64 little-endian header size, then the JSON header
+        return "safetensors"
+    if head[0] == 0x80 and len(head) > 1 and head[1] in PICKLE_PROTOCOLS:
+        return "pickle"
+    if head[:4] == b"PK\x03\x04":
+        return "zip"
+    return "unknown"
+
+
+def _pack(tree: dict, prefix: str, tensors: dict) -> dict:
+    """The JSON skeleton of `tree`; its arrays go to `tensors` under their paths."""
+    skeleton = {}
+    for k, v in tree.items():
+        if not isinstance(k, str) or "/" in k:
+            raise ValueError(f"state key {k!r}: keys must be strings without '/'")
+        name = prefix + k
+        if hasattr(v, "numpy") and callable(v.numpy):  # a paddle.Tensor
+            if "bfloat16" in str(v.dtype):
+                raise ValueError(f"{name}: bfloat16 tensors are not supported (numpy has no bfloat16)")
+            v = v.numpy()
+        if isinstance(v, np.ndarray):
+            tensors[name] = v if v.flags.c_contiguous else v.copy(order="C")  # (ascontiguousarray makes 0-D 1-D)
+        elif isinstance(v, dict):
+            skeleton[k] = _pack(v, name + "/", tensors)
+        else:
+            skeleton[k] = v.item() if isinstance(v, np.generic) else v
+    return skeleton
+
+
+def save_state(path: str | os.PathLike, tree: dict) -> None:
+    """Write a state tree as one safetensors file, atomically (temp file, fsync, rename)."""
+    from safetensors.numpy import save_file
+
+    tensors: dict[str, np.ndarray] = {}
+    skeleton = _pack(tree, "", tensors)
+    metadata = {k: json.dumps(v) for k, v in skeleton.items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, tmp, metadata=metadata)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+
+
+def _pickle_refused(path) -> str:
+    return (f"{path}: this is a pickle (an old-style .pdparams?), and loading a pickle can run any code it holds; "
+            "if you trust it (your own file from an earlier version) pass --allow-pickle "
+            f"(allow_pickle=True in Python), or convert it once: python network.py --convert {path} NEW.safetensors")
+
+
+def read_state(path: str | os.PathLike, allow_pickle: bool = False) -> dict:
+    """The state tree of a safetensors file written by save_state (numpy leaves), or, only with allow_pickle,
+    of a pickled Paddle file (paddle.load: this runs whatever code the file holds). Raises UserError, one line
+    naming the file, for anything else: missing, a folder, empty, a refused pickle, corrupt or truncated."""
+    if os.path.isdir(path):
+        raise UserError(f"{path}: is a folder, not a model file")
+    if not os.path.isfile(path):
+        raise UserError(f"{path}: no such file")
+    kind = file_kind(path)
+    if kind == "pickle":
+        if not allow_pickle:
+            raise UserError(_pickle_refused(path))
+        return _read_pickle(path)
+    if kind == "empty":
+        raise UserError(f"{path}: empty file (0 bytes), not a model file")
+    if kind == "zip":
+        raise UserError(f"{path}: a zip archive (a PyTorch .pt/.pth?), not a safetensors model file")
+    if kind != "safetensors":
+        raise UserError(f"{path}: not a safetensors model file (nor a Paddle .pdparams)")
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(os.fspath(path), framework="numpy") as f:
+            metadata = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError, TypeError) as e:  # bad header, truncated data, unknown dtype
+        reason = " ".join(str(e).split()) or type(e).__name__
+        raise UserError(f"{path}: corrupt or truncated safetensors file ({reason})") from None
+    tree: dict = {}
+    for k, text in metadata.items():
+        try:
+            tree[k] = json.loads(text)
+        except ValueError:
+            raise UserError(f"{path}: metadata {k!r} is not JSON (not a dcgan-faces-paddle file?)") from None
+    for name, arr in tensors.items():
+        *parents, leaf = name.split("/")
+        node = tree
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise UserError(f"{path}: tensor {name} does not fit the metadata (not a dcgan-faces-paddle file?)")
+        node[leaf] = arr
+    return tree
+
+
+def _read_pickle(path) -> dict:
     import paddle
 
-    with atomic_path(path) as tmp:
-        paddle.save(obj, tmp)
+    try:
+        obj = paddle.load(os.fspath(path))
+    except Exception as e:  # pickle, EOF, unicode... on a damaged file
+        raise UserError(f"{path}: cannot read this pickle ({type(e).__name__})") from None
+    if not isinstance(obj, dict):
+        raise UserError(f"{path}: not a dcgan-faces-paddle file (the pickle holds a {type(obj).__name__})")
+
+    def to_numpy(v):
+        if isinstance(v, dict):
+            return {k: to_numpy(x) for k, x in v.items()}
+        return v.numpy() if hasattr(v, "numpy") and callable(v.numpy) else v
+
+    return to_numpy(obj)
 
 
 # ---------------------------------------------------------------------------------------------

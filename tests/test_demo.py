@@ -21,6 +21,6 @@ def test_make_demo_end_to_end(tmp_path):
     assert {"face_rate_real", "face_rate_fake", "swd", "swd_avg", "demo_seconds"} <= set(metrics)
     assert metrics["face_rate_real"] >= 0.8
     assert metrics["face_rate_fake"] >= 0.5
-    for name in ["loss.png", "log.csv", "generator.pdparams", "faces/grid.png", "faces/interpolation.png", "faces/face_0063.png"]:
+    for name in ["loss.png", "log.csv", "generator.safetensors", "faces/grid.png", "faces/interpolation.png", "faces/face_0063.png"]:
         assert (out / name).is_file(), name
     assert "demo done in" in r.stdout and str(out / "metrics.json") in r.stdout

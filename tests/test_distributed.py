@@ -5,8 +5,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import paddle
 import pytest
+
+import utils
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -65,7 +66,7 @@ def test_only_rank0_writes_files(worker_run):
     writes0 = (out / "rank0.writes.txt").read_text().split()
     assert (out / "rank1.writes.txt").read_text() == ""
     names = {Path(p).name for p in writes0}
-    assert {"checkpoint.pdparams", "generator.pdparams", "log.csv", "loss.png"} <= names
+    assert {"checkpoint.safetensors", "generator.safetensors", "log.csv", "loss.png"} <= names
     assert len((out / "run" / "log.csv").read_text().strip().splitlines()) == 1 + 3
 
 
@@ -74,10 +75,10 @@ def test_launched_train_checkpoint_resumes_in_one_process(tmp_path, numbered_fac
     common = ["--data", str(numbered_faces), "--out", str(out), "--batch-size", "4", "--ngf", "8", "--ndf", "8", "--nz", "16",
               "--no-progress", "--epochs", "3"]  # fmt: skip
     r = launch(tmp_path, str(ROOT / "train.py"), *common, "--max-iters", "4")
-    ckpt = paddle.load(str(out / "checkpoint.pdparams"))
+    ckpt = utils.read_state(out / "checkpoint.safetensors")
     assert ckpt["iteration"] == 4 and not any(k.startswith("_layers") for k in ckpt["G"])
     assert r.returncode == 0
     r1 = subprocess.run([sys.executable, "train.py", *common, "--resume", "--max-iters", "7"], cwd=ROOT, capture_output=True, text=True)
     assert r1.returncode == 0, r1.stderr
     assert "resuming at iteration 4" in r1.stdout
-    assert paddle.load(str(out / "checkpoint.pdparams"))["iteration"] == 7
+    assert utils.read_state(out / "checkpoint.safetensors")["iteration"] == 7

@@ -192,11 +192,10 @@ def test_cli_with_checkpoint(files, tmp_path):
     import paddle
 
     import network
-    import utils
 
     paddle.seed(0)
-    ckpt = tmp_path / "generator.pdparams"
-    utils.atomic_paddle_save(network.generator_payload(network.Generator(ngf=8)), ckpt)
+    ckpt = tmp_path / "generator.safetensors"
+    network.save_generator(ckpt, network.Generator(ngf=8))
     data, _ = files
     result = evaluate.main(["--ckpt", str(ckpt), "--data", str(data), "--num", "8", "--seed", "2"])
     from generator import generate

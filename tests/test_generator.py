@@ -19,7 +19,8 @@ from PIL import Image
 
 import generator
 from generator import GeneratorConfig, export, generate, interpolate, latent, run, sample, slerp
-from network import Generator, generator_payload, load_generator
+import network
+from network import Generator, generator_payload, load_generator, save_generator
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,8 +48,8 @@ def G() -> Generator:
 
 @pytest.fixture(scope="module")
 def ckpt(G, tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("ckpt") / "generator.pdparams"
-    utils.atomic_paddle_save(generator_payload(G), path)
+    path = tmp_path_factory.mktemp("ckpt") / "generator.safetensors"
+    save_generator(path, G)
     return path
 
 
@@ -60,19 +61,22 @@ def ckpt(G, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def cli(G, tmp_path_factory) -> dict[str, subprocess.CompletedProcess]:
     d = tmp_path_factory.mktemp("cli")
-    utils.atomic_paddle_save(generator_payload(G), d / "generator.pdparams")
+    save_generator(d / "generator.safetensors", G)
     (d / "notes.txt").write_text("not a checkpoint\n")
     with open(d / "dict.pkl", "wb") as f:
         pickle.dump({"weights": np.zeros(3), "epoch": 1}, f)
+    with open(d / "dict_allowed.pkl", "wb") as f:
+        pickle.dump({"weights": np.zeros(3), "epoch": 1}, f)
     wrong = generator_payload(G)
     wrong["ngf"] = 16  # ngf=8 weights claimed as ngf=16
-    utils.atomic_paddle_save(wrong, d / "wrong.pdparams")
+    utils.save_state(d / "wrong.safetensors", wrong)
     cases = {
-        "ok": ["--ckpt", "generator.pdparams", "--num", "5", "--seed", "3", "--out", "faces", "--interpolate", "4", "--pairs", "2"],
-        "missing": ["--ckpt", "output/generator.pdparams"],
+        "ok": ["--ckpt", "generator.safetensors", "--num", "5", "--seed", "3", "--out", "faces", "--interpolate", "4", "--pairs", "2"],
+        "missing": ["--ckpt", "output/generator.safetensors"],
         "text": ["--ckpt", "notes.txt"],
         "pickle": ["--ckpt", "dict.pkl"],
-        "shapes": ["--ckpt", "wrong.pdparams"],
+        "pickle_allowed": ["--ckpt", "dict_allowed.pkl", "--allow-pickle"],
+        "shapes": ["--ckpt", "wrong.safetensors"],
     }
     pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
     procs = {k: subprocess.Popen([sys.executable, str(ROOT / "generator.py"), *a], cwd=d, **pipes) for k, a in cases.items()}
@@ -100,10 +104,11 @@ def test_cli_writes_faces_grid_and_interpolation(cli, G):
 @pytest.mark.parametrize(
     "case, words",
     [
-        ("missing", ["output/generator.pdparams", "train first"]),
-        ("text", ["notes.txt", "not a Paddle checkpoint"]),
-        ("pickle", ["dict.pkl", "not a dcgan-faces-paddle generator checkpoint"]),
-        ("shapes", ["wrong.pdparams", "has shape", "ngf=16"]),
+        ("missing", ["output/generator.safetensors", "train first"]),
+        ("text", ["notes.txt", "not a safetensors model file"]),
+        ("pickle", ["dict.pkl", "is a pickle", "can run any code", "--allow-pickle"]),
+        ("pickle_allowed", ["dict_allowed.pkl", "not a dcgan-faces-paddle generator or checkpoint"]),
+        ("shapes", ["wrong.safetensors", "has shape", "ngf=16"]),
     ],
 )
 def test_cli_errors_are_one_line(cli, case, words):
@@ -197,8 +202,9 @@ def test_generate_from_path_equals_generate_from_layer(G, ckpt):
 
 def test_ema_flag_picks_weights(tmp_path):
     G_plain, G_ema = tiny_generator(1), tiny_generator(2)
-    path = tmp_path / "checkpoint.pdparams"
-    utils.atomic_paddle_save({"G": G_plain.state_dict(), "G_ema": G_ema.state_dict(), "config": {"nz": 100, "ngf": 8}}, path)
+    path = tmp_path / "checkpoint.safetensors"
+    utils.save_state(path, {"format": network.CHECKPOINT_FORMAT, "G": G_plain.state_dict(), "G_ema": G_ema.state_dict(),
+                            "config": {"nz": 100, "ngf": 8}})  # fmt: skip
     assert np.array_equal(generate(path, 3, use_ema=True), generate(G_ema, 3))
     assert np.array_equal(generate(path, 3, use_ema=False), generate(G_plain, 3))
     assert utils.parse_config(GeneratorConfig, ["--no-ema"]).ema is False

@@ -35,4 +35,4 @@ def test_notebook_runs_end_to_end(tmp_path):
     assert len(images) >= 7  # batch, 2 training grids, losses, real vs fake, faces, interpolation
     text = "".join(o.get("text", "") for o in outputs)
     assert "after 3 iterations" in text and "after 6 iterations" in text and "face rate" in text
-    assert (tmp_path / "demo64.npy").is_file() and (tmp_path / "out" / "generator.pdparams").is_file()
+    assert (tmp_path / "demo64.npy").is_file() and (tmp_path / "out" / "generator.safetensors").is_file()

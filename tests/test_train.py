@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 import train as train_mod
+import utils
 from network import load_generator
 from train import Trainer, TrainConfig, TrainingDiverged, train
 from utils import UserError
@@ -133,7 +134,7 @@ def test_short_run_writes_every_output(tmp_path, faces):
     out = Path(cfg.out)
     nb = 48 // 8
     assert {k: len(v) for k, v in history.items()} == {k: 2 * nb for k in ("d_loss", "g_loss", "d_real", "d_fake")}
-    for name in ["checkpoint.pdparams", "generator.pdparams", "loss.png", "log.csv", "samples/epoch_001.png",
+    for name in ["checkpoint.safetensors", "generator.safetensors", "loss.png", "log.csv", "samples/epoch_001.png",
                  "samples/epoch_002.png", "samples/iter_000004.png", "samples/iter_000008.png"]:  # fmt: skip
         assert (out / name).is_file(), name
     grid = Image.open(out / "samples/epoch_002.png")
@@ -146,10 +147,10 @@ def test_short_run_writes_every_output(tmp_path, faces):
     assert [int(r["epoch"]) for r in rows] == [1] * nb + [2] * nb
     np.testing.assert_allclose([float(r["d_loss"]) for r in rows], history["d_loss"], rtol=1e-5)
     assert all(0 < float(r["d_real"]) < 1 and float(r["img_s"]) > 0 for r in rows)
-    ckpt = paddle.load(str(out / "checkpoint.pdparams"))
+    ckpt = utils.read_state(out / "checkpoint.safetensors")
     assert {"G", "D", "optG", "optD", "epoch", "iteration", "fixed_noise", "rng", "config", "history"} <= set(ckpt)
     assert ckpt["iteration"] == 2 * nb and ckpt["epoch"] == 2 and ckpt["config"]["ngf"] == 8
-    G = load_generator(str(out / "generator.pdparams"))
+    G = load_generator(str(out / "generator.safetensors"))
     assert (G.nz, G.ngf) == (16, 8)
     assert not list(out.rglob("*.tmp")) and not list(out.rglob(".*tmp"))
 
@@ -158,7 +159,7 @@ def test_max_iters_stops_mid_epoch_and_leaves_a_checkpoint(tmp_path, faces):
     cfg = tiny(tmp_path, faces, epochs=8, max_iters=9)
     history = train(cfg)
     assert len(history["d_loss"]) == 9
-    ckpt = paddle.load(str(Path(cfg.out) / "checkpoint.pdparams"))
+    ckpt = utils.read_state(Path(cfg.out) / "checkpoint.safetensors")
     assert ckpt["iteration"] == 9
     assert (Path(cfg.out) / "samples/iter_000009.png").is_file()
 
@@ -166,12 +167,12 @@ def test_max_iters_stops_mid_epoch_and_leaves_a_checkpoint(tmp_path, faces):
 def test_ema_generator_is_saved_and_differs_from_g(tmp_path, faces):
     cfg = tiny(tmp_path, faces, epochs=1, ema=0.9)
     train(cfg)
-    ckpt = paddle.load(str(Path(cfg.out) / "checkpoint.pdparams"))
-    gen = paddle.load(str(Path(cfg.out) / "generator.pdparams"))
+    ckpt = utils.read_state(Path(cfg.out) / "checkpoint.safetensors")
+    gen = utils.read_state(Path(cfg.out) / "generator.safetensors")
     key = "main.0.weight"
-    assert ckpt["G_ema"] is not None
-    np.testing.assert_array_equal(gen["state_dict"][key].numpy(), ckpt["G_ema"][key].numpy())
-    assert not np.array_equal(ckpt["G_ema"][key].numpy(), ckpt["G"][key].numpy())
+    assert ckpt["G_ema"]
+    np.testing.assert_array_equal(gen[key], ckpt["G_ema"][key])
+    assert not np.array_equal(ckpt["G_ema"][key], ckpt["G"][key])
 
 
 # -- resume -------------------------------------------------------------------------------------
@@ -183,14 +184,14 @@ def test_resume_is_bit_identical(tmp_path, faces):
     first = tiny(tmp_path / "b", faces, max_iters=5, ema=0.5)
     train(first)
     h_resumed = train(tiny(tmp_path / "b", faces, max_iters=10, ema=0.5, resume=True))
-    a = paddle.load(str(Path(straight.out) / "checkpoint.pdparams"))
-    b = paddle.load(str(Path(first.out) / "checkpoint.pdparams"))
-    for part in ("G", "D", "G_ema", "optG", "optD"):
-        assert a[part].keys() == b[part].keys()
-        for k in a[part]:
-            va, vb = a[part][k], b[part][k]
-            if isinstance(va, paddle.Tensor):
-                np.testing.assert_array_equal(va.numpy(), vb.numpy(), err_msg=f"{part}.{k}")
+    a = utils.read_state(Path(straight.out) / "checkpoint.safetensors")
+    b = utils.read_state(Path(first.out) / "checkpoint.safetensors")
+    assert_same_state(a, b)
+    for name in ("checkpoint.safetensors", "generator.safetensors"):  # the files' tensors, bit for bit
+        ta, tb = tensors_of(Path(straight.out) / name), tensors_of(Path(first.out) / name)
+        assert ta.keys() == tb.keys() and all(np.array_equal(ta[k], tb[k]) for k in ta), name
+    n_params = len([p for p in Trainer(straight).G.parameters() if p.trainable])
+    assert len(a["optG"]) == 4 * n_params  # two moments and two beta powers per parameter
     assert h_straight == h_resumed
     rows = list(csv.DictReader(open(Path(first.out) / "log.csv")))
     assert [int(r["iteration"]) for r in rows] == list(range(1, 11))
@@ -207,13 +208,37 @@ def test_resume_refuses_changed_architecture_and_fresh_run_refuses_to_overwrite(
         train(tiny(tmp_path / "elsewhere", faces, resume=True))
 
 
+def assert_same_state(a, b, path="") -> None:
+    """Two state trees equal leaf for leaf, arrays bit for bit; the config differs only by --resume."""
+    assert a.keys() == b.keys(), path
+    for k in a:
+        va, vb = a[k], b[k]
+        if isinstance(va, dict):
+            if k == "config":
+                ignore = {"resume": None, "out": None, "allow_pickle": None}  # how it was started, not what it trains
+                va, vb = {**va, **ignore}, {**vb, **ignore}
+                assert va == vb
+            else:
+                assert_same_state(va, vb, f"{path}{k}/")
+        elif isinstance(va, np.ndarray):
+            assert va.dtype == vb.dtype and np.array_equal(va, vb), f"{path}{k}"
+        else:
+            assert va == vb, f"{path}{k}"
+
+
+def tensors_of(path) -> dict:
+    from safetensors.numpy import load_file
+
+    return load_file(str(path))
+
+
 def test_sigkill_mid_epoch_leaves_a_loadable_checkpoint(tmp_path):
     data = make_faces(tmp_path / "faces.npy", n=256)
     out = tmp_path / "out"
     args = ["--data", str(data), "--out", str(out), "--batch-size", "8", "--ngf", "8", "--ndf", "8", "--nz", "16",
             "--epochs", "50", "--save-every", "1", "--no-progress"]  # fmt: skip
     proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    ckpt_path = out / "checkpoint.pdparams"
+    ckpt_path = out / "checkpoint.safetensors"
     deadline = time.time() + 90
     while time.time() < deadline and proc.poll() is None:
         if ckpt_path.exists() and len(list(csv.reader(open(out / "log.csv")))) > 6:
@@ -222,13 +247,13 @@ def test_sigkill_mid_epoch_leaves_a_loadable_checkpoint(tmp_path):
     assert proc.poll() is None, proc.stderr.read().decode()
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    ckpt = paddle.load(str(ckpt_path))
+    ckpt = utils.read_state(ckpt_path)
     it = ckpt["iteration"]
     assert 0 < it < 32  # killed mid-epoch 1 (32 iterations per epoch)
     r = run_cli(*args, "--resume", "--max-iters", str(it + 3))
     assert r.returncode == 0, r.stderr
     assert f"resuming at iteration {it}" in r.stdout
-    assert paddle.load(str(ckpt_path))["iteration"] == it + 3
+    assert utils.read_state(ckpt_path)["iteration"] == it + 3
     rows = list(csv.DictReader(open(out / "log.csv")))
     assert [int(r["iteration"]) for r in rows] == list(range(1, it + 4))
 
@@ -257,7 +282,7 @@ def test_nan_stops_cleanly_and_keeps_last_good_checkpoint(tmp_path, faces, monke
     with pytest.raises(TrainingDiverged, match=msg) as err:
         train(cfg)
     assert "last good checkpoint stays in" in str(err.value) and "\n" not in str(err.value)
-    assert paddle.load(str(Path(cfg.out) / "checkpoint.pdparams"))["iteration"] == 4
+    assert utils.read_state(Path(cfg.out) / "checkpoint.safetensors")["iteration"] == 4
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,424 @@
+"""Model files: safetensors with documented metadata, pickles refused (a malicious one never runs), --allow-pickle and
+--convert for old files, a clear one-line error for each kind of bad file, atomic saves (CPU, tiny models)."""
+
+from __future__ import annotations
+
+import builtins
+import json
+import os
+import pickle
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import utils  # before paddle
+import paddle
+from safetensors import safe_open
+
+import network
+import train as train_mod
+from generator import generate
+from network import CHECKPOINT_FORMAT, Generator, load_discriminator, load_generator
+from test_train import assert_same_state, make_faces, tiny
+from utils import UserError
+
+ROOT = Path(__file__).resolve().parent.parent
+GENERATOR_METADATA = {"format", "version", "nz", "ngf"}  # as docs/ documents them
+CHECKPOINT_METADATA = {"format", "version", "G", "D", "G_ema", "optG", "optD", "scalerG", "scalerD", "epoch", "iteration",
+                       "rng", "config", "history"}  # fmt: skip
+
+
+class Payload:
+    """Unpickling this runs exec(): it writes the marker file, as an attacker's os.system would run anything."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return builtins.exec, (f"open({self.marker!r}, 'w').write('pwned')",)
+
+
+def evil_pickle(path: Path, marker: Path) -> Path:
+    """A .pdparams-looking pickle (a dict like an old generator.pdparams) whose loading writes `marker`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"format": network.GENERATOR_FORMAT, "version": 1, "nz": 100, "ngf": 8, "state_dict": Payload(marker)}
+    path.write_bytes(pickle.dumps(payload, protocol=4))
+    return path
+
+
+def one_line_error(r: subprocess.CompletedProcess, prog: str) -> str:
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+    assert lines[0].startswith(f"{prog}: error: ")
+    return lines[0]
+
+
+def run_all(cmds: dict[str, list[str]], cwd: Path) -> dict[str, subprocess.CompletedProcess]:
+    """Start every command at once (each pays `import paddle`), then collect them."""
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+    procs = {k: subprocess.Popen([sys.executable, *a], cwd=cwd, **pipes) for k, a in cmds.items()}
+    out = {}
+    for k, p in procs.items():
+        o, e = p.communicate(timeout=300)
+        out[k] = subprocess.CompletedProcess(p.args, p.returncode, o, e)
+    return out
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny finished run (5 iterations, EMA on) and its data."""
+    d = tmp_path_factory.mktemp("run")
+    faces = make_faces(d / "faces.npy")
+    cfg = tiny(d, faces, max_iters=5, ema=0.5)
+    train_mod.train(cfg)
+    return Path(cfg.out), faces
+
+
+def legacy_files(out: Path, dest: Path) -> tuple[Path, Path]:
+    """The generator.pdparams and checkpoint.pdparams an earlier version would have written for this run."""
+    dest.mkdir(parents=True, exist_ok=True)
+    ckpt = utils.read_state(out / network.CHECKPOINT_FILE)
+    gen = utils.read_state(out / network.GENERATOR_FILE)
+
+    def to_paddle(tree):
+        return {k: to_paddle(v) if isinstance(v, dict) else paddle.to_tensor(v) if isinstance(v, np.ndarray) else v
+                for k, v in tree.items()}  # fmt: skip
+
+    old = {k: v for k, v in ckpt.items() if k not in ("format", "version", "fixed_noise", "history")}
+    history = {k: list(map(float, v)) for k, v in ckpt["history"].items()}  # lists, as the old train.py kept them
+    old = to_paddle(old) | {"fixed_noise": ckpt["fixed_noise"], "history": history}
+    weights = {k: paddle.to_tensor(v) for k, v in gen.items() if isinstance(v, np.ndarray)}
+    old_gen = {"format": network.GENERATOR_FORMAT, "version": 1, "nz": gen["nz"], "ngf": gen["ngf"],
+               "state_dict": weights}  # fmt: skip
+    paddle.save(old_gen, str(dest / "generator.pdparams"))
+    paddle.save(old, str(dest / "checkpoint.pdparams"))
+    assert (dest / "checkpoint.pdparams").read_bytes()[:1] == b"\x80"  # really pickles, as Paddle 3.3.1 writes them
+    return dest / "generator.pdparams", dest / "checkpoint.pdparams"
+
+
+# -- the files ----------------------------------------------------------------------------------
+
+
+def test_files_are_safetensors_with_only_the_documented_metadata(trained):
+    out, _ = trained
+    files = ((network.GENERATOR_FILE, GENERATOR_METADATA), (network.CHECKPOINT_FILE, CHECKPOINT_METADATA))
+    for name, documented in files:
+        path = out / name
+        head = path.read_bytes()[:9]
+        assert head[8:9] == b"{" and head[:1] != b"\x80", name  # a safetensors header, not Paddle's pickle fallback
+        with safe_open(str(path), framework="numpy") as f:
+            meta, keys = f.metadata(), list(f.keys())
+            assert set(meta) == documented, name
+            values = {k: json.loads(v) for k, v in meta.items()}  # every value is JSON
+            assert all(f.get_tensor(k).dtype in (np.float32, np.float64) for k in keys)
+        assert values["version"] == 1
+    gen = json.loads(safe_open(str(out / network.GENERATOR_FILE), "numpy").metadata()["format"])
+    assert gen == network.GENERATOR_FORMAT
+    with safe_open(str(out / network.CHECKPOINT_FILE), framework="numpy") as f:
+        keys, meta = set(f.keys()), {k: json.loads(v) for k, v in f.metadata().items()}
+    assert meta["format"] == CHECKPOINT_FORMAT and meta["iteration"] == 5 and meta["config"]["ngf"] == 8
+    assert {"fixed_noise", "history/d_loss", "G/main.0.weight", "D/main.0.weight", "G_ema/main.0.weight"} <= keys
+    assert any(k.startswith("optG/") and k.endswith("_moment1_0") for k in keys)
+    assert any(k.startswith("optD/") and k.endswith("_beta2_pow_acc_0") for k in keys)
+    assert {k.split("/")[0] for k in keys} == {"G", "D", "G_ema", "optG", "optD", "fixed_noise", "history"}
+
+
+def test_generator_file_loads_with_plain_paddle_load(trained):
+    """The generator file's tensors are G's state_dict as is: paddle.load(safetensors=True) + set_state_dict."""
+    out, _ = trained
+    G = load_generator(out / network.GENERATOR_FILE)
+    plain = Generator(nz=G.nz, ngf=G.ngf)
+    plain.set_state_dict(paddle.load(str(out / network.GENERATOR_FILE), safetensors=True))
+    plain.eval()
+    assert np.array_equal(generate(G, 4, seed=1), generate(plain, 4, seed=1))
+
+
+def test_loaders_return_eval_models_from_both_files(trained):
+    out, _ = trained
+    ckpt = utils.read_state(out / network.CHECKPOINT_FILE)
+    G_file, G_ckpt = load_generator(out / network.GENERATOR_FILE), load_generator(out / network.CHECKPOINT_FILE)
+    G_plain = load_generator(out / network.CHECKPOINT_FILE, use_ema=False)
+    D = load_discriminator(out / network.CHECKPOINT_FILE)
+    assert not any(m.training for m in (G_file, G_ckpt, G_plain, D))
+    assert np.array_equal(G_file.state_dict()["main.0.weight"].numpy(), ckpt["G_ema"]["main.0.weight"])  # EMA weights
+    assert np.array_equal(G_ckpt.state_dict()["main.0.weight"].numpy(), ckpt["G_ema"]["main.0.weight"])
+    assert np.array_equal(G_plain.state_dict()["main.0.weight"].numpy(), ckpt["G"]["main.0.weight"])
+    for k, v in D.state_dict().items():
+        assert np.array_equal(v.numpy(), ckpt["D"][k]), k
+    assert D.ndf == 8
+    with pytest.raises(UserError, match="generator-only file holds no discriminator"):
+        load_discriminator(out / network.GENERATOR_FILE)
+
+
+def test_a_failed_save_leaves_the_previous_file_intact(tmp_path, monkeypatch):
+    import safetensors.numpy
+
+    path = tmp_path / "checkpoint.safetensors"
+    utils.save_state(path, {"epoch": 1, "w": np.arange(4, dtype=np.float32)})
+    before = path.read_bytes()
+
+    def crash(tensors, filename, metadata=None):
+        Path(filename).write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{half")  # a partial write, then the crash
+        raise OSError("disk full")
+
+    monkeypatch.setattr(safetensors.numpy, "save_file", crash)
+    with pytest.raises(OSError, match="disk full"):
+        utils.save_state(path, {"epoch": 2, "w": np.zeros(4, np.float32)})
+    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.safetensors"]
+    assert utils.read_state(path)["epoch"] == 1
+
+
+# -- pickles ------------------------------------------------------------------------------------
+
+
+def test_the_payload_really_runs_when_unpickled(tmp_path):
+    """The control: without the guard the test pickle does write its marker (so the tests below can fail)."""
+    marker = tmp_path / "marker"
+    path = evil_pickle(tmp_path / "evil.pdparams", marker)
+    paddle.load(str(path))
+    assert marker.read_text() == "pwned"
+
+
+def test_malicious_pickle_never_runs_from_the_command_lines(tmp_path, trained):
+    _, faces = trained
+    marker = tmp_path / "PWNED"
+    evil = evil_pickle(tmp_path / "evil.pdparams", marker)
+    evil_pickle(tmp_path / "run_new" / network.CHECKPOINT_FILE, marker)  # a pickle under the new name
+    evil_pickle(tmp_path / "run_old" / "checkpoint.pdparams", marker)  # an earlier version's run
+    base = ["--data", str(faces), "--batch-size", "8", "--ngf", "8", "--ndf", "8", "--nz", "16", "--no-progress",
+            "--resume"]  # fmt: skip
+    cmds = {
+        "generator": [str(ROOT / "generator.py"), "--ckpt", str(evil), "--out", str(tmp_path / "faces")],
+        "evaluate": [str(ROOT / "evaluate.py"), "--ckpt", str(evil), "--data", str(faces), "--num", "4"],
+        "train_new": [str(ROOT / "train.py"), *base, "--out", str(tmp_path / "run_new")],
+        "train_old": [str(ROOT / "train.py"), *base, "--out", str(tmp_path / "run_old")],
+    }
+    results = run_all(cmds, ROOT)
+    assert not marker.exists()
+    for name in ("generator", "evaluate", "train_new", "train_old"):
+        line = one_line_error(results[name], cmds[name][0].rsplit("/", 1)[-1])
+        assert "is a pickle" in line and "can run any code" in line and "--allow-pickle" in line, line
+        assert ("evil.pdparams" if name in ("generator", "evaluate") else "checkpoint.") in line
+    assert "run_old/checkpoint.pdparams" in results["train_old"].stderr
+
+
+def test_malicious_pickle_never_runs_from_the_python_apis(tmp_path, trained):
+    out, faces = trained
+    marker = tmp_path / "PWNED"
+    evil = evil_pickle(tmp_path / "evil.pdparams", marker)
+    calls = {
+        "load_generator": lambda: load_generator(evil),
+        "load_discriminator": lambda: load_discriminator(evil),
+        "read_model_file": lambda: network.read_model_file(evil),
+        "read_state": lambda: utils.read_state(evil),
+        "generate": lambda: generate(evil, 2),
+    }
+    for name, call in calls.items():
+        with pytest.raises(UserError, match=r"evil\.pdparams: this is a pickle .*--allow-pickle") as e:
+            call()
+        assert "\n" not in str(e.value), name
+    run_dir = tmp_path / "run"
+    evil_pickle(run_dir / network.CHECKPOINT_FILE, marker)
+    with pytest.raises(UserError, match="is a pickle"):
+        train_mod.train(tiny(tmp_path, faces, out=str(run_dir), resume=True))
+    assert not marker.exists()
+
+
+def test_allow_pickle_loads_old_files_and_resumes_them_bit_for_bit(tmp_path, trained):
+    out, faces = trained
+    old_gen, old_ckpt = legacy_files(out, tmp_path / "old")
+    G = load_generator(out / network.GENERATOR_FILE)
+    for path in (old_gen, old_ckpt):
+        with pytest.raises(UserError, match="is a pickle"):
+            load_generator(path)
+    G_old = load_generator(old_gen, allow_pickle=True)
+    assert np.array_equal(generate(G_old, 4, seed=2), generate(G, 4, seed=2))
+    assert np.array_equal(generate(old_ckpt, 4, seed=2, allow_pickle=True), generate(G, 4, seed=2))  # its EMA weights
+    D_old, D = load_discriminator(old_ckpt, allow_pickle=True), load_discriminator(out / network.CHECKPOINT_FILE)
+    assert all(np.array_equal(v.numpy(), D.state_dict()[k].numpy()) for k, v in D_old.state_dict().items())
+
+    # train.py --resume: an old run folder (checkpoint.pdparams only) continues with --allow-pickle
+    run = tmp_path / "oldrun"
+    run.mkdir()
+    os.replace(old_ckpt, run / "checkpoint.pdparams")
+    with pytest.raises(UserError, match=r"checkpoint\.pdparams: this is a pickle"):
+        train_mod.train(tiny(tmp_path, faces, out=str(run), max_iters=8, ema=0.5, resume=True))
+    h_old = train_mod.train(tiny(tmp_path, faces, out=str(run), max_iters=8, ema=0.5, resume=True, allow_pickle=True))
+    h_new = train_mod.train(tiny(tmp_path, faces, out=str(tmp_path / "straight"), max_iters=8, ema=0.5))
+    assert h_old == h_new
+    straight = utils.read_state(tmp_path / "straight" / network.CHECKPOINT_FILE)
+    assert_same_state(utils.read_state(run / network.CHECKPOINT_FILE), straight)
+
+
+def test_convert_turns_old_files_into_new_ones(tmp_path, trained, capsys):
+    out, _ = trained
+    old_gen, old_ckpt = legacy_files(out, tmp_path / "old")
+    r = subprocess.run([sys.executable, str(ROOT / "network.py"), "--convert", str(old_gen), str(tmp_path / "g.safetensors")],
+                       capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "unpickling" in r.stdout and "a pickle can run code" in r.stdout
+    network.main(["--convert", str(old_ckpt), str(tmp_path / "c.safetensors")])
+    assert f"checkpoint {old_ckpt} -> {tmp_path / 'c.safetensors'}" in capsys.readouterr().out
+    with pytest.raises(UserError, match="exists; remove it"):
+        network.convert(old_gen, out / network.GENERATOR_FILE)
+    with pytest.raises(UserError, match="already a safetensors file"):
+        network.convert(out / network.GENERATOR_FILE, tmp_path / "n.safetensors")
+    with pytest.raises(UserError, match="nothing to do"):
+        network.main([])
+    assert_same_state(utils.read_state(tmp_path / "g.safetensors"), utils.read_state(out / network.GENERATOR_FILE))
+    assert_same_state(utils.read_state(tmp_path / "c.safetensors"), utils.read_state(out / network.CHECKPOINT_FILE))
+
+
+# -- bad files ----------------------------------------------------------------------------------
+
+
+def _write_bad(case: str, d: Path, out: Path) -> Path:
+    gen, ckpt = out / network.GENERATOR_FILE, out / network.CHECKPOINT_FILE
+    p = d / f"{case}.safetensors"
+    if case == "folder":
+        p.mkdir()
+    elif case == "empty":
+        p.write_bytes(b"")
+    elif case == "truncated":
+        p.write_bytes(gen.read_bytes()[:-100])
+    elif case == "corrupt_header":
+        data = bytearray(gen.read_bytes())
+        data[20:40] = b"#" * 20
+        p.write_bytes(bytes(data))
+    elif case == "text":
+        p.write_text("hello, world\n")
+    elif case == "zip":
+        import zipfile
+
+        with zipfile.ZipFile(p, "w") as z:
+            z.writestr("archive/data.pkl", "x")
+    elif case == "other_model":  # someone else's safetensors: no metadata, other names
+        from safetensors.numpy import save_file
+
+        save_file({"encoder.weight": np.zeros((4, 4), np.float32)}, str(p))
+    elif case == "not_json":
+        from safetensors.numpy import save_file
+
+        save_file({"w": np.zeros(2, np.float32)}, str(p), metadata={"format": "dcgan"})
+    else:
+        tree = utils.read_state(gen)
+        if case == "missing_meta":
+            del tree["nz"]
+        elif case == "wrong_keys":
+            tree["main.99.weight"] = tree.pop("main.12.weight")
+        elif case == "wrong_shape":
+            tree["main.3.weight"] = tree["main.3.weight"][:, :4]
+        elif case == "wrong_dtype":
+            tree["main.1.weight"] = tree["main.1.weight"].astype(np.float64)
+        elif case == "huge_claim":
+            tree["ngf"] = 100000
+        elif case == "newer":
+            tree["version"] = 2
+        elif case == "wrong_format":
+            tree["format"] = "someone/else"
+        elif case == "no_discriminator":
+            tree = utils.read_state(ckpt)
+            del tree["D"]
+        utils.save_state(p, tree)
+    return p
+
+
+BAD = {
+    "folder": "is a folder",
+    "empty": "empty file",
+    "truncated": "corrupt or truncated safetensors file",
+    "corrupt_header": "corrupt or truncated safetensors file",
+    "text": "not a safetensors model file",
+    "zip": "a zip archive",
+    "other_model": "not a dcgan-faces-paddle generator or checkpoint (no 'format' in its metadata; holds encoder.w",
+    "not_json": "metadata 'format' is not JSON",
+    "missing_meta": "nz is None in the file",
+    "wrong_keys": "missing 1 tensors (first: main.12.weight)",
+    "wrong_shape": "weight main.3.weight has shape [64, 4, 4, 4], expected [64, 32, 4, 4] for nz=16, ngf=8",
+    "wrong_dtype": "weight main.1.weight is float64, expected float32",
+    "huge_claim": "weight main.0.weight has shape [16, 64, 4, 4], expected [16, 800000, 4, 4]",
+    "newer": "format version 2 is newer than this code reads",
+    "wrong_format": "its format is 'someone/else'",
+    "no_discriminator": "holds no discriminator weights",
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_each_bad_file_gets_its_one_line_error(case, tmp_path, trained):
+    out, _ = trained
+    path = _write_bad(case, tmp_path, out)
+    load = load_discriminator if case == "no_discriminator" else load_generator
+    with pytest.raises(UserError) as e:
+        load(path)
+    msg = str(e.value)
+    assert msg.startswith(f"{path}: ") and "\n" not in msg and BAD[case] in msg, msg
+
+
+def test_bad_files_on_the_command_line_and_resume(tmp_path, trained):
+    out, faces = trained
+    truncated = _write_bad("truncated", tmp_path, out)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / network.CHECKPOINT_FILE).write_bytes((out / network.CHECKPOINT_FILE).read_bytes()[:5000])
+    args = ["--data", str(faces), "--out", str(run), "--batch-size", "8", "--ngf", "8", "--ndf", "8", "--nz", "16",
+            "--no-progress"]  # fmt: skip
+    r = run_all({"gen": [str(ROOT / "generator.py"), "--ckpt", str(truncated)],
+                 "train": [str(ROOT / "train.py"), *args, "--resume"]}, tmp_path)  # fmt: skip
+    assert f"{truncated}: corrupt or truncated" in one_line_error(r["gen"], "generator.py")
+    assert f"{run / network.CHECKPOINT_FILE}: corrupt or truncated" in one_line_error(r["train"], "train.py")
+
+
+@pytest.mark.parametrize("case", ["no_optimizer", "optimizer_shape", "g_shape", "history", "generator_file"])
+def test_resume_checks_every_part_before_setting_it(case, tmp_path, trained):
+    out, faces = trained
+    run = tmp_path / "run"
+    tree = utils.read_state(out / network.CHECKPOINT_FILE)
+    if case == "no_optimizer":
+        del tree["optD"]
+        expect = "no 'optD'"
+    elif case == "optimizer_shape":
+        k = next(k for k in tree["optG"] if k.endswith("_moment2_0"))
+        tree["optG"][k] = tree["optG"][k][:1]
+        expect = f"optG tensor {k} has shape"
+    elif case == "g_shape":
+        tree["G"]["main.1.weight"] = tree["G"]["main.1.weight"][:3]
+        expect = "G weight main.1.weight has shape [3]"
+    elif case == "history":
+        tree["history"]["g_loss"] = tree["history"]["g_loss"][:2]
+        expect = "loss history does not have one entry per iteration"
+    else:
+        tree = utils.read_state(out / network.GENERATOR_FILE)
+        expect = "not a train.py checkpoint (a generator file)"
+    utils.save_state(run / network.CHECKPOINT_FILE, tree)
+    with pytest.raises(UserError, match="^" + re.escape(str(run / network.CHECKPOINT_FILE)) + ": ") as e:
+        train_mod.train(tiny(tmp_path, faces, out=str(run), max_iters=8, ema=0.5, resume=True))
+    assert expect in str(e.value)
+
+
+def test_state_tree_round_trip_keeps_every_kind_of_leaf(tmp_path):
+    """What a checkpoint may hold (an AMP scaler's state, an LR scheduler's, empty and None parts) comes back as it was:
+    arrays bit for bit with their dtype and shape, the rest through JSON."""
+    scaler = {"scale": np.array([32768.0], np.float32), "incr_ratio": 2.0, "decr_ratio": 0.5,
+              "incr_every_n_steps": 1000, "incr_count": 7, "use_dynamic_loss_scaling": True}  # fmt: skip
+    tree = {
+        "format": "x", "version": 1, "scalerG": scaler, "scalerD": {}, "G_ema": None,
+        "optG": {"w_moment1_0": paddle.to_tensor([[1.5, -0.0]]), "LR_Scheduler": {"last_epoch": 3, "last_lr": 1e-4}},
+        "history": {"d_loss": np.array([0.1, float(np.float32(0.3))], np.float64), "empty": np.zeros(0)},
+        "zero_d": np.array(np.int64(5)), "noise": np.random.default_rng(0).standard_normal((2, 3)).astype(np.float32),
+        "rng": {"seed": np.int64(3), "iteration": 9}, "tags": ["a", "b"],
+        "nested": {"deeper": {"t": np.ones(2, np.uint8)}},
+    }  # fmt: skip
+    utils.save_state(tmp_path / "s.safetensors", tree)
+    back = utils.read_state(tmp_path / "s.safetensors")
+    optG = {**tree["optG"], "w_moment1_0": tree["optG"]["w_moment1_0"].numpy()}
+    expected = {**tree, "optG": optG, "rng": {"seed": 3, "iteration": 9}}
+    assert_same_state(back, expected)
+    assert back["zero_d"].shape == () and back["nested"]["deeper"]["t"].dtype == np.uint8
+    with pytest.raises(ValueError, match="without '/'"):
+        utils.save_state(tmp_path / "bad.safetensors", {"a/b": 1})
+    assert not (tmp_path / "bad.safetensors").exists()
