@@ -178,11 +178,29 @@ class Trainer:
         # exactly what the uninterrupted run would have; the iteration count is the RNG state
         self.rng = np.random.default_rng([cfg.seed, rank, 0])
         self.fixed_noise = np.random.default_rng([cfg.seed, 2**31]).standard_normal((64, cfg.nz, 1, 1), dtype=np.float32)
+        self._noise: dict[int, paddle.Tensor] = {}  # iteration -> its noise batches, on the device (prefetch_noise)
+        self._noise_i = 0
         self.iteration, self.epoch = 0, 0
         self.history: dict[str, list[float]] = {k: [] for k in HISTORY_KEYS}
 
     def noise(self, n: int) -> paddle.Tensor:
+        block = self._noise.get(self.iteration)
+        if block is not None and block.shape[1] == n and self._noise_i < block.shape[0]:
+            self._noise_i += 1
+            return block[self._noise_i - 1]
         return paddle.to_tensor(self.rng.standard_normal((n, self.cfg.nz, 1, 1), dtype=np.float32))
+
+    def prefetch_noise(self, iterations: int, n: int) -> None:
+        """Draw the noise of the next `iterations` steps exactly as they would (the same generators, the same calls)
+        and send it to the device in one copy: on a GPU each host-to-device copy of a step's noise would otherwise
+        wait in line with the kernels queued before it."""
+        per, nz, first = self.cfg.d_steps + self.cfg.g_steps, self.cfg.nz, self.iteration
+        if per == 0 or iterations < 1:
+            return
+        draws = [np.random.default_rng([self.cfg.seed, self.rank, first + i]).standard_normal((per, n, nz, 1, 1), dtype=np.float32)
+                 for i in range(iterations)]  # fmt: skip  (one draw of `per` batches = `per` draws of one, in order)
+        blocks = paddle.to_tensor(np.stack(draws))
+        self._noise = {first + i: blocks[i] for i in range(iterations)}
 
     def _autocast(self):
         return paddle.amp.auto_cast(**self.amp) if self.amp else contextlib.nullcontext()
@@ -203,6 +221,7 @@ class Trainer:
         host transfer for the caller)."""
         cfg, b = self.cfg, real.shape[0]
         self.rng = np.random.default_rng([cfg.seed, self.rank, self.iteration])
+        self._noise_i = 0  # the next of this iteration's prefetched noise batches, if any
         for _ in range(cfg.d_steps):
             with self._autocast():
                 # no autograd graph through G for D's loss. (Were G put under paddle.jit.to_static, this would
@@ -468,6 +487,8 @@ def train(cfg: TrainConfig) -> dict[str, list[float]]:
             window.update(t=time.perf_counter(), images=0)
             for batch in loader.iter_from(first):
                 real = batch[0] if isinstance(batch, (list, tuple)) else batch
+                if every > 1 and not pending:  # a window starts: its noise in one copy
+                    trainer.prefetch_noise(min(every, total - trainer.iteration), real.shape[0])
                 try:
                     pending.append(trainer.step(real))
                 except (ValueError, RuntimeError, OSError) as e:  # Paddle's BCE kernel refuses a NaN probability

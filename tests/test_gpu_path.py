@@ -97,6 +97,24 @@ def test_log_every_5_trains_logs_and_saves_exactly_what_log_every_1_does(tmp_pat
             np.testing.assert_array_equal(np.asarray(ca[key]), np.asarray(cb[key]), err_msg=key)
 
 
+def test_prefetched_noise_is_the_noise_each_step_draws(tmp_path, faces):
+    cfg = tiny(tmp_path, faces, d_steps=2, g_steps=3)
+    plain, pre = train_mod.Trainer(cfg), train_mod.Trainer(cfg)
+    drawn = {"plain": [], "pre": []}
+    for name, t in (("plain", plain), ("pre", pre)):
+        orig = t.noise
+        t.noise = lambda n, orig=orig, name=name: drawn[name].append(orig(n).numpy()) or paddle.to_tensor(drawn[name][-1])
+    real = paddle.to_tensor(np.load(faces)[:8].transpose(0, 3, 1, 2).astype("float32") / 127.5 - 1)
+    pre.prefetch_noise(3, 8)
+    for t in (plain, pre):
+        for _ in range(3):
+            t.step(real)
+            t.iteration += 1
+    assert len(drawn["pre"]) == len(drawn["plain"]) == 3 * 5
+    assert all(a.tobytes() == b.tobytes() for a, b in zip(drawn["plain"], drawn["pre"], strict=True))
+    assert pre._noise_i == 5 and len(pre._noise) == 3
+
+
 @pytest.mark.parametrize("k", [6, 7, 10])
 def test_nan_at_k_stops_by_k_plus_4_and_no_checkpoint_holds_it(tmp_path, faces, monkeypatch, k):
     calls = {"n": 0}
