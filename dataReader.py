@@ -245,7 +245,8 @@ class DeviceLoader:
         if loader.dataset._array is None and loader.dataset._source is None:
             loader.dataset._array = open_packed(loader.dataset.path)
         if loader.dataset._array is None:
-            raise UserError(f"{loader.dataset.path}: --data-on-device needs a packed .npy (python pretreat.py), not a folder")
+            raise UserError(f"{loader.dataset.path}: --data-on-device needs a packed .npy (python pretreat.py), "
+                            "not a folder")
         self.dataset, self.batch_sampler, self._loader = loader.dataset, loader.batch_sampler, loader
         self.images = paddle.to_tensor(np.ascontiguousarray(loader.dataset._array), place=place)  # (N, 64, 64, 3) uint8
         self._scale = paddle.to_tensor(np.float32(127.5), place=self.images.place)
@@ -297,7 +298,8 @@ def plan_on_device(n_images: int, packed: bool, mode: str, device: str, share: f
     if mode == "auto":
         free = device_free_bytes()
         if n_images * SIZE * SIZE * 3 > share * free:
-            return False, f"batches from host memory: the set ({gb}) is over {share:.0%} of the GPU's free {free / 1e9:.1f} GB"
+            return False, (f"batches from host memory: the set ({gb}) is over {share:.0%} of the GPU's free "
+                           f"{free / 1e9:.1f} GB")
     return True, f"the set ({gb}) on the {device}, batches gathered there"
 
 

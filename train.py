@@ -59,8 +59,9 @@ class TrainConfig:
     amp: str = field(default="off", metadata={"help": "mixed precision on a GPU: fp16 (also the flag alone) or bf16; "
                                                       "CPU runs stay float32",
                                               "choices": ["off", "fp16", "bf16"], "const": "fp16"})  # fmt: skip
-    log_every: int = field(default=0, metadata={"help": "fetch the losses from the device every N iterations, in one "
-                                                       "transfer (0: 1 on CPU, 20 on GPU); log.csv keeps a row per iteration"})  # fmt: skip
+    log_every: int = field(default=0, metadata={"help": "fetch the losses from the device every N iterations, in "
+                                                       "one transfer (0: 1 on CPU, 20 on GPU); log.csv keeps a row "
+                                                       "per iteration"})  # fmt: skip
     data_on_device: str = field(default="auto", metadata={"help": "upload the packed set once and gather each batch on "
                                                                  "the device (auto: on a GPU when it fits)",
                                                          "choices": ["auto", "on", "off"]})  # fmt: skip
@@ -140,8 +141,8 @@ def check_amp(amp, device: str, support: dict[str, bool] | None = None) -> None:
         cap = ".".join(map(str, paddle.device.cuda.get_device_capability()))
         need = "compute capability 8.0 and CUDA 11" if mode == "bf16" else "compute capability 7.0"
         alt = "; try --amp fp16" if mode == "bf16" and support["fp16"] else ""
-        raise UserError(f"--amp {mode}: {paddle.device.cuda.get_device_name()} (compute capability {cap}) cannot run it, "
-                        f"it needs {need}{alt}")  # fmt: skip
+        name = paddle.device.cuda.get_device_name()
+        raise UserError(f"--amp {mode}: {name} (compute capability {cap}) cannot run it, it needs {need}{alt}")
 
 
 def pick_device(choice: str) -> str:
@@ -197,8 +198,9 @@ class Trainer:
         per, nz, first = self.cfg.d_steps + self.cfg.g_steps, self.cfg.nz, self.iteration
         if per == 0 or iterations < 1:
             return
-        draws = [np.random.default_rng([self.cfg.seed, self.rank, first + i]).standard_normal((per, n, nz, 1, 1), dtype=np.float32)
-                 for i in range(iterations)]  # fmt: skip  (one draw of `per` batches = `per` draws of one, in order)
+        # one draw of `per` batches is `per` draws of one batch, in order
+        rngs = [np.random.default_rng([self.cfg.seed, self.rank, first + i]) for i in range(iterations)]
+        draws = [rng.standard_normal((per, n, nz, 1, 1), dtype=np.float32) for rng in rngs]
         blocks = paddle.to_tensor(np.stack(draws))
         self._noise = {first + i: blocks[i] for i in range(iterations)}
 
@@ -416,8 +418,9 @@ def train(cfg: TrainConfig) -> dict[str, list[float]]:
     if main_proc:
         (out / "samples").mkdir(parents=True, exist_ok=True)
         mode = amp_mode(cfg.amp)
-        amp_note = f" amp={trainer.amp['dtype']}" if trainer.amp else (f" (--amp {mode} ignored: mixed precision is for GPU)"
-                                                                         if mode != "off" else "")  # fmt: skip
+        amp_note = f" amp={trainer.amp['dtype']}" if trainer.amp else ""
+        if mode != "off" and not trainer.amp:
+            amp_note = f" (--amp {mode} ignored: mixed precision is for GPU)"
         where = f"{world_size} processes, " if world_size > 1 else ""
         print(f"train.py: device {device}{amp_note}, {where}{len(loader.dataset)} images in {cfg.data} ({data_note}), "
               f"{nb} iterations per epoch, losses fetched every {log_interval(cfg, device)}; "
@@ -459,8 +462,9 @@ def train(cfg: TrainConfig) -> dict[str, list[float]]:
         for it, stats in enumerate(values, first_it):
             if not np.all(np.isfinite(stats[:2])):
                 bad = "d_loss" if not np.isfinite(stats[0]) else "g_loss"
-                raise TrainingDiverged(f"iteration {it}: {bad} is {stats[0] if bad == 'd_loss' else stats[1]}; "
-                                       f"stopped. The last good checkpoint stays in {ckpt_path} (try a lower --lr)")  # fmt: skip
+                value = stats[0] if bad == "d_loss" else stats[1]
+                raise TrainingDiverged(f"iteration {it}: {bad} is {value}; stopped. The last good checkpoint stays "
+                                       f"in {ckpt_path} (try a lower --lr)")  # fmt: skip
             for k, v in zip(HISTORY_KEYS, stats, strict=True):
                 trainer.history[k].append(float(v))
             if main_proc:
@@ -545,7 +549,8 @@ def check(cfg: TrainConfig, iters: int = 5, batch_size: int = 16, width: int = 1
 
     v, cuda = paddle.version, paddle.device.is_compiled_with_cuda()
     build = f"CUDA {v.cuda()}, cuDNN {v.cudnn()}" if cuda else "CPU build"
-    print(f"paddle: {paddle.__version__} ({build}, commit {v.commit[:10]}); Python {platform.python_version()}, {platform.platform()}")
+    print(f"paddle: {paddle.__version__} ({build}, commit {v.commit[:10]}); "
+          f"Python {platform.python_version()}, {platform.platform()}")
     device = pick_device(cfg.device)
     print(f"device: {device} (--device {cfg.device}; GPUs visible: {paddle.device.cuda.device_count() if cuda else 0})")
     paddle.set_device(device)
@@ -579,8 +584,9 @@ def check(cfg: TrainConfig, iters: int = 5, batch_size: int = 16, width: int = 1
     img_s = iters * batch_size / (time.perf_counter() - t)
     finite = bool(np.all(np.isfinite(values)))
     precision = trainer.amp["dtype"] + " autocast" if trainer.amp else "float32"
-    print(f"run: {iters} iterations, ngf = ndf = {width}, batch {batch_size}, {precision} on {device}: {img_s:.1f} img/s; "
-          f"losses {'finite' if finite else 'NOT FINITE'} (last D {values[-1, 0]:.3f}, G {values[-1, 1]:.3f})")  # fmt: skip
+    print(f"run: {iters} iterations, ngf = ndf = {width}, batch {batch_size}, {precision} on {device}: "
+          f"{img_s:.1f} img/s; losses {'finite' if finite else 'NOT FINITE'} "
+          f"(last D {values[-1, 0]:.3f}, G {values[-1, 1]:.3f})")
     return finite
 
 
@@ -588,7 +594,8 @@ def main(argv: list[str] | None = None) -> None:
     cfg = utils.parse_config(TrainConfig, argv, description=__doc__)
     if cfg.check:
         if not check(cfg):
-            raise UserError("--check: the losses of the small model were not finite (paste the lines above into a bug report)")
+            raise UserError("--check: the losses of the small model were not finite "
+                            "(paste the lines above into a bug report)")
         return
     train(cfg)
 

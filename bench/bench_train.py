@@ -219,10 +219,12 @@ def gpu_table(support: dict[str, bool]) -> list[tuple[str, str, str, dict]]:
     rows = [("fp32", "", "float32; batches from host memory; stats fetched every iteration", dict(base))]
     rows += [(m, "fp32", f"--amp {m}", {**base, "amp": m}) for m in ("fp16", "bf16") if support.get(m)]
     rows += [("log-every", "fp32", "--log-every 20 (one transfer per 20 iterations)", {**base, "log_every": 20}),
-             ("on-device", "fp32", "--data-on-device on (batches gathered in device memory)", {**base, "data": "device"})]  # fmt: skip
+             ("on-device", "fp32", "--data-on-device on (batches gathered in device memory)",
+              {**base, "data": "device"})]  # fmt: skip
     best = "bf16" if support.get("bf16") else "fp16" if support.get("fp16") else None
     both = {"data": "device", "log_every": 20, **({"amp": best} if best else {})}
-    rows.append(("gpu-all", "fp32", f"{'--amp ' + best + ' + ' if best else ''}--log-every 20 + --data-on-device on", both))
+    amp = f"--amp {best} + " if best else ""
+    rows.append(("gpu-all", "fp32", f"{amp}--log-every 20 + --data-on-device on", both))
     return rows
 
 
@@ -532,7 +534,8 @@ def main(argv=None) -> int:
     if args.levers or gpu_levers:
         b = args.lever_batch or args.batch_sizes[0]
         support = next(x["amp_support"] for x in results if x["framework"] == "paddle")
-        levers = [x for x in (gpu_table(support) if gpu_levers else lever_table()) if not args.only or x[0] in args.only]
+        table = gpu_table(support) if gpu_levers else lever_table()
+        levers = [x for x in table if not args.only or x[0] in args.only]
         print(f"levers at batch {b}: {', '.join(x[0] for x in levers)}", flush=True)
         lever_res: dict[str, list[dict]] = {x[0]: [] for x in levers}
         for r in range(rounds):

@@ -43,7 +43,8 @@ def test_bench_train_gpu_lever_table_is_assembled_by_what_the_gpu_supports():
     assert names({"fp16": True, "bf16": False}) == ["fp32", "fp16", "log-every", "on-device", "gpu-all"]
     rows = {r[0]: r for r in bench_train.gpu_table({"fp16": True, "bf16": True})}
     assert rows["gpu-all"][3] == {"data": "device", "log_every": 20, "amp": "bf16"}
-    assert rows["fp32"][3] == {"data": "host", "log_every": 1} and all(r[1] == "fp32" for n, r in rows.items() if n != "fp32")
+    assert rows["fp32"][3] == {"data": "host", "log_every": 1}
+    assert all(r[1] == "fp32" for n, r in rows.items() if n != "fp32")
     assert "amp" not in bench_train.gpu_table({"fp16": False, "bf16": False})[-1][3]
 
 
@@ -59,7 +60,8 @@ def test_bench_batches_from_host_and_device_are_the_same_batches():
 @pytest.mark.slow
 def test_bench_train_gpu_levers_run_on_the_cpu(capsys):
     """The GPU table's code paths (host loader, device copy, a fetch every 20) on the CPU, where amp is float32."""
-    argv = ["--batch-sizes", "2", "--quick", "--iters", "2", "--warmup", "1", "--no-torch", "--device", "cpu", "--gpu-levers"]
+    argv = ["--batch-sizes", "2", "--quick", "--iters", "2", "--warmup", "1", "--no-torch", "--device", "cpu",
+            "--gpu-levers"]  # fmt: skip
     assert bench_train.main(argv) == 0
     out = capsys.readouterr().out
     for name in ("fp32", "log-every", "on-device", "gpu-all"):

@@ -40,7 +40,9 @@ def test_amp_covers_both_networks_convolutions_and_keeps_bn_sigmoid_and_loss_flo
     assert "conv2d_transpose" not in white_list()[dtype]["O1"]  # why the list is extended: G would stay float32
     ops = set(core.get_all_op_names())
     assert set(s["custom_white_list"]) | set(s["custom_black_list"]) <= ops  # real op names, no silent typo
-    white, black = _update_list(s["custom_white_list"], s["custom_black_list"], s["level"], dtype)  # what auto_cast applies
+    white, black = _update_list(
+        s["custom_white_list"], s["custom_black_list"], s["level"], dtype
+    )  # what auto_cast applies
     assert {"conv2d", "conv2d_transpose"} <= white
     assert {"batch_norm", "sigmoid", "bce_loss"} <= black and not {"batch_norm", "sigmoid", "bce_loss"} & white
     with paddle.amp.auto_cast(**s):  # on a CPU auto_cast turns itself off, but it still installs the lists
@@ -49,7 +51,11 @@ def test_amp_covers_both_networks_convolutions_and_keeps_bn_sigmoid_and_loss_flo
 
 
 def test_amp_is_float32_on_cpu_or_off_and_the_flag_alone_is_fp16(tmp_path, faces):
-    assert amp_settings("fp16", "cpu") is None and amp_settings("bf16", "cpu") is None and amp_settings("off", "gpu") is None
+    assert (
+        amp_settings("fp16", "cpu") is None
+        and amp_settings("bf16", "cpu") is None
+        and amp_settings("off", "gpu") is None
+    )
     assert amp_settings(True, "gpu")["dtype"] == "float16"  # notebooks' old amp=True
     assert parse_config(train_mod.TrainConfig, ["--amp"]).amp == "fp16"
     assert parse_config(train_mod.TrainConfig, ["--amp", "bf16"]).amp == "bf16"
@@ -64,7 +70,9 @@ def test_amp_is_float32_on_cpu_or_off_and_the_flag_alone_is_fp16(tmp_path, faces
 def test_amp_the_gpu_cannot_run_is_one_clear_error(monkeypatch):
     monkeypatch.setattr(paddle.device.cuda, "get_device_capability", lambda *a: (7, 0))
     monkeypatch.setattr(paddle.device.cuda, "get_device_name", lambda *a: "Tesla V100-SXM2-32GB")
-    with pytest.raises(UserError, match=r"^--amp bf16: Tesla V100-SXM2-32GB \(compute capability 7\.0\) cannot run it, .*--amp fp16$"):
+    with pytest.raises(
+        UserError, match=r"^--amp bf16: Tesla V100-SXM2-32GB \(compute capability 7\.0\) cannot run it, .*--amp fp16$"
+    ):
         train_mod.check_amp("bf16", "gpu", {"fp16": True, "bf16": False})
     train_mod.check_amp("fp16", "gpu", {"fp16": True, "bf16": False})
     train_mod.check_amp("bf16", "cpu", {"fp16": False, "bf16": False})  # CPU: a note at start, not an error
@@ -78,12 +86,18 @@ def csv_rows(out: Path) -> list[dict]:
 
 
 def test_log_every_5_trains_logs_and_saves_exactly_what_log_every_1_does(tmp_path, faces):
-    a, b = tiny(tmp_path / "a", faces, max_iters=11, save_every=4), tiny(tmp_path / "b", faces, max_iters=11, save_every=4, log_every=5)
+    a, b = (
+        tiny(tmp_path / "a", faces, max_iters=11, save_every=4),
+        tiny(tmp_path / "b", faces, max_iters=11, save_every=4, log_every=5),
+    )
     ha, hb = train(a), train(b)
     assert ha == hb and len(ha["d_loss"]) == 11
     ra, rb = csv_rows(Path(a.out)), csv_rows(Path(b.out))
     assert ra == rb and [int(r["iteration"]) for r in rb] == list(range(1, 12))
-    ca, cb = paddle.load(str(Path(a.out) / "checkpoint.pdparams")), paddle.load(str(Path(b.out) / "checkpoint.pdparams"))
+    ca, cb = (
+        paddle.load(str(Path(a.out) / "checkpoint.pdparams")),
+        paddle.load(str(Path(b.out) / "checkpoint.pdparams")),
+    )
     assert ca.keys() == cb.keys()
     for key in ca:
         if key == "config":
@@ -103,7 +117,9 @@ def test_prefetched_noise_is_the_noise_each_step_draws(tmp_path, faces):
     drawn = {"plain": [], "pre": []}
     for name, t in (("plain", plain), ("pre", pre)):
         orig = t.noise
-        t.noise = lambda n, orig=orig, name=name: drawn[name].append(orig(n).numpy()) or paddle.to_tensor(drawn[name][-1])
+        t.noise = lambda n, orig=orig, name=name: (
+            drawn[name].append(orig(n).numpy()) or paddle.to_tensor(drawn[name][-1])
+        )
     real = paddle.to_tensor(np.load(faces)[:8].transpose(0, 3, 1, 2).astype("float32") / 127.5 - 1)
     pre.prefetch_noise(3, 8)
     for t in (plain, pre):
@@ -223,5 +239,7 @@ def test_check_prints_the_setup_and_runs_a_small_model(tmp_path, faces):
         assert lines[0].startswith(f"paddle: {paddle.__version__} (CPU build") and lines[1].startswith("device: cpu")
         assert "none on a CPU" in lines[2]
     assert "48 images" in lines[3] and "batches from host memory" in lines[3]
-    assert "float32 on cpu" in lines[4] and "losses finite" in lines[4] and float(lines[4].split(": ")[2].split()[0]) > 0
+    assert (
+        "float32 on cpu" in lines[4] and "losses finite" in lines[4] and float(lines[4].split(": ")[2].split()[0]) > 0
+    )
     assert not (tmp_path / "output").exists()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-FAKE_PIP = '''
+FAKE_PIP = """
 import sys, pathlib, sysconfig
 args = sys.argv[1:]
 with open(sys.argv[0] + ".log", "a") as f:
@@ -19,7 +19,7 @@ if "paddlepaddle" in args:  # "install" the CPU build: a stub that imports
     pkg = pathlib.Path(sysconfig.get_paths()["purelib"]) / "paddle"
     pkg.mkdir(parents=True, exist_ok=True)
     (pkg / "__init__.py").write_text("__version__ = '0.0-cpu-stub'\\ndef is_compiled_with_cuda():\\n    return False\\n")
-'''
+"""
 
 
 def venv_with(tmp_path, paddle_init: str | None):
@@ -63,7 +63,9 @@ def test_a_gpu_paddle_is_kept(tmp_path):
 
 
 def test_a_paddle_that_does_not_import_is_reported_not_replaced(tmp_path):
-    r, calls = make_install(*venv_with(tmp_path, "raise ImportError('libcudnn.so.9: cannot open shared object file')\n"))
+    r, calls = make_install(
+        *venv_with(tmp_path, "raise ImportError('libcudnn.so.9: cannot open shared object file')\n")
+    )
     assert r.returncode != 0
     assert calls == ["-r requirements.txt"]
     assert "libcudnn.so.9" in r.stderr and "does not import" in r.stdout
@@ -78,7 +80,11 @@ def test_pip_runs_with_the_constraints_and_requirements_hold_no_paddle():
         names = [re.split(r"[<>=\[; ]", x.strip())[0].lower() for x in (ROOT / req).read_text().splitlines()
                  if x.strip() and not x.startswith("#")]  # fmt: skip
         assert not any(n.startswith("paddle") for n in names), req
-        pins = {x.split("==")[0].lower().replace("_", "-") for x in (ROOT / "constraints.txt").read_text().splitlines() if "==" in x}
+        pins = {
+            x.split("==")[0].lower().replace("_", "-")
+            for x in (ROOT / "constraints.txt").read_text().splitlines()
+            if "==" in x
+        }
         missing = [n for n in names if n.replace("_", "-") not in pins]
         assert not missing, f"constraints.txt does not pin {missing}: run make constraints"
     text = (ROOT / "constraints.txt").read_text()
