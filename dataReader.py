@@ -11,6 +11,8 @@ API (what train.py calls):
     loader.set_epoch(epoch)      # the order of epoch e is a pure function of (seed, e): call it every epoch
     for images, in loader.iter_from(k):   # batches k, k+1, ... of that epoch; iter(loader) = iter_from(0)
         ...                      # images: paddle.Tensor [B, 3, 64, 64] float32 in [-1, 1] (x / 127.5 - 1)
+    loader, note = on_device(loader, "auto", device)   # --data-on-device: the same batches, gathered from a copy
+                                                       # of the packed set in device memory (DeviceLoader)
 `iter_from(k)` skips the first k batches without reading them, so a run resumed at iteration
 epoch * len(loader) + k sees exactly the batches it would have seen. Each batch is a list whose first
 (only) element is the image tensor. Epoch e's order is np.random.default_rng([seed, e]).permutation(N),
@@ -292,12 +294,13 @@ def plan_on_device(n_images: int, packed: bool, mode: str, device: str, share: f
     """
     if mode not in ("auto", "on", "off"):
         raise UserError(f"--data-on-device must be auto, on or off, not {mode!r}")
-    gb = f"{n_images * SIZE * SIZE * 3 / 1e9:.2f} GB"
+    nbytes = n_images * SIZE * SIZE * 3
+    gb = f"{nbytes / 1e9:.2f} GB" if nbytes >= 1e9 else f"{nbytes / 1e6:.1f} MB"
     if mode == "off" or (mode == "auto" and (device != "gpu" or not packed)):
         return False, "batches from host memory"
     if mode == "auto":
         free = device_free_bytes()
-        if n_images * SIZE * SIZE * 3 > share * free:
+        if nbytes > share * free:
             return False, (f"batches from host memory: the set ({gb}) is over {share:.0%} of the GPU's free "
                            f"{free / 1e9:.1f} GB")
     return True, f"the set ({gb}) on the {device}, batches gathered there"
