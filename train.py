@@ -388,6 +388,17 @@ def _validate(cfg: TrainConfig) -> None:
     amp_mode(cfg.amp)
 
 
+# On a GPU, Paddle's BCE kernel checks its input inside the kernel (PADDLE_ENFORCE in device code, then a trap), so a
+# NaN probability is reported later, at the next host sync, as one of these CUDA errors.
+DEVICE_TRAP_MARKS = ("Input is expected to be within the interval", "unspecified launch failure", "illegal instruction",
+                     "device-side assert")  # fmt: skip
+
+
+def to_host(stats: list[paddle.Tensor]) -> np.ndarray:
+    """The pending iterations' statistics, [n, 4], in one device-to-host transfer."""
+    return paddle.stack(stats).numpy()
+
+
 def log_interval(cfg: TrainConfig, device: str) -> int:
     """--log-every, or by device: on a CPU a fetch costs nothing; on a GPU each one waits for the GPU to go idle."""
     return cfg.log_every or (20 if device == "gpu" else 1)
@@ -455,11 +466,18 @@ def train(cfg: TrainConfig) -> dict[str, list[float]]:
     def fetch() -> None:
         if not pending:
             return
-        values = paddle.stack(pending).numpy()  # the one host sync of these iterations
+        first_it = trainer.iteration - len(pending) + 1
+        try:
+            values = to_host(pending)  # the one host sync of these iterations
+        except (RuntimeError, OSError) as e:  # an error of a kernel queued since the last fetch surfaces here
+            if not any(m in str(e) for m in DEVICE_TRAP_MARKS):
+                raise
+            raise TrainingDiverged(f"iterations {first_it}-{trainer.iteration}: the GPU stopped on an error (Paddle's BCE "
+                                   "kernel stops the device when D's output is NaN: training diverged); the last good "
+                                   f"checkpoint stays in {ckpt_path} (try a lower --lr)") from None  # fmt: skip
         now = time.perf_counter()
         img_s = window["images"] / max(now - window["t"], 1e-9)  # the window's rate, on every row of it
         window.update(t=now, images=0, speed=img_s if window["speed"] == 0 else 0.9 * window["speed"] + 0.1 * img_s)
-        first_it = trainer.iteration - len(pending) + 1
         pending.clear()
         for it, stats in enumerate(values, first_it):
             if not np.all(np.isfinite(stats[:2])):

@@ -243,3 +243,25 @@ def test_check_prints_the_setup_and_runs_a_small_model(tmp_path, faces):
         "float32 on cpu" in lines[4] and "losses finite" in lines[4] and float(lines[4].split(": ")[2].split()[0]) > 0
     )
     assert not (tmp_path / "output").exists()
+
+
+def test_a_gpu_kernel_trap_at_a_fetch_is_one_clear_line(tmp_path, faces, monkeypatch):
+    """On a GPU a NaN probability makes Paddle's BCE kernel stop the device; the error surfaces at the next fetch."""
+    real = train_mod.to_host
+    calls = {"n": 0}
+
+    def failing(stats):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError("(External) CUDA error(719), unspecified launch failure.")
+        return real(stats)
+
+    monkeypatch.setattr(train_mod, "to_host", failing)
+    cfg = tiny(tmp_path, faces, epochs=3, log_every=4, save_every=4)  # fetches at 4, then 6 (the epoch's end)
+    with pytest.raises(TrainingDiverged, match=r"^iterations 5-6: the GPU stopped on an error .*NaN") as err:
+        train(cfg)
+    assert "\n" not in str(err.value)
+    assert paddle.load(str(Path(cfg.out) / "checkpoint.pdparams"))["iteration"] == 4
+    monkeypatch.setattr(train_mod, "to_host", lambda stats: (_ for _ in ()).throw(RuntimeError("something else")))
+    with pytest.raises(RuntimeError, match="something else"):
+        train(tiny(tmp_path / "b", faces, log_every=4))
