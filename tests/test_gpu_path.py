@@ -265,3 +265,41 @@ def test_a_gpu_kernel_trap_at_a_fetch_is_one_clear_line(tmp_path, faces, monkeyp
     monkeypatch.setattr(train_mod, "to_host", lambda stats: (_ for _ in ()).throw(RuntimeError("something else")))
     with pytest.raises(RuntimeError, match="something else"):
         train(tiny(tmp_path / "b", faces, log_every=4))
+
+
+def test_nothing_but_the_fetch_reads_device_values_during_the_loop(tmp_path, monkeypatch):
+    """With --log-every 5, in 10 iterations that write nothing else (no epoch end, no --save-every), the only host
+    reads of tensor values are the two fetches, until the run's final checkpoint and grid."""
+    faces = make_faces(tmp_path / "faces.npy", n=96)  # 12 iterations per epoch
+    state = {"it": 0, "reads": []}
+    real_step = train_mod.Trainer.step
+
+    def step(self, real):
+        state["it"] = self.iteration + 1
+        return real_step(self, real)
+
+    def spy(name):
+        orig = getattr(paddle.Tensor, name)
+
+        def read(self, *a, **kw):
+            state["reads"].append((state["it"], name))
+            return orig(self, *a, **kw)
+
+        return read
+
+    monkeypatch.setattr(train_mod.Trainer, "step", step)
+    fetches = []
+    real_to_host = train_mod.to_host
+    monkeypatch.setattr(train_mod, "to_host", lambda stats: fetches.append(len(stats)) or real_to_host(stats))
+    done_reads = {}
+
+    def on_save(obj, path, orig=train_mod.utils.atomic_paddle_save):
+        done_reads.setdefault("before_first_save", list(state["reads"]))
+        orig(obj, path)
+
+    monkeypatch.setattr(train_mod.utils, "atomic_paddle_save", on_save)
+    for name in ("numpy", "item", "tolist", "__float__", "__int__", "__bool__"):
+        monkeypatch.setattr(paddle.Tensor, name, spy(name))
+    train(tiny(tmp_path, faces, epochs=1, max_iters=10, log_every=5))
+    assert fetches == [5, 5]
+    assert done_reads["before_first_save"] == [(5, "numpy"), (10, "numpy")]  # the two fetches' transfers
