@@ -1,6 +1,7 @@
+# make install   the project's packages (+ CPU Paddle if none)   make install-dev   + test and lint tools
 # make test      fast tests (what CI runs)       make test-all   fast + slow (end-to-end demo, notebook)
 # make demo      the CPU demo, install included    make bench      speed benchmarks
-# make lint      ruff
+# make lint      ruff                              make constraints   re-pin constraints.txt from a clean venv
 # Outside a virtual environment, a .venv is created here and used; inside one, that one is used.
 
 PYTHON ?= python3
@@ -12,16 +13,27 @@ VENV :=
 PY := python
 endif
 
-.PHONY: install install-dev test test-all lint demo bench clean
+# Every install goes through constraints.txt: the versions CI tested (see `make constraints`).
+PIP := $(PY) -m pip install -q --disable-pip-version-check -c constraints.txt
+# The CPU build, installed only when no Paddle is there: paddlepaddle and paddlepaddle-gpu are separate
+# distributions writing the same paddle/ package, so installing one over the other replaces it.
+PADDLE_CPU := paddlepaddle
+
+.PHONY: install install-dev test test-all lint demo bench clean constraints
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 
 install: $(if $(VENV),$(VENV)/bin/python)
-	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	$(PIP) -r requirements.txt
+	@$(PY) -c "import importlib.util as u, sys; sys.exit(u.find_spec('paddle') is None)" \
+		|| { echo "make install: no Paddle here, installing the CPU build ($(PADDLE_CPU))"; $(PIP) $(PADDLE_CPU); }
+	@$(PY) -c "import paddle; print('make install: Paddle', paddle.__version__, 'with CUDA' if paddle.is_compiled_with_cuda() else '(CPU)')" \
+		|| { echo "make install: a paddle package is installed but does not import (error above); repair or remove it," \
+		          "e.g. pip install --force-reinstall paddlepaddle-gpu==<version> from Paddle's index (README, GPU)"; exit 1; }
 
 install-dev: install
-	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+	$(PIP) -r requirements-dev.txt
 
 lint: install-dev
 	$(PY) -m ruff check .
@@ -40,6 +52,19 @@ bench: install
 	$(PY) bench/bench_data.py
 	$(PY) bench/bench_train.py
 	$(PY) bench/bench_conv.py
+
+# A fresh venv with only what `make install-dev` installs (CPU Paddle included), then its versions
+# (pip itself excluded) become constraints.txt. Run it after changing a requirements file.
+CONSTRAINTS_VENV := .venv-constraints
+constraints:
+	rm -rf $(CONSTRAINTS_VENV)
+	$(PYTHON) -m venv $(CONSTRAINTS_VENV)
+	$(CONSTRAINTS_VENV)/bin/python -m pip install -q --disable-pip-version-check $(PADDLE_CPU) -r requirements.txt -r requirements-dev.txt
+	{ echo "# The versions CI tested: \`make constraints\` wrote this from a clean venv ($$($(CONSTRAINTS_VENV)/bin/python -V))."; \
+	  echo "# make install uses it for every pip install. Not a requirements file: it pins, it installs nothing."; \
+	  $(CONSTRAINTS_VENV)/bin/python -m pip freeze --exclude-editable | grep -v '^pip=='; } > constraints.txt.tmp
+	mv constraints.txt.tmp constraints.txt
+	rm -rf $(CONSTRAINTS_VENV)
 
 clean:
 	rm -rf output data/demo64.npy .pytest_cache .ruff_cache

@@ -11,6 +11,8 @@ API (what train.py calls):
     loader.set_epoch(epoch)      # the order of epoch e is a pure function of (seed, e): call it every epoch
     for images, in loader.iter_from(k):   # batches k, k+1, ... of that epoch; iter(loader) = iter_from(0)
         ...                      # images: paddle.Tensor [B, 3, 64, 64] float32 in [-1, 1] (x / 127.5 - 1)
+    loader, note = on_device(loader, "auto", device)   # --data-on-device: the same batches, gathered from a copy
+                                                       # of the packed set in device memory (DeviceLoader)
 `iter_from(k)` skips the first k batches without reading them, so a run resumed at iteration
 epoch * len(loader) + k sees exactly the batches it would have seen. Each batch is a list whose first
 (only) element is the image tensor. Epoch e's order is np.random.default_rng([seed, e]).permutation(N),
@@ -231,6 +233,84 @@ class FaceLoader:
             return iter(self.dataloader)  # takes the sampler's batch list now
         finally:
             self._batches.start = 0
+
+
+class DeviceLoader:
+    """The batches of a FaceLoader over a packed set, gathered from a copy of the whole uint8 set in device memory.
+
+    Same API as FaceLoader (len, set_epoch, iter_from, dataset) and the same batches bit for bit: the index lists
+    come from the loader's own sampler, and the conversion is the same float32 x / 127.5 - 1 (IEEE division,
+    correctly rounded on either side). Per epoch, one upload of the index table; per batch, nothing crosses.
+    """
+
+    def __init__(self, loader: FaceLoader, place: str | None = None):
+        if loader.dataset._array is None and loader.dataset._source is None:
+            loader.dataset._array = open_packed(loader.dataset.path)
+        if loader.dataset._array is None:
+            raise UserError(f"{loader.dataset.path}: --data-on-device needs a packed .npy (python pretreat.py), "
+                            "not a folder")
+        self.dataset, self.batch_sampler, self._loader = loader.dataset, loader.batch_sampler, loader
+        self.images = paddle.to_tensor(np.ascontiguousarray(loader.dataset._array), place=place)  # (N, 64, 64, 3) uint8
+        self._scale = paddle.to_tensor(np.float32(127.5), place=self.images.place)
+        self._one = paddle.to_tensor(np.float32(1.0), place=self.images.place)
+
+    seed, epoch, set_epoch, __len__ = FaceLoader.seed, FaceLoader.epoch, FaceLoader.set_epoch, FaceLoader.__len__
+
+    def __iter__(self):
+        return self.iter_from(0)
+
+    def iter_from(self, start_batch: int):
+        if not 0 <= start_batch <= len(self):
+            raise ValueError(f"start_batch {start_batch} is outside 0..{len(self)}")
+        batches = self.batch_sampler.epoch_batches()[start_batch:]
+        return self._gather(batches) if batches else iter(())
+
+    def _gather(self, batches: list[np.ndarray]):
+        last = batches[-1] if len(batches[-1]) != len(batches[0]) else None  # drop_last=False: a shorter last batch
+        full = batches[:-1] if last is not None else batches
+        table = paddle.to_tensor(np.stack(full), place=self.images.place) if full else None
+        for i in range(len(full)):
+            yield [self.batch(table[i])]
+        if last is not None:
+            yield [self.batch(paddle.to_tensor(last, place=self.images.place))]
+
+    def batch(self, indices: paddle.Tensor) -> paddle.Tensor:
+        """float32 (B, 3, 64, 64) in [-1, 1] of the images at `indices` (a device tensor)."""
+        x = paddle.gather(self.images, indices).transpose([0, 3, 1, 2]).astype("float32")
+        return paddle.subtract(paddle.divide(x, self._scale), self._one)
+
+
+def on_device(loader: FaceLoader, mode: str, device: str) -> tuple[FaceLoader | DeviceLoader, str]:
+    """--data-on-device: `loader` itself or a DeviceLoader over the same batches (see plan_on_device), and a note."""
+    use, note = plan_on_device(len(loader.dataset), loader.dataset._source is None, mode, device)
+    return (DeviceLoader(loader) if use else loader), note
+
+
+def plan_on_device(n_images: int, packed: bool, mode: str, device: str, share: float = 0.5) -> tuple[bool, str]:
+    """Whether --data-on-device puts the set in device memory, and a note saying so (printed at start).
+
+    auto: on a GPU, for a packed set taking at most `share` of the device memory Paddle has not reserved yet (the
+    rest is for the models and activations). on: always, a CPU included (which is how it is tested). off: never.
+    """
+    if mode not in ("auto", "on", "off"):
+        raise UserError(f"--data-on-device must be auto, on or off, not {mode!r}")
+    nbytes = n_images * SIZE * SIZE * 3
+    gb = f"{nbytes / 1e9:.2f} GB" if nbytes >= 1e9 else f"{nbytes / 1e6:.1f} MB"
+    if mode == "off" or (mode == "auto" and (device != "gpu" or not packed)):
+        return False, "batches from host memory"
+    if mode == "auto":
+        free = device_free_bytes()
+        if nbytes > share * free:
+            return False, (f"batches from host memory: the set ({gb}) is over {share:.0%} of the GPU's free "
+                           f"{free / 1e9:.1f} GB")
+    return True, f"the set ({gb}) on the {device}, batches gathered there"
+
+
+def device_free_bytes() -> int:
+    """Bytes of the current GPU that Paddle has not reserved (its allocator grows on demand): total - reserved."""
+    dev = paddle.device.get_device()
+    props = paddle.device.cuda.get_device_properties(dev)
+    return int(props.total_memory) - int(paddle.device.cuda.memory_reserved(dev))
 
 
 def make_loader(path: str | Path, batch_size: int = 128, shuffle: bool = True, seed: int | None = None, drop_last: bool = True,

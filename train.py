@@ -4,6 +4,8 @@
     python train.py --data data/demo64.npy --out output/demo --ngf 32 --ndf 32 --batch-size 32 --max-iters 600
     python train.py --resume                          # continue output/checkpoint.safetensors where it stopped
     python -m paddle.distributed.launch --gpus 0,1 train.py ...   # data-parallel (batch size is per GPU)
+    python train.py --check                           # Paddle's build, the device, GPU, AMP support; a short run
+    python train.py --amp bf16                        # mixed precision on a GPU (--amp alone: fp16)
 
 Each iteration: one D step (a real batch labelled 1 and a detached fake batch labelled 0, one optimizer
 step on the summed loss), then --g-steps (2) G steps, each on fresh noise labelled 1.
@@ -34,7 +36,7 @@ import numpy as np
 import paddle
 import paddle.distributed as dist
 
-from dataReader import make_loader
+from dataReader import make_loader, on_device
 import network
 from network import CHECKPOINT_FILE, GENERATOR_FILE, Discriminator, Generator, bce_loss, generator_payload
 from utils import UserError
@@ -61,7 +63,17 @@ class TrainConfig:
     d_steps: int = field(default=1, metadata={"help": "D optimizer steps per iteration (same real batch, fresh fakes)"})
     seed: int = field(default=1, metadata={"help": "seeds weights, data order and noise"})
     device: str = field(default="auto", metadata={"help": "auto: GPU when Paddle has CUDA and sees one", "choices": ["auto", "cpu", "gpu"]})
-    amp: bool = field(default=False, metadata={"help": "float16 mixed precision (GPU only)"})
+    amp: str = field(default="off", metadata={"help": "mixed precision on a GPU: fp16 (also the flag alone) or bf16; "
+                                                      "CPU runs stay float32",
+                                              "choices": ["off", "fp16", "bf16"], "const": "fp16"})  # fmt: skip
+    log_every: int = field(default=0, metadata={"help": "fetch the losses from the device every N iterations, in "
+                                                       "one transfer (0: 1 on CPU, 20 on GPU); log.csv keeps a row "
+                                                       "per iteration"})  # fmt: skip
+    data_on_device: str = field(default="auto", metadata={"help": "upload the packed set once and gather each batch on "
+                                                                 "the device (auto: on a GPU when it fits)",
+                                                         "choices": ["auto", "on", "off"]})  # fmt: skip
+    check: bool = field(default=False, metadata={"help": "print Paddle's build, the device, GPU and AMP support, run a "
+                                                        "few iterations of a small model, and exit"})  # fmt: skip
     ema: float = field(default=0.0, metadata={"help": "decay of an exponential moving average of G's weights, sampled from "
                                                       "when > 0 (e.g. 0.999); 0 = off"})  # fmt: skip
     resume: bool = field(default=False, metadata={"help": f"continue from OUT/{CHECKPOINT_FILE}"})
@@ -82,6 +94,66 @@ class TrainingDiverged(UserError):
 
 
 # ---------------------------------------------------------------------------------------------
+
+
+# -- mixed precision ---------------------------------------------------------------------------
+
+AMP_DTYPES = {"fp16": "float16", "bf16": "bfloat16"}
+# Level O1 with Paddle's own lists plus conv2d_transpose: the O1 white list (paddle/amp/amp_lists.py) has conv2d
+# but not conv2d_transpose, so every layer of G would stay float32. O1 rather than O2 (paddle.amp.decorate): the
+# weights, Adam's moments and the checkpoint stay float32 (no master copies); only the listed ops run in low
+# precision, and ops on neither list follow their inputs (ReLU, LeakyReLU, tanh).
+AMP_WHITE_LIST = ("conv2d", "conv2d_transpose")
+# Always float32: BatchNorm (batch statistics), D's sigmoid (probabilities near 0 and 1, which the loss takes the
+# log of) and the loss itself (Paddle's BCE has no bfloat16 kernel). Each of these is a real op name (tested).
+AMP_BLACK_LIST = ("batch_norm", "sigmoid", "bce_loss")
+
+
+def amp_mode(amp) -> str:
+    """--amp as one of off / fp16 / bf16 (notebooks may still pass amp=True, the old float16 switch)."""
+    if amp is True or amp is False:
+        return "fp16" if amp else "off"
+    if amp not in ("off", "fp16", "bf16"):
+        raise UserError(f"--amp must be off, fp16 or bf16, not {amp!r}")
+    return amp
+
+
+def amp_settings(amp, device: str) -> dict | None:
+    """The keyword arguments of paddle.amp.auto_cast for --amp on `device`, or None: float32 (off, or a CPU)."""
+    mode = amp_mode(amp)
+    if mode == "off" or device != "gpu":
+        return None
+    return {"enable": True, "dtype": AMP_DTYPES[mode], "level": "O1",
+            "custom_white_list": list(AMP_WHITE_LIST), "custom_black_list": list(AMP_BLACK_LIST)}  # fmt: skip
+
+
+def uses_grad_scaler(settings: dict | None) -> bool:
+    """float16 needs loss scaling (small gradients underflow); bfloat16 has float32's exponent range: no scaler."""
+    return settings is not None and settings["dtype"] == "float16"
+
+
+def amp_support(device: str) -> dict[str, bool]:
+    """Which --amp dtypes this device runs, by the rules paddle.amp.auto_cast itself applies (it silently falls back
+    to float32 otherwise): float16 needs compute capability 7.0, bfloat16 8.0 and CUDA 11."""
+    if device != "gpu":
+        return {"fp16": False, "bf16": False}
+    from paddle.amp.auto_cast import _is_gpu_bfloat16_supported, _is_gpu_float16_supported
+
+    return {"fp16": bool(_is_gpu_float16_supported()), "bf16": bool(_is_gpu_bfloat16_supported())}
+
+
+def check_amp(amp, device: str, support: dict[str, bool] | None = None) -> None:
+    """A clear error for --amp fp16/bf16 on a GPU that cannot run it (on a CPU --amp is only noted, not an error)."""
+    mode = amp_mode(amp)
+    if mode == "off" or device != "gpu":
+        return
+    support = amp_support(device) if support is None else support
+    if not support[mode]:
+        cap = ".".join(map(str, paddle.device.cuda.get_device_capability()))
+        need = "compute capability 8.0 and CUDA 11" if mode == "bf16" else "compute capability 7.0"
+        alt = "; try --amp fp16" if mode == "bf16" and support["fp16"] else ""
+        name = paddle.device.cuda.get_device_name()
+        raise UserError(f"--amp {mode}: {name} (compute capability {cap}) cannot run it, it needs {need}{alt}")
 
 
 def pick_device(choice: str) -> str:
@@ -111,20 +183,40 @@ class Trainer:
             self.netG, self.netD = paddle.DataParallel(self.G), paddle.DataParallel(self.D)
         self.optG = paddle.optimizer.Adam(cfg.lr, cfg.beta1, cfg.beta2, parameters=self.G.parameters())
         self.optD = paddle.optimizer.Adam(cfg.lr, cfg.beta1, cfg.beta2, parameters=self.D.parameters())
-        self.amp = cfg.amp and device == "gpu"
-        self.scalerG, self.scalerD = paddle.amp.GradScaler(enable=self.amp), paddle.amp.GradScaler(enable=self.amp)
+        self.amp = amp_settings(cfg.amp, device)  # auto_cast's arguments, None for float32
+        scaled = uses_grad_scaler(self.amp)
+        self.scalerG, self.scalerD = paddle.amp.GradScaler(enable=scaled), paddle.amp.GradScaler(enable=scaled)
         # noise is a pure function of (seed, rank, iteration): a resumed run, on any rank, draws
         # exactly what the uninterrupted run would have; the iteration count is the RNG state
         self.rng = np.random.default_rng([cfg.seed, rank, 0])
         self.fixed_noise = np.random.default_rng([cfg.seed, 2**31]).standard_normal((64, cfg.nz, 1, 1), dtype=np.float32)
+        self._noise: dict[int, paddle.Tensor] = {}  # iteration -> its noise batches, on the device (prefetch_noise)
+        self._noise_i = 0
         self.iteration, self.epoch = 0, 0
         self.history: dict[str, list[float]] = {k: [] for k in HISTORY_KEYS}
 
     def noise(self, n: int) -> paddle.Tensor:
+        block = self._noise.get(self.iteration)
+        if block is not None and block.shape[1] == n and self._noise_i < block.shape[0]:
+            self._noise_i += 1
+            return block[self._noise_i - 1]
         return paddle.to_tensor(self.rng.standard_normal((n, self.cfg.nz, 1, 1), dtype=np.float32))
 
+    def prefetch_noise(self, iterations: int, n: int) -> None:
+        """Draw the noise of the next `iterations` steps exactly as they would (the same generators, the same calls)
+        and send it to the device in one copy: on a GPU each host-to-device copy of a step's noise would otherwise
+        wait in line with the kernels queued before it."""
+        per, nz, first = self.cfg.d_steps + self.cfg.g_steps, self.cfg.nz, self.iteration
+        if per == 0 or iterations < 1:
+            return
+        # one draw of `per` batches is `per` draws of one batch, in order
+        rngs = [np.random.default_rng([self.cfg.seed, self.rank, first + i]) for i in range(iterations)]
+        draws = [rng.standard_normal((per, n, nz, 1, 1), dtype=np.float32) for rng in rngs]
+        blocks = paddle.to_tensor(np.stack(draws))
+        self._noise = {first + i: blocks[i] for i in range(iterations)}
+
     def _autocast(self):
-        return paddle.amp.auto_cast(enable=self.amp, level="O1", dtype="float16")
+        return paddle.amp.auto_cast(**self.amp) if self.amp else contextlib.nullcontext()
 
     def _update(self, loss: paddle.Tensor, opt, scaler) -> None:
         opt.clear_grad(set_to_zero=False)
@@ -142,6 +234,7 @@ class Trainer:
         host transfer for the caller)."""
         cfg, b = self.cfg, real.shape[0]
         self.rng = np.random.default_rng([cfg.seed, self.rank, self.iteration])
+        self._noise_i = 0  # the next of this iteration's prefetched noise batches, if any
         for _ in range(cfg.d_steps):
             with self._autocast():
                 # no autograd graph through G for D's loss. (Were G put under paddle.jit.to_static, this would
@@ -420,6 +513,25 @@ def _validate(cfg: TrainConfig) -> None:
         raise UserError("--g-steps, --d-steps, --save-every, --sample-every and --max-iters must not be negative")
     if not 0 <= cfg.ema < 1:
         raise UserError("--ema must be in [0, 1)")
+    if cfg.log_every < 0:
+        raise UserError("--log-every must not be negative (0: chosen by device)")
+    amp_mode(cfg.amp)
+
+
+# On a GPU, Paddle's BCE kernel checks its input inside the kernel (PADDLE_ENFORCE in device code, then a trap), so a
+# NaN probability is reported later, at the next host sync, as one of these CUDA errors.
+DEVICE_TRAP_MARKS = ("Input is expected to be within the interval", "unspecified launch failure", "illegal instruction",
+                     "device-side assert")  # fmt: skip
+
+
+def to_host(stats: list[paddle.Tensor]) -> np.ndarray:
+    """The pending iterations' statistics, [n, 4], in one device-to-host transfer."""
+    return paddle.stack(stats).numpy()
+
+
+def log_interval(cfg: TrainConfig, device: str) -> int:
+    """--log-every, or by device: on a CPU a fetch costs nothing; on a GPU each one waits for the GPU to go idle."""
+    return cfg.log_every or (20 if device == "gpu" else 1)
 
 
 def train(cfg: TrainConfig) -> dict[str, list[float]]:
@@ -432,6 +544,7 @@ def train(cfg: TrainConfig) -> dict[str, list[float]]:
     main_proc = rank == 0
     device = pick_device(cfg.device)
     paddle.set_device(device)
+    check_amp(cfg.amp, device)
     out = Path(cfg.out)
     ckpt_path = out / CHECKPOINT_FILE
     ckpt, ckpt_source = _check_resume(cfg, ckpt_path)
@@ -440,6 +553,7 @@ def train(cfg: TrainConfig) -> dict[str, list[float]]:
 
     loader = make_loader(cfg.data, batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed, drop_last=True,
                          num_workers=cfg.num_workers)  # fmt: skip
+    loader, data_note = on_device(loader, cfg.data_on_device, device)
     nb = len(loader)
     trainer = Trainer(cfg, device, world_size, rank)
     if ckpt is not None:
@@ -448,9 +562,13 @@ def train(cfg: TrainConfig) -> dict[str, list[float]]:
 
     if main_proc:
         (out / "samples").mkdir(parents=True, exist_ok=True)
-        amp_note = " amp=float16" if trainer.amp else (" (--amp ignored: mixed precision is for GPU)" if cfg.amp else "")
+        mode = amp_mode(cfg.amp)
+        amp_note = f" amp={trainer.amp['dtype']}" if trainer.amp else ""
+        if mode != "off" and not trainer.amp:
+            amp_note = f" (--amp {mode} ignored: mixed precision is for GPU)"
         where = f"{world_size} processes, " if world_size > 1 else ""
-        print(f"train.py: device {device}{amp_note}, {where}{len(loader.dataset)} images in {cfg.data}, {nb} iterations per epoch; "
+        print(f"train.py: device {device}{amp_note}, {where}{len(loader.dataset)} images in {cfg.data} ({data_note}), "
+              f"{nb} iterations per epoch, losses fetched every {log_interval(cfg, device)}; "
               f"{'resuming at iteration ' + str(trainer.iteration) if ckpt else 'starting'}; {total} iterations in all -> {out}/",
               flush=True)  # fmt: skip
         write_log_csv(out / "log.csv", trainer.history, nb)
@@ -475,6 +593,49 @@ def train(cfg: TrainConfig) -> dict[str, list[float]]:
 
     from tqdm.auto import tqdm
 
+    # The step's statistics stay on the device; `fetch` brings those of the pending iterations over in one transfer
+    # every --log-every iterations (and before any checkpoint or grid), checks them and logs one row per iteration.
+    # So a run stops within --log-every iterations of a NaN, and no checkpoint holds an unchecked iteration.
+    every = log_interval(cfg, device)
+    pending: list[paddle.Tensor] = []
+    window = {"t": time.perf_counter(), "images": 0, "speed": 0.0}
+    bar = None
+
+    def fetch() -> None:
+        if not pending:
+            return
+        first_it = trainer.iteration - len(pending) + 1
+        try:
+            values = to_host(pending)  # the one host sync of these iterations
+        except (RuntimeError, OSError) as e:  # an error of a kernel queued since the last fetch surfaces here
+            if not any(m in str(e) for m in DEVICE_TRAP_MARKS):
+                raise
+            raise TrainingDiverged(f"iterations {first_it}-{trainer.iteration}: the GPU stopped on an error (Paddle's BCE "
+                                   "kernel stops the device when D's output is NaN: training diverged); the last good "
+                                   f"checkpoint stays in {ckpt_path} (try a lower --lr)") from None  # fmt: skip
+        now = time.perf_counter()
+        img_s = window["images"] / max(now - window["t"], 1e-9)  # the window's rate, on every row of it
+        window.update(t=now, images=0, speed=img_s if window["speed"] == 0 else 0.9 * window["speed"] + 0.1 * img_s)
+        pending.clear()
+        for it, stats in enumerate(values, first_it):
+            if not np.all(np.isfinite(stats[:2])):
+                bad = "d_loss" if not np.isfinite(stats[0]) else "g_loss"
+                value = stats[0] if bad == "d_loss" else stats[1]
+                raise TrainingDiverged(f"iteration {it}: {bad} is {value}; stopped. The last good checkpoint stays "
+                                       f"in {ckpt_path} (try a lower --lr)")  # fmt: skip
+            for k, v in zip(HISTORY_KEYS, stats, strict=True):
+                trainer.history[k].append(float(v))
+            if main_proc:
+                log.writerow([(it - 1) // nb + 1, it, *(f"{v:.6g}" for v in stats), f"{img_s:.1f}"])
+                if vdl:
+                    vdl.add_row(it, [*stats, img_s])
+        if main_proc:
+            log_file.flush()
+            if bar is not None:
+                st = values[-1]
+                bar.set_postfix_str(f"D {st[0]:.3f} G {st[1]:.3f} D(x) {st[2]:.2f} D(G(z)) {st[3]:.2f} "
+                                    f"{window['speed']:.1f} img/s", refresh=False)  # fmt: skip
+
     start_epoch = trainer.iteration // nb
     last_epoch = math.ceil(total / nb)  # the last epoch this run reaches (--max-iters may stop it early)
     keep_bars = last_epoch - start_epoch <= 20  # many short epochs (a small data set): one bar at a time
@@ -487,43 +648,36 @@ def train(cfg: TrainConfig) -> dict[str, list[float]]:
             first = trainer.iteration - epoch * nb
             bar = tqdm(total=nb, initial=first, desc=f"epoch {epoch + 1}/{last_epoch}", unit="it",
                        disable=not (main_proc and cfg.progress), dynamic_ncols=True, leave=keep_bars)  # fmt: skip
-            t_last, speed = time.perf_counter(), 0.0
+            window.update(t=time.perf_counter(), images=0)
             for batch in loader.iter_from(first):
                 real = batch[0] if isinstance(batch, (list, tuple)) else batch
+                if every > 1 and not pending:  # a window starts: its noise in one copy
+                    trainer.prefetch_noise(min(every, total - trainer.iteration), real.shape[0])
                 try:
-                    stats = trainer.step(real).numpy()  # the iteration's one host sync
+                    pending.append(trainer.step(real))
                 except (ValueError, RuntimeError, OSError) as e:  # Paddle's BCE kernel refuses a NaN probability
                     if "Illegal input" not in str(e) and "nan" not in str(e).lower():
                         raise
+                    fetch()  # the iterations before it: logged, or an earlier NaN named
                     raise TrainingDiverged(f"iteration {trainer.iteration + 1}: D's output became NaN (training diverged); "
                                            f"stopped. The last good checkpoint stays in {ckpt_path} (try a lower --lr)") from None
-                now = time.perf_counter()
-                img_s = real.shape[0] * world_size / (now - t_last)
-                t_last = now
-                speed = img_s if speed == 0 else 0.9 * speed + 0.1 * img_s
-                if not np.all(np.isfinite(stats[:2])):
-                    bad = "d_loss" if not np.isfinite(stats[0]) else "g_loss"
-                    raise TrainingDiverged(f"iteration {trainer.iteration + 1}: {bad} is {stats[0] if bad == 'd_loss' else stats[1]}; "
-                                           f"stopped. The last good checkpoint stays in {ckpt_path} (try a lower --lr)")  # fmt: skip
                 trainer.iteration += 1
-                for k, v in zip(HISTORY_KEYS, stats, strict=True):
-                    trainer.history[k].append(float(v))
+                window["images"] += real.shape[0] * world_size
+                if len(pending) >= every:
+                    fetch()
                 if main_proc:
-                    log.writerow([epoch + 1, trainer.iteration, *(f"{v:.6g}" for v in stats), f"{img_s:.1f}"])
-                    log_file.flush()
-                    if vdl:
-                        vdl.add_row(trainer.iteration, [*stats, img_s])
-                    bar.set_postfix_str(f"D {stats[0]:.3f} G {stats[1]:.3f} D(x) {stats[2]:.2f} D(G(z)) {stats[3]:.2f} {speed:.1f} img/s",
-                                        refresh=False)  # fmt: skip
                     bar.update(1)
                 done = trainer.iteration >= total
                 if cfg.sample_every and trainer.iteration % cfg.sample_every == 0:
+                    fetch()
                     sample(f"iter_{trainer.iteration:06d}.png")
                 end_of_epoch = trainer.iteration == (epoch + 1) * nb  # saved below, after the epoch's grid
                 if not end_of_epoch and (done or (cfg.save_every and trainer.iteration % cfg.save_every == 0)):
+                    fetch()  # checked before they go into a checkpoint
                     save()
                 if done:
                     break
+            fetch()
             bar.close()
             if trainer.iteration == (epoch + 1) * nb:  # a whole epoch: its grid, plot and checkpoint
                 trainer.epoch = epoch + 1
@@ -548,8 +702,64 @@ def train(cfg: TrainConfig) -> dict[str, list[float]]:
     return trainer.history
 
 
+def check(cfg: TrainConfig, iters: int = 5, batch_size: int = 16, width: int = 16) -> bool:
+    """`python train.py --check`: what a bug report needs, one line each (Paddle's build, the device train.py picks,
+    the GPU, AMP support, the data), then `iters` timed iterations of a small model (ngf = ndf = `width`) on that
+    device in the chosen precision. Returns whether the losses came out finite."""
+    import platform
+
+    from dataReader import FaceDataset, plan_on_device
+
+    v, cuda = paddle.version, paddle.device.is_compiled_with_cuda()
+    build = f"CUDA {v.cuda()}, cuDNN {v.cudnn()}" if cuda else "CPU build"
+    print(f"paddle: {paddle.__version__} ({build}, commit {v.commit[:10]}); "
+          f"Python {platform.python_version()}, {platform.platform()}")
+    device = pick_device(cfg.device)
+    print(f"device: {device} (--device {cfg.device}; GPUs visible: {paddle.device.cuda.device_count() if cuda else 0})")
+    paddle.set_device(device)
+    if device == "gpu":
+        p = paddle.device.cuda.get_device_properties()
+        print(f"gpu: {p.name}, {p.total_memory / 2**30:.1f} GiB, compute capability {p.major}.{p.minor}")
+    sup = amp_support(device)
+    print("amp: " + (", ".join(f"{k} {'yes' if ok else 'no'}" for k, ok in sup.items()) if device == "gpu" else
+                     "none on a CPU (--amp is for GPUs; CPU runs are float32)"))  # fmt: skip
+    if Path(cfg.data).exists():
+        try:
+            ds = FaceDataset(cfg.data)
+            print(f"data: {cfg.data}, {len(ds)} images; --data-on-device {cfg.data_on_device}: "
+                  f"{plan_on_device(len(ds), ds._source is None, cfg.data_on_device, device)[1]}")  # fmt: skip
+        except UserError as e:
+            print(f"data: {e}")
+    else:
+        print(f"data: {cfg.data} is not there (python pretreat.py makes it)")
+    check_amp(cfg.amp, device, sup)
+    small = dataclasses.replace(cfg, ngf=width, ndf=width, batch_size=batch_size, ema=0.0)
+    trainer = Trainer(small, device)
+    real = paddle.uniform([batch_size, 3, 64, 64], min=-1.0, max=1.0, seed=cfg.seed)
+    trainer.step(real).numpy()  # warm-up: kernel selection, allocator
+    trainer.iteration += 1
+    t = time.perf_counter()
+    stats = []
+    for _ in range(iters):
+        stats.append(trainer.step(real))
+        trainer.iteration += 1
+    values = paddle.stack(stats).numpy()  # one transfer, as train.py's --log-every
+    img_s = iters * batch_size / (time.perf_counter() - t)
+    finite = bool(np.all(np.isfinite(values)))
+    precision = trainer.amp["dtype"] + " autocast" if trainer.amp else "float32"
+    print(f"run: {iters} iterations, ngf = ndf = {width}, batch {batch_size}, {precision} on {device}: "
+          f"{img_s:.1f} img/s; losses {'finite' if finite else 'NOT FINITE'} "
+          f"(last D {values[-1, 0]:.3f}, G {values[-1, 1]:.3f})")
+    return finite
+
+
 def main(argv: list[str] | None = None) -> None:
     cfg = utils.parse_config(TrainConfig, argv, description=__doc__)
+    if cfg.check:
+        if not check(cfg):
+            raise UserError("--check: the losses of the small model were not finite "
+                            "(paste the lines above into a bug report)")
+        return
     train(cfg)
 
 

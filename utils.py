@@ -263,7 +263,8 @@ def parse_config(cls, argv=None, description: str | None = None, epilog: str | N
 
     Each field becomes `--field-name`; its type comes from the default, its help text from
     `field(metadata={"help": ...})`; bools become `--flag/--no-flag`; `metadata={"choices": [...]}`
-    restricts values. The CLI holds no logic of its own: it only fills the dataclass.
+    restricts values; `metadata={"const": v}` lets the flag stand alone for v. The CLI holds no logic of its
+    own: it only fills the dataclass.
     """
     parser = argparse.ArgumentParser(description=description, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
     for f in dataclasses.fields(cls):
@@ -283,6 +284,8 @@ def parse_config(cls, argv=None, description: str | None = None, epilog: str | N
             kw["choices"] = f.metadata["choices"]
         if "metavar" in f.metadata:
             kw["metavar"] = f.metadata["metavar"]
+        if "const" in f.metadata:  # the flag alone means this value (`--amp` = `--amp fp16`)
+            kw["nargs"], kw["const"] = "?", f.metadata["const"]
         parser.add_argument(flag, type=ftype, **kw)
     args = parser.parse_args(argv)
     values = {k: (tuple(v) if isinstance(v, list) else v) for k, v in vars(args).items()}

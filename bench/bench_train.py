@@ -6,6 +6,8 @@ Usage:
     python bench/bench_train.py --levers               # + Paddle's speed levers, each alone against the same baseline
     python bench/bench_train.py --batch-sizes 64 --rounds 5 --wait-idle 300
     python bench/bench_train.py --device cpu           # the CPU also on a machine with a GPU
+    python bench/bench_train.py --device gpu --batch-sizes 128 --no-torch   # + the GPU table: fp32 / fp16 / bf16,
+                                                       # --log-every 20, --data-on-device, all together
 
 What is timed: one iteration of train.py (1 D step on a real batch and a detached fake batch, 2 G steps on fresh
 noise; Adam 2e-4 (0.5, 0.999); BCE; BatchNorm momentum 0.5), through `Trainer.step(real).numpy()` exactly as
@@ -25,6 +27,9 @@ forward. One iteration = D step (G forward, D forward + backward on the real and
 Device: where train.py would train (--device auto: the GPU when Paddle has CUDA and sees one, else the CPU), and
 PyTorch on the same kind of device (a CUDA build of torch is needed for the GPU; without one the table shows both
 speeds but no ratio). The GPU is timed the same way: the `.numpy()` of each iteration waits for its kernels.
+On a GPU (or with --gpu-levers) the lever table is the GPU's: fp32 with batches from host memory and a fetch per
+iteration (train.py before --log-every and --data-on-device), then --amp fp16 and bf16 where the GPU runs them,
+--log-every 20 (timed per whole window of 20), --data-on-device on, and all of them at once.
 
 Other processes on the machine make timings noisy: each worker reports how much of the CPU others used while
 it ran ("others"), and --wait-idle N waits up to N seconds for a quiet machine before each worker.
@@ -172,6 +177,57 @@ def legacy_step(self, real):
     return paddle.stack([loss_d, g_loss, p_real.mean(), p_fake.mean()])
 
 
+BENCH_SET = 4096  # images in the packed set the data levers read from (at most; 16 batches at small batch sizes)
+
+
+def bench_batches(data: str, batch: int):
+    """Batches as train.py gets them: "host" from a packed uint8 set through dataReader's loader (converted on the
+    host, then copied to the device), "device" from the same set in device memory (--data-on-device); "fixed"
+    (None): one batch already on the device, no data cost (the framework comparison)."""
+    if data == "fixed":
+        return None
+    import tempfile
+
+    import numpy as np
+
+    from dataReader import make_loader, on_device
+
+    path = Path(tempfile.mkdtemp()) / "bench64.npy"
+    np.save(path, np.random.default_rng(0).integers(0, 256, (min(BENCH_SET, 16 * batch), 64, 64, 3), dtype=np.uint8))
+    loader = make_loader(path, batch_size=batch, shuffle=True, seed=0)
+    if data == "device":
+        import paddle
+
+        loader = on_device(loader, "on", paddle.device.get_device())[0]
+    assert data in ("host", "device"), data
+
+    def forever():  # as train.py passes them on: the host loader's tensors are copied to the device by the first op
+        epoch = 0
+        while True:
+            loader.set_epoch(epoch)
+            for (images,) in loader:
+                yield images
+            epoch += 1
+
+    return forever()
+
+
+def gpu_table(support: dict[str, bool]) -> list[tuple[str, str, str, dict]]:
+    """The GPU levers, each against fp32 (batches from host memory, stats fetched every iteration, as train.py was):
+    fp16 and bf16 where the GPU runs them, --log-every 20, --data-on-device, and the best of them together."""
+    base = {"data": "host", "log_every": 1}
+    rows = [("fp32", "", "float32; batches from host memory; stats fetched every iteration", dict(base))]
+    rows += [(m, "fp32", f"--amp {m}", {**base, "amp": m}) for m in ("fp16", "bf16") if support.get(m)]
+    rows += [("log-every", "fp32", "--log-every 20 (one transfer per 20 iterations)", {**base, "log_every": 20}),
+             ("on-device", "fp32", "--data-on-device on (batches gathered in device memory)",
+              {**base, "data": "device"})]  # fmt: skip
+    best = "bf16" if support.get("bf16") else "fp16" if support.get("fp16") else None
+    both = {"data": "device", "log_every": 20, **({"amp": best} if best else {})}
+    amp = f"--amp {best} + " if best else ""
+    rows.append(("gpu-all", "fp32", f"{amp}--log-every 20 + --data-on-device on", both))
+    return rows
+
+
 def paddle_peak(paddle, reps: int = 3) -> float:
     a, b = paddle.randn([PEAK_N, PEAK_N]), paddle.randn([PEAK_N, PEAK_N])
     float(paddle.matmul(a, b)[0, 0])
@@ -208,7 +264,7 @@ def worker_paddle(args) -> dict:
 
     device = train.pick_device(args.device)  # train.py's own choice: the GPU when Paddle has CUDA and sees one
     paddle.set_device(device)
-    cfg = train.TrainConfig(batch_size=args.batch)
+    cfg = train.TrainConfig(batch_size=args.batch, amp=lever.get("amp", "off"))
     t0 = time.perf_counter()
     trainer = train.Trainer(cfg, device)
     t_build = time.perf_counter() - t0
@@ -221,24 +277,41 @@ def worker_paddle(args) -> dict:
         paddle.jit.to_static(trainer.D, full_graph=True)
     flops = flops_per_image(trainer.G, trainer.D, cfg.nz, cfg.g_steps, cfg.d_steps)
     real = paddle.to_tensor(np.random.default_rng(0).uniform(-1, 1, (args.batch, 3, 64, 64)).astype(np.float32))
+    every, data = int(lever.get("log_every", 1)), lever.get("data", "fixed")
+    batches = bench_batches(data, args.batch)
+    pending = []
 
-    def one():
-        t = time.perf_counter()
-        stats = trainer.step(real).numpy()  # as train.py's loop: the iteration's one host sync
-        trainer.iteration += 1
+    def fetch():
+        stats = paddle.stack(pending).numpy()
+        pending.clear()
         assert np.all(np.isfinite(stats)), stats
+
+    def one():  # as train.py's loop: the stats of `every` iterations come over in one transfer
+        t = time.perf_counter()
+        pending.append(trainer.step(next(batches) if batches else real))
+        trainer.iteration += 1
+        if len(pending) >= every:
+            fetch()
         return time.perf_counter() - t
 
     first = one()
     for _ in range(args.warmup - 1):
         one()
+    if pending:  # the warm-up's last window: the timed iterations start on an idle device
+        fetch()
     with Meter() as m:
         times = [one() for _ in range(args.iters)]
+        if pending:  # the last (partial) window's fetch waits for the timed iterations' kernels: theirs
+            t = time.perf_counter()
+            fetch()
+            times[-1] += time.perf_counter() - t
+        if every > 1:  # a fetch every N iterations: only the mean over the windows means anything
+            times = [sum(times) / len(times)] * len(times)
     peak = paddle_peak(paddle)
     med = sorted(times)[len(times) // 2]
     return {"framework": "paddle", "version": paddle.__version__, "device": device, "batch": args.batch, "times": times, "median": med,
             "img_s": args.batch / med, "first": first, "build": t_build, "startup": first - med, "others": m.others,
-            "flops": flops, "peak_gflops": peak,
+            "flops": flops, "peak_gflops": peak, "amp_support": train.amp_support(device), "amp": trainer.amp,
             "env": {k: os.environ.get(k) for k in ENV_SHOWN}}  # fmt: skip
 
 
@@ -414,6 +487,8 @@ def main(argv=None) -> int:
     ap.add_argument("--levers", action="store_true", help="also time each Paddle speed lever alone (first batch size)")
     ap.add_argument("--lever-batch", type=int, default=0, help="batch size of the --levers table (default: the first of --batch-sizes)")
     ap.add_argument("--only", nargs="+", default=[], metavar="LEVER", help="with --levers: only these rows")
+    ap.add_argument("--gpu-levers", action="store_true", help="the GPU's lever table (precision, --log-every, "
+                    "--data-on-device) on any device; on a GPU it is the default")  # fmt: skip
     ap.add_argument("--no-torch", action="store_true", help="time Paddle only")
     ap.add_argument("--torch-malloc", action="store_true", help="also time PyTorch with the malloc settings Paddle gets")
     ap.add_argument("--wait-idle", type=float, default=0, metavar="S", help="wait up to S s for an idle machine before each worker")
@@ -454,9 +529,13 @@ def main(argv=None) -> int:
                       f"others used {100 * res['others']:.0f}% of the CPUs)", flush=True)  # fmt: skip
 
     lever_rows = []
-    if args.levers:
+    # on a GPU the CPU levers (MKL, malloc, OpenMP) mean nothing: its table is precision, fetching and data placement
+    gpu_levers = args.gpu_levers or any(x["device"] == "gpu" for x in results if x["framework"] == "paddle")
+    if args.levers or gpu_levers:
         b = args.lever_batch or args.batch_sizes[0]
-        levers = [x for x in lever_table() if not args.only or x[0] in args.only]
+        support = next(x["amp_support"] for x in results if x["framework"] == "paddle")
+        table = gpu_table(support) if gpu_levers else lever_table()
+        levers = [x for x in table if not args.only or x[0] in args.only]
         print(f"levers at batch {b}: {', '.join(x[0] for x in levers)}", flush=True)
         lever_res: dict[str, list[dict]] = {x[0]: [] for x in levers}
         for r in range(rounds):

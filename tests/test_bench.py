@@ -3,6 +3,8 @@ not a test dependency). The numbers are not checked, only that they are there an
 
 import re
 
+import pytest
+
 from bench import bench_conv, bench_train
 
 NUM = r"([0-9]+(?:\.[0-9]+)?)"
@@ -33,3 +35,36 @@ def test_bench_conv_times_every_convolution_of_the_network(capsys):
                      "D conv 64->128, 32->16 px", "D conv 128->256, 16->8 px", "D conv 256->512, 8->4 px",
                      "D conv 512->1, 4->1 px"], out  # fmt: skip
     assert re.search(r"^\| all \| \d+ \| \d+ \| \d+ \|  \| \d+ \| [0-9.]+x \|$", out, re.M), out
+
+
+def test_bench_train_gpu_lever_table_is_assembled_by_what_the_gpu_supports():
+    names = lambda sup: [r[0] for r in bench_train.gpu_table(sup)]  # noqa: E731
+    assert names({"fp16": True, "bf16": True}) == ["fp32", "fp16", "bf16", "log-every", "on-device", "gpu-all"]
+    assert names({"fp16": True, "bf16": False}) == ["fp32", "fp16", "log-every", "on-device", "gpu-all"]
+    rows = {r[0]: r for r in bench_train.gpu_table({"fp16": True, "bf16": True})}
+    assert rows["gpu-all"][3] == {"data": "device", "log_every": 20, "amp": "bf16"}
+    assert rows["fp32"][3] == {"data": "host", "log_every": 1}
+    assert all(r[1] == "fp32" for n, r in rows.items() if n != "fp32")
+    assert "amp" not in bench_train.gpu_table({"fp16": False, "bf16": False})[-1][3]
+
+
+def test_bench_batches_from_host_and_device_are_the_same_batches():
+    import itertools
+
+    host, dev = bench_train.bench_batches("host", 4), bench_train.bench_batches("device", 4)
+    for a, b in itertools.islice(zip(host, dev, strict=True), 20):  # 16 batches per epoch: into the second epoch
+        assert a.numpy().tobytes() == b.numpy().tobytes()
+    assert bench_train.bench_batches("fixed", 4) is None
+
+
+@pytest.mark.slow
+def test_bench_train_gpu_levers_run_on_the_cpu(capsys):
+    """The GPU table's code paths (host loader, device copy, a fetch every 20) on the CPU, where amp is float32."""
+    argv = ["--batch-sizes", "2", "--quick", "--iters", "2", "--warmup", "1", "--no-torch", "--device", "cpu",
+            "--gpu-levers"]  # fmt: skip
+    assert bench_train.main(argv) == 0
+    out = capsys.readouterr().out
+    for name in ("fp32", "log-every", "on-device", "gpu-all"):
+        row = re.search(rf"^\| {name} \| .* \| {NUM} \| ", out, re.M)
+        assert row and float(row.group(1)) > 0, out
+    assert not re.search(r"^\| (fp16|bf16) \|", out, re.M)  # a CPU runs neither

@@ -314,7 +314,7 @@ def test_amp_on_cpu_is_ignored_with_a_note_and_gpu_request_fails_clearly(tmp_pat
     r = run_cli("--data", str(faces), "--out", str(tmp_path / "o"), "--batch-size", "8", "--ngf", "8", "--ndf", "8", "--nz", "16",
                 "--max-iters", "2", "--amp", "--no-progress")  # fmt: skip
     assert r.returncode == 0, r.stderr
-    assert "device cpu (--amp ignored" in r.stdout
+    assert "device cpu (--amp fp16 ignored: mixed precision is for GPU)" in r.stdout  # the flag alone is fp16
     if not paddle.device.is_compiled_with_cuda():
         with pytest.raises(UserError, match="--device gpu"):
             train_mod.pick_device("gpu")
@@ -325,5 +325,5 @@ def test_cli_help_lists_the_flags():
     r = run_cli("--help")
     for flag in ["--data", "--out", "--epochs", "--batch-size", "--lr", "--beta1", "--beta2", "--nz", "--ngf", "--ndf", "--g-steps",
                  "--d-steps", "--seed", "--device", "--amp", "--resume", "--save-every", "--sample-every", "--num-workers",
-                 "--max-iters", "--ema"]:  # fmt: skip
+                 "--max-iters", "--ema", "--log-every", "--data-on-device", "--check"]:  # fmt: skip
         assert flag in r.stdout

@@ -1,0 +1,92 @@
+"""make install: Paddle is installed (the CPU build) only when none is there, so a paddlepaddle-gpu survives;
+every pip call goes through constraints.txt. Run against throw-away venvs with a fake pip and stub paddle
+packages: nothing is downloaded."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+FAKE_PIP = """
+import sys, pathlib, sysconfig
+args = sys.argv[1:]
+with open(sys.argv[0] + ".log", "a") as f:
+    f.write(" ".join(args) + "\\n")
+if "paddlepaddle" in args:  # "install" the CPU build: a stub that imports
+    pkg = pathlib.Path(sysconfig.get_paths()["purelib"]) / "paddle"
+    pkg.mkdir(parents=True, exist_ok=True)
+    (pkg / "__init__.py").write_text("__version__ = '0.0-cpu-stub'\\ndef is_compiled_with_cuda():\\n    return False\\n")
+"""
+
+
+def venv_with(tmp_path, paddle_init: str | None):
+    """A venv (no pip: the fake one stands in) whose paddle package is `paddle_init`, or none."""
+    env_dir = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env_dir)], check=True)
+    py = env_dir / "bin" / "python"
+    if paddle_init is not None:
+        purelib = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                                 capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+        (Path(purelib) / "paddle").mkdir(parents=True)
+        (Path(purelib) / "paddle" / "__init__.py").write_text(paddle_init)
+    fake = tmp_path / "fake_pip.py"
+    fake.write_text(FAKE_PIP)
+    return env_dir, py, fake
+
+
+def make_install(env_dir, py, fake):
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "MAKEFLAGS", "MFLAGS")}
+    env["VIRTUAL_ENV"] = str(env_dir)  # as inside an activated venv: no .venv is made
+    r = subprocess.run(["make", "-s", "install", f"PY={py}", f"PIP={py} {fake}"], cwd=ROOT, capture_output=True, text=True,
+                       env=env, timeout=120)  # fmt: skip
+    log = Path(str(fake) + ".log")
+    calls = log.read_text().splitlines() if log.exists() else []
+    return r, calls
+
+
+def test_no_paddle_gets_the_cpu_build(tmp_path):
+    r, calls = make_install(*venv_with(tmp_path, None))
+    assert r.returncode == 0, r.stderr
+    assert calls == ["-r requirements.txt", "paddlepaddle"]
+    assert "installing the CPU build" in r.stdout and "Paddle 0.0-cpu-stub (CPU)" in r.stdout
+
+
+def test_a_gpu_paddle_is_kept(tmp_path):
+    gpu = "__version__ = '3.3.1-gpu-stub'\ndef is_compiled_with_cuda():\n    return True\n"
+    r, calls = make_install(*venv_with(tmp_path, gpu))
+    assert r.returncode == 0, r.stderr
+    assert calls == ["-r requirements.txt"]  # no paddlepaddle over it
+    assert "Paddle 3.3.1-gpu-stub with CUDA" in r.stdout
+
+
+def test_a_paddle_that_does_not_import_is_reported_not_replaced(tmp_path):
+    r, calls = make_install(
+        *venv_with(tmp_path, "raise ImportError('libcudnn.so.9: cannot open shared object file')\n")
+    )
+    assert r.returncode != 0
+    assert calls == ["-r requirements.txt"]
+    assert "libcudnn.so.9" in r.stderr and "does not import" in r.stdout
+
+
+def test_pip_runs_with_the_constraints_and_requirements_hold_no_paddle():
+    r = subprocess.run(["make", "-n", "install", "install-dev", "VIRTUAL_ENV=x", "PY=python"], cwd=ROOT, capture_output=True,
+                       text=True)  # fmt: skip
+    pip_lines = [x for x in r.stdout.splitlines() if " -m pip install" in x]
+    assert len(pip_lines) >= 3 and all("-c constraints.txt" in x for x in pip_lines), r.stdout
+    for req in ("requirements.txt", "requirements-dev.txt"):
+        names = [re.split(r"[<>=\[; ]", x.strip())[0].lower() for x in (ROOT / req).read_text().splitlines()
+                 if x.strip() and not x.startswith("#")]  # fmt: skip
+        assert not any(n.startswith("paddle") for n in names), req
+        pins = {
+            x.split("==")[0].lower().replace("_", "-")
+            for x in (ROOT / "constraints.txt").read_text().splitlines()
+            if "==" in x
+        }
+        missing = [n for n in names if n.replace("_", "-") not in pins]
+        assert not missing, f"constraints.txt does not pin {missing}: run make constraints"
+    text = (ROOT / "constraints.txt").read_text()
+    assert re.search(r"^paddlepaddle==3\.", text, re.M) and not re.search(r"^(pip|torch)==", text, re.M)
+    assert all(re.fullmatch(r"[A-Za-z0-9_.\-]+==[^\s]+", x) for x in text.splitlines() if x and not x.startswith("#"))
