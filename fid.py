@@ -303,7 +303,7 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike) -> str:
     sd, digest = read_weights(src)
     check_state_dict(sd, str(src), expected_shapes())
     with utils.atomic_path(dst) as tmp:
-        save_file({k: np.ascontiguousarray(v) for k, v in sd.items()}, tmp,
+        save_file({k: v.copy(order="C") for k, v in sd.items()}, tmp,
                   metadata={"format": "pytorch-fid-inception", "source_sha256": digest})  # fmt: skip
     return digest
 
@@ -460,6 +460,8 @@ def _materialize(t: _TensorRef, arrays: dict, where: str, name: str) -> np.ndarr
     last = t.offset + sum((s - 1) * st for s, st in zip(t.size, t.stride, strict=True))
     if last >= len(base):
         raise UserError(f"{where}: {name} reaches past the end of its storage")
+    if not t.size:  # 0-d (as_strided would keep the storage's shape)
+        return np.array(base[t.offset])
     view = np.lib.stride_tricks.as_strided(base[t.offset :], t.size, [st * base.itemsize for st in t.stride])
     return np.array(view)  # a copy: the storage bytes belong to the file buffer
 

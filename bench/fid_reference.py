@@ -142,7 +142,7 @@ def reference_model(seed: int = GOLDEN_SEED):
                 full[k] = (np.random.default_rng(seed + 2).standard_normal(tuple(v.shape)) * 0.01).astype(np.float32)
             else:  # fc.bias, num_batches_tracked
                 full[k] = np.zeros(tuple(v.shape), v.numpy().dtype)
-        return load(self, {k: torch.from_numpy(np.ascontiguousarray(a)) for k, a in full.items()}, strict=True)
+        return load(self, {k: torch.from_numpy(a.copy(order="C")) for k, a in full.items()}, strict=True)
 
     url_loader = inception.load_state_dict_from_url
     inception.load_state_dict_from_url = lambda *a, **k: "seeded"
@@ -206,7 +206,7 @@ def live(num: int) -> int:
     t_ref = time.perf_counter() - t0
     with tempfile.TemporaryDirectory() as tmp:
         pth = Path(tmp) / "random_inception.pth"
-        torch.save({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in full.items()}, pth)
+        torch.save({k: torch.from_numpy(v.copy(order="C")) for k, v in full.items()}, pth)
         ours = fid.load_inception(pth)  # warns: a random file is not pytorch-fid's SHA-256
     t0 = time.perf_counter()
     got_a, got_b = fid.inception_features(a, ours, progress=False), fid.inception_features(b, ours, progress=False)
