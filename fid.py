@@ -38,7 +38,8 @@ import numpy as np
 
 from utils import UserError
 
-WEIGHTS_URL = "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth"
+WEIGHTS_URL = ("https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"
+               "pt_inception-2015-12-05-6726825d.pth")  # fmt: skip
 WEIGHTS_SHA256_PREFIX = "6726825d"  # torch hub naming: the file name ends in the first 8 hex digits of its SHA-256
 FEATURE_DIM = 2048
 RESIZE = 299
@@ -233,7 +234,8 @@ def check_state_dict(sd: dict, where: str, required: dict[str, tuple[int, ...]])
     for k, shape in required.items():
         if k not in sd:
             n = sum(q not in sd for q in required)
-            raise UserError(f"{where}: no {k} ({n} of {len(required)} network weights missing); not pytorch-fid's FID Inception weights")
+            raise UserError(f"{where}: no {k} ({n} of {len(required)} network weights missing); "
+                            "not pytorch-fid's FID Inception weights")  # fmt: skip
         if tuple(sd[k].shape) != shape:
             raise UserError(f"{where}: {k} has shape {tuple(sd[k].shape)}, the FID Inception needs {shape}")
     for k, v in sd.items():
@@ -375,8 +377,8 @@ class _RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str):
         if (module, name) in _SAFE_GLOBALS:
             return _SAFE_GLOBALS[(module, name)]
-        raise UserError(f"{self.where}: refused: its pickle calls {module}.{name}, which a tensor state dict never does "
-                        "(only tensors, storages and OrderedDict are read)")  # fmt: skip
+        raise UserError(f"{self.where}: refused: its pickle calls {module}.{name}, which a tensor state dict "
+                        "never does (only tensors, storages and OrderedDict are read)")  # fmt: skip
 
     def persistent_load(self, pid):
         if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage" and isinstance(pid[1], _StorageType)):
