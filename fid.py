@@ -263,8 +263,9 @@ def sha256(path: str | os.PathLike) -> str:
 
 
 def read_weights(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], str]:
-    """The state dict of a .pth (read_pth) or a .safetensors, and the SHA-256 of the original .pth (a
-    converted file carries it in its metadata). Warns when it is not the one pytorch-fid publishes."""
+    """The state dict of a .pth (read_pth) or a .safetensors, and the SHA-256 of the original .pth (a file
+    converted by fid.py carries it in its metadata; other .safetensors: their own). Warns when it is not the one
+    pytorch-fid publishes."""
     path = str(path)
     if not os.path.isfile(path):
         raise UserError(f"{path}: no such file; get pytorch-fid's weights from {WEIGHTS_URL}")
@@ -277,13 +278,14 @@ def read_weights(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], str]:
                 sd = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118  (safe_open has no __iter__)
         except Exception as e:  # safetensors raises SafetensorError / OSError on a broken header
             raise UserError(f"{path}: not a readable safetensors file ({e})") from None
+        digest = digest or sha256(path)  # not converted by fid.py: the file's own digest (still an identity)
     else:
         sd, digest = read_pth(path), sha256(path)
     if not digest.startswith(WEIGHTS_SHA256_PREFIX):
         warnings.warn(
-            f"{path}: SHA-256 {digest[:8] or 'unknown'} is not {WEIGHTS_SHA256_PREFIX} (pytorch-fid's "
+            f"{path}: SHA-256 {digest[:8]} is not {WEIGHTS_SHA256_PREFIX} (pytorch-fid's "
             f"pt_inception-2015-12-05-6726825d.pth): FID from these weights is not comparable to published numbers",
-            stacklevel=2,
+            stacklevel=3,  # the caller of load_inception / convert
         )
     return sd, digest
 
