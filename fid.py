@@ -264,8 +264,7 @@ def sha256(path: str | os.PathLike) -> str:
 
 def read_weights(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], str]:
     """The state dict of a .pth (read_pth) or a .safetensors, and the SHA-256 of the original .pth (a file
-    converted by fid.py carries it in its metadata; other .safetensors: their own). Warns when it is not the one
-    pytorch-fid publishes."""
+    converted by fid.py carries it in its metadata; other .safetensors: their own)."""
     path = str(path)
     if not os.path.isfile(path):
         raise UserError(f"{path}: no such file; get pytorch-fid's weights from {WEIGHTS_URL}")
@@ -281,13 +280,16 @@ def read_weights(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], str]:
         digest = digest or sha256(path)  # not converted by fid.py: the file's own digest (still an identity)
     else:
         sd, digest = read_pth(path), sha256(path)
+    return sd, digest
+
+
+def _warn_unless_published(path, digest: str) -> None:
     if not digest.startswith(WEIGHTS_SHA256_PREFIX):
         warnings.warn(
             f"{path}: SHA-256 {digest[:8]} is not {WEIGHTS_SHA256_PREFIX} (pytorch-fid's "
             f"pt_inception-2015-12-05-6726825d.pth): FID from these weights is not comparable to published numbers",
             stacklevel=3,  # the caller of load_inception / convert
         )
-    return sd, digest
 
 
 def load_inception(path: str | os.PathLike):
@@ -295,6 +297,7 @@ def load_inception(path: str | os.PathLike):
     sd, digest = read_weights(path)
     model = FIDInceptionV3()
     set_weights(model, sd, str(path))
+    _warn_unless_published(path, digest)  # after the key check: a wrong file fails with one line, no warning
     model.sha256 = digest
     return model
 
@@ -306,6 +309,7 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike) -> str:
 
     sd, digest = read_weights(src)
     check_state_dict(sd, str(src), expected_shapes())
+    _warn_unless_published(src, digest)
     with utils.atomic_path(dst) as tmp:
         save_file({k: v.copy(order="C") for k, v in sd.items()}, tmp,
                   metadata={"format": "pytorch-fid-inception", "source_sha256": digest})  # fmt: skip

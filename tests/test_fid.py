@@ -209,10 +209,9 @@ def test_load_warns_on_another_sha256_and_converts_to_safetensors(seeded, tmp_pa
 
     src = tmp_path / "plain.safetensors"
     save_file({k: v for k, v in list(seeded[1].items())}, str(src))
-    with pytest.warns(UserWarning, match="is not 6726825d"):
-        fid.read_weights(src)
     out = tmp_path / "converted.safetensors"
-    digest = json.loads(fid.main(["--weights", str(src), "--out", str(out)]))["sha256"]  # python fid.py ...
+    with pytest.warns(UserWarning, match="is not 6726825d"):
+        digest = json.loads(fid.main(["--weights", str(src), "--out", str(out)]))["sha256"]  # python fid.py ...
     sd, digest2 = fid.read_weights(out)
     assert digest2 == digest == fid.sha256(src)  # the converted file remembers its source
     assert set(sd) == set(seeded[1])
@@ -287,3 +286,25 @@ def test_cli_rejects_a_foreign_statistics_file(weights_file, tmp_path):
         evaluate.main(["--data", str(data), "--images", str(folder), "--num", "3", "--fid-weights",
                        str(weights_file), "--fid-stats", str(bad)])  # fmt: skip
     assert os.path.getsize(bad) > 0  # left alone
+
+
+# ---------------------------------------------------------------------------------------------
+# the benchmark and the reference script (their torch side runs in make fid-reference)
+
+
+def test_bench_fid_paddle_worker_times_features():
+    from bench import bench_fid
+
+    r = bench_fid.worker("paddle", num=1, batch=1)
+    assert r["kind"] == "paddle" and r["img_s"] > 0 and 0 <= r["others"] <= 1
+
+
+def test_reference_script_skips_without_pytorch_fid(capsys):
+    import importlib.util
+
+    from bench import fid_reference
+
+    if importlib.util.find_spec("pytorch_fid") is not None:
+        pytest.skip("pytorch-fid is installed here: make fid-reference runs the script")
+    assert fid_reference.main(["--live"]) == 0
+    assert "skipped: the reference needs torch, torchvision and pytorch-fid" in capsys.readouterr().out
