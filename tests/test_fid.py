@@ -215,6 +215,10 @@ def test_load_warns_on_another_sha256_and_converts_to_safetensors(seeded, tmp_pa
     sd, digest2 = fid.read_weights(out)
     assert digest2 == digest == fid.sha256(src)  # the converted file remembers its source
     assert set(sd) == set(seeded[1])
+    image = golden_images()[2]  # weights given as a path: loaded, and the same network as the seeded one
+    with pytest.warns(UserWarning, match="is not 6726825d"):
+        by_path = evaluate.inception_features(image, str(out), progress=False)
+    np.testing.assert_allclose(by_path, fid.inception_features(image, seeded[0], progress=False), rtol=1e-6)
     with pytest.raises(UserError, match="no such file; get pytorch-fid's weights from https://github.com/mseitzer"):
         fid.load_inception(tmp_path / "absent.pth")
 
