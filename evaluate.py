@@ -343,9 +343,10 @@ def real_statistics(real: np.ndarray, model, cfg: EvaluateConfig) -> tuple[np.nd
     return mu, sigma, feats, "computed"
 
 
-def fid_kid(real: np.ndarray, fake: np.ndarray, cfg: EvaluateConfig) -> dict:
-    """FID and KID of the generated images against the real ones; the keys they add to evaluate()'s dict."""
-    model = fidlib.load_inception(cfg.fid_weights)
+def fid_kid(real: np.ndarray, fake: np.ndarray, cfg: EvaluateConfig, model=None) -> dict:
+    """FID and KID of the generated images against the real ones; the keys they add to evaluate()'s dict.
+    model: from fid.load_inception(cfg.fid_weights), loaded here when not given."""
+    model = model if model is not None else fidlib.load_inception(cfg.fid_weights)
     mu_r, sigma_r, kid_real, source = real_statistics(real, model, cfg)
     feats = inception_features(fake, model, cfg.fid_batch)
     if len(feats) < 2:
@@ -373,6 +374,7 @@ def evaluate(cfg: EvaluateConfig) -> dict:
     if cfg.num < 1:
         raise UserError(f"--num must be at least 1, got {cfg.num}")
     t0 = time.perf_counter()
+    inception = fidlib.load_inception(cfg.fid_weights) if cfg.fid_weights else None  # a bad file fails before the work
     real = load_real(cfg.data, cfg.num, cfg.seed)
     if cfg.images:
         fake = load_folder(cfg.images, cfg.num)
@@ -383,7 +385,7 @@ def evaluate(cfg: EvaluateConfig) -> dict:
     n = min(len(real), len(fake))
     real, fake = real[:n], fake[:n]  # SWD compares equally many patches
     dists = swd(real, fake, seed=cfg.seed)
-    scores = fid_kid(real, fake, cfg) if cfg.fid_weights else {}
+    scores = fid_kid(real, fake, cfg, inception) if inception is not None else {}
     return {
         "face_rate_real": face_rate(real, cfg.workers),
         "face_rate_fake": face_rate(fake, cfg.workers),
