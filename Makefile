@@ -2,6 +2,7 @@
 # make test      fast tests (what CI runs)       make test-all   fast + slow (end-to-end demo, notebook)
 # make demo      the CPU demo, install included    make bench      speed benchmarks
 # make lint      ruff                              make constraints   re-pin constraints.txt from a clean venv
+# make fid-reference  pytorch-fid vs fid.py (own venv)
 # Outside a virtual environment, a .venv is created here and used; inside one, that one is used.
 
 PYTHON ?= python3
@@ -19,7 +20,7 @@ PIP := $(PY) -m pip install -q --disable-pip-version-check -c constraints.txt
 # distributions writing the same paddle/ package, so installing one over the other replaces it.
 PADDLE_CPU := paddlepaddle
 
-.PHONY: install install-dev test test-all lint demo bench clean constraints
+.PHONY: install install-dev test test-all lint demo bench fid-reference clean constraints
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +53,17 @@ bench: install
 	$(PY) bench/bench_data.py
 	$(PY) bench/bench_train.py
 	$(PY) bench/bench_conv.py
+	$(PY) bench/bench_fid.py --num 25
+	$(PY) bench/fid_reference.py --live
+
+# pytorch-fid needs torchvision, which does not install beside the bench's torch: a venv of its own, with Paddle
+# too, for the live comparison. Rewrites the golden files under tests/data/ (commit them if they change).
+FID_VENV ?= .venv-fid
+fid-reference:
+	test -x $(FID_VENV)/bin/python || $(PYTHON) -m venv $(FID_VENV)
+	$(FID_VENV)/bin/python -m pip install -q --disable-pip-version-check $(PADDLE_CPU) -r requirements.txt -r requirements-fid.txt
+	$(FID_VENV)/bin/python bench/fid_reference.py --golden --live
+	$(PY) bench/bench_fid.py --num 25 --ref-python $(FID_VENV)/bin/python
 
 # A fresh venv with only what `make install-dev` installs (CPU Paddle included), then its versions
 # (pip itself excluded) become constraints.txt. Run it after changing a requirements file.

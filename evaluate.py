@@ -10,6 +10,9 @@
   7x7 patches of a Laplacian pyramid (64, 32 and 16 px levels), x1e3. Lower is better; the 64 px level
   measures fine detail, the 16 px level the coarse layout and colours.
 
+- FID and KID (with --fid-weights): pytorch-fid's numbers, from its Inception weights, which the user supplies
+  (see fid.py). KID: mean and std over 100 subsets of min(1000, n) images, x1e3 in the table.
+
 Real images are `--num` random rows of the packed .npy that pretreat.py writes; generated ones come
 from generator.generate(), or from a folder of PNG/JPEG images with --images. Both sets get the
 same size. `--json PATH` also writes the numbers. Same --seed, same images, same patches, same number.
@@ -31,6 +34,8 @@ from pathlib import Path
 import numpy as np
 from scipy.ndimage import convolve1d
 
+import fid as fidlib  # numpy only at import: paddle loads when the Inception is built
+from fid import frechet_distance, kid  # noqa: F401  (part of evaluate's API)
 from utils import CHECKPOINT_FILE, GENERATOR_FILE, UserError
 
 IMAGE_SIZE = 64
@@ -48,6 +53,13 @@ class EvaluateConfig:
     num: int = field(default=2000, metadata={"help": "images per set (real and generated)"})
     seed: int = field(default=0, metadata={"help": "picks the real rows, the latent vectors, the SWD patches and projections"})
     json: str | None = field(default=None, metadata={"help": "also write the results to this JSON file", "metavar": "PATH"})
+    fid_weights: str = field(default="", metadata={
+        "help": "pytorch-fid's pt_inception-2015-12-05-6726825d.pth (or its .safetensors): adds FID and KID",
+        "metavar": "PATH"})  # fmt: skip
+    fid_stats: str = field(default="", metadata={
+        "help": "cache of the real images' Inception statistics, reused while the real images and weights are the same",
+        "metavar": "PATH.npz"})  # fmt: skip
+    fid_batch: int = field(default=0, metadata={"help": "images per Inception batch (0: 200 on a GPU, 25 on the CPU)"})
     images: str | None = field(default=None, metadata={"help": "score this folder of images, not --ckpt's", "metavar": "DIR"})
     workers: int = field(default=0, metadata={"help": "threads for face detection (0: all usable cores)"})
 
@@ -283,6 +295,81 @@ def load_folder(folder: str, num: int) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------
+# FID / KID (fid.py holds the network, the weight reader and the statistics)
+
+KID_REAL_MAX = 10000  # real features kept (and cached) for KID: its subsets take min(1000, n) of them
+STATS_VERSION = 1
+
+
+def inception_features(images: np.ndarray, weights, batch_size: int = 0, progress: bool = True) -> np.ndarray:
+    """pytorch-fid's pool3 features of uint8 RGB images (N, H, W, 3) as float64 (N, 2048); weights: a path to
+    pt_inception-2015-12-05-6726825d.pth (or its .safetensors conversion) or a model from fid.load_inception."""
+    return fidlib.inception_features(images, weights, batch_size, progress)
+
+
+def fid(feats_a: np.ndarray, feats_b: np.ndarray) -> float:
+    """Frechet inception distance between two feature sets (N, 2048), float64 statistics as pytorch-fid."""
+    return fidlib.fid(feats_a, feats_b)
+
+
+def _images_sha256(images: np.ndarray) -> str:
+    import hashlib
+
+    return hashlib.sha256(str(images.shape).encode() + np.ascontiguousarray(images).tobytes()).hexdigest()
+
+
+def real_statistics(real: np.ndarray, model, cfg: EvaluateConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+    """(mu, sigma, features for KID, "cached" | "computed") of the real images; read from / written to --fid-stats,
+    whose identity is the SHA-256 of the real images themselves (data file, --num, --seed) and of the weights."""
+    ident = {"images_sha256": _images_sha256(real), "weights_sha256": model.sha256, "version": STATS_VERSION}
+    path = cfg.fid_stats
+    if path and os.path.isfile(path):
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                stored = {k: (int(z[k]) if k == "version" else str(z[k])) for k in ident}
+                mu, sigma, kid_feats = z["mu"], z["sigma"], z["kid_features"]
+        except (OSError, ValueError, KeyError, EOFError) as e:
+            msg = f"{path}: not a statistics file of evaluate.py ({type(e).__name__}); delete it to recompute"
+            raise UserError(msg) from None
+        if stored == ident and mu.shape == (fidlib.FEATURE_DIM,) and sigma.shape == (fidlib.FEATURE_DIM,) * 2:
+            return mu, sigma, kid_feats.astype(np.float64), "cached"
+        changed = [k.split("_")[0] for k in ident if stored[k] != ident[k]] or ["shape"]
+        print(f"{path}: {' and '.join(changed)} changed since it was written: recomputing")
+    feats = inception_features(real, model, cfg.fid_batch)
+    mu, sigma = fidlib.statistics(feats)
+    if len(feats) > KID_REAL_MAX:
+        feats = feats[np.sort(np.random.default_rng(cfg.seed).choice(len(feats), KID_REAL_MAX, replace=False))]
+    if path:
+        with utils.atomic_path(path) as tmp, open(tmp, "wb") as f:  # a file object: np.savez would append .npz
+            np.savez(f, mu=mu, sigma=sigma, kid_features=feats.astype(np.float32), num=len(real), data=cfg.data,
+                     **ident)  # fmt: skip
+    return mu, sigma, feats, "computed"
+
+
+def fid_kid(real: np.ndarray, fake: np.ndarray, cfg: EvaluateConfig, model=None) -> dict:
+    """FID and KID of the generated images against the real ones; the keys they add to evaluate()'s dict.
+    model: from fid.load_inception(cfg.fid_weights), loaded here when not given."""
+    model = model if model is not None else fidlib.load_inception(cfg.fid_weights)
+    mu_r, sigma_r, kid_real, source = real_statistics(real, model, cfg)
+    feats = inception_features(fake, model, cfg.fid_batch)
+    if len(feats) < 2:
+        raise UserError(f"FID needs at least 2 generated images, got {len(feats)}")
+    kid_mean, kid_std = kid(kid_real, feats, seed=cfg.seed)
+    return {
+        "fid": frechet_distance(mu_r, sigma_r, *fidlib.statistics(feats)),
+        "kid_mean": kid_mean,
+        "kid_std": kid_std,
+        "fid_num_real": len(real),
+        "fid_num_fake": len(feats),
+        "kid_subsets": fidlib.KID_SUBSETS,
+        "kid_subset_size": min(fidlib.KID_SUBSET_SIZE, len(kid_real), len(feats)),
+        "fid_weights": cfg.fid_weights,
+        "fid_weights_sha256": model.sha256,
+        "fid_real_stats": source,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
 
 
 def evaluate(cfg: EvaluateConfig) -> dict:
@@ -290,6 +377,7 @@ def evaluate(cfg: EvaluateConfig) -> dict:
     if cfg.num < 1:
         raise UserError(f"--num must be at least 1, got {cfg.num}")
     t0 = time.perf_counter()
+    inception = fidlib.load_inception(cfg.fid_weights) if cfg.fid_weights else None  # a bad file fails before the work
     real = load_real(cfg.data, cfg.num, cfg.seed)
     if cfg.images:
         fake = load_folder(cfg.images, cfg.num)
@@ -300,6 +388,7 @@ def evaluate(cfg: EvaluateConfig) -> dict:
     n = min(len(real), len(fake))
     real, fake = real[:n], fake[:n]  # SWD compares equally many patches
     dists = swd(real, fake, seed=cfg.seed)
+    scores = fid_kid(real, fake, cfg, inception) if inception is not None else {}
     return {
         "face_rate_real": face_rate(real, cfg.workers),
         "face_rate_fake": face_rate(fake, cfg.workers),
@@ -311,6 +400,7 @@ def evaluate(cfg: EvaluateConfig) -> dict:
         "seed": cfg.seed,
         "real": cfg.data,
         "fake": cfg.images or cfg.ckpt,
+        **scores,
         "seconds": round(time.perf_counter() - t0, 2),
     }
 
@@ -319,10 +409,19 @@ def format_table(r: dict) -> str:
     rows = [("", "real", "generated"), ("face rate", f"{r['face_rate_real']:.3f}", f"{r['face_rate_fake']:.3f}")]
     rows += [(f"SWD x1e3, {res} px", "", f"{d:.2f}") for res, d in zip(r["swd_resolutions"], r["swd"], strict=True)]
     rows.append(("SWD x1e3, avg", "", f"{r['swd_avg']:.2f}"))
+    if "fid" in r:
+        rows.append(("FID", "", f"{r['fid']:.2f}"))
+        rows.append(("KID x1e3", "", f"{r['kid_mean'] * 1e3:.2f}"))
+        rows.append(("KID x1e3, std", "", f"{r['kid_std'] * 1e3:.2f}"))
+        note = (f"(FID, KID: pytorch-fid's Inception, {r['fid_num_real']} real ({r['fid_real_stats']}) vs "
+                f"{r['fid_num_fake']} generated; FID depends on n: compare equal n only; KID over "
+                f"{r['kid_subsets']} subsets of {r['kid_subset_size']}; lower is better)")
+    else:
+        note = f"(FID and KID: add --fid-weights pt_inception-2015-12-05-6726825d.pth, from {fidlib.WEIGHTS_URL})"
     return "\n".join(
         [f"{r['num_real']} real ({r['real']}) vs {r['num_fake']} generated ({r['fake']}), seed {r['seed']}, {r['seconds']:.1f} s"]
         + [f"{a:<18}{b:>8}{c:>11}" for a, b, c in rows]
-        + ["(SWD: distance from the generated images' patches to the real ones; lower is better)"]
+        + ["(SWD: distance from the generated images' patches to the real ones; lower is better)", note]
     )
 
 
