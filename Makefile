@@ -31,7 +31,7 @@ install: $(if $(VENV),$(VENV)/bin/python)
 		|| { echo "make install: no Paddle here, installing the CPU build ($(PADDLE_CPU))"; $(PIP) $(PADDLE_CPU); }
 	@$(PY) -c "import paddle; print('make install: Paddle', paddle.__version__, 'with CUDA' if paddle.is_compiled_with_cuda() else '(CPU)')" \
 		|| { echo "make install: a paddle package is installed but does not import (error above); repair or remove it," \
-		          "e.g. pip install --force-reinstall paddlepaddle-gpu==<version> from Paddle's index (README, GPU)"; exit 1; }
+		          "e.g. pip install --force-reinstall paddlepaddle-gpu==<version> from Paddle's index (README, Installing)"; exit 1; }
 
 install-dev: install
 	$(PIP) -r requirements-dev.txt
