@@ -78,6 +78,8 @@ def parameter_count(model: nn.Layer, trainable_only: bool = True) -> int:
 # generator.pdparams: everything generator.py needs, without train.py's config or optimizer state
 
 GENERATOR_FORMAT = "dcgan-faces-paddle/generator"
+GENERATOR_FILE = "generator.pdparams"  # train.py's outputs under --out
+CHECKPOINT_FILE = "checkpoint.pdparams"
 
 
 def generator_payload(G: Generator, state_dict: dict | None = None) -> dict:
@@ -87,7 +89,7 @@ def generator_payload(G: Generator, state_dict: dict | None = None) -> dict:
             "state_dict": state_dict if state_dict is not None else G.state_dict()}  # fmt: skip
 
 
-def load_generator(path: str, use_ema: bool = True) -> Generator:
+def load_generator(path: str, use_ema: bool = True, allow_pickle: bool = False) -> Generator:
     """Rebuild G from generator.pdparams, or from train.py's checkpoint.pdparams (its EMA weights when
     it has them and `use_ema`). Raises utils.UserError, one line naming the file, on any problem."""
     import os
@@ -125,3 +127,31 @@ def load_generator(path: str, use_ema: bool = True) -> Generator:
     G.set_state_dict(state)
     G.eval()
     return G
+
+
+def load_discriminator(path: str, allow_pickle: bool = False) -> Discriminator:
+    """Rebuild D (eval mode) from train.py's checkpoint.pdparams; a generator-only file has none.
+    Raises utils.UserError, one line naming the file, on any problem."""
+    import os
+
+    from utils import UserError
+
+    if not os.path.isfile(path):
+        raise UserError(f"{path}: no such checkpoint (looked for {os.path.abspath(path)})")
+    try:
+        ckpt = paddle.load(path)
+    except Exception as e:
+        raise UserError(f"{path}: not a Paddle checkpoint ({type(e).__name__})") from None
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("D"), dict) or not isinstance(ckpt.get("config"), dict):
+        raise UserError(f"{path}: holds no discriminator (a generator-only file?); D is in train.py's {CHECKPOINT_FILE}")
+    ndf = ckpt["config"].get("ndf")
+    if not isinstance(ndf, int):
+        raise UserError(f"{path}: checkpoint config lacks ndf")
+    D = Discriminator(ndf=ndf)
+    for k, v in D.state_dict().items():
+        shape = getattr(ckpt["D"].get(k), "shape", None)
+        if shape is None or list(shape) != list(v.shape):
+            raise UserError(f"{path}: discriminator weight {k} has {shape and list(shape)}, expected {list(v.shape)} for ndf={ndf}")
+    D.set_state_dict(ckpt["D"])
+    D.eval()
+    return D
