@@ -327,3 +327,204 @@ def invert(ckpt, images_uint8: np.ndarray, iters: int = 1500, seed: int = 0, res
     y = _to_float(images_uint8)
     G, _ = _models(ckpt, False, use_ema, allow_pickle)
     return search(G, None, y, np.ones((len(y), SIZE, SIZE), np.float32), iters, 0.0, restarts, lr, seed, progress)[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# face arithmetic (Radford et al. 2015, Fig. 7)
+
+
+@dataclass
+class Arithmetic:
+    faces: np.ndarray  # uint8 [1 + neighbours, 64, 64, 3]: G(mean(A) - mean(B) + mean(C)), then its neighbours
+    z: np.ndarray  # float32 [nz, 1, 1]: mean(A) - mean(B) + mean(C)
+    grid: np.ndarray  # uint8 image: a row per group (its faces, then G of its mean z), then the result row
+
+
+def arithmetic(ckpt, a, b, c, seed: int = 0, neighbours: int = 8, noise: float = 0.25, iters: int = 1500,
+               restarts: int = 8, use_ema: bool = True, allow_pickle: bool = False) -> Arithmetic:  # fmt: skip
+    """G(mean(A) - mean(B) + mean(C)) and `neighbours` faces at z + noise * N(0, I) (the paper's 0.25).
+
+    Each group is a list of indices of generator.generate(ckpt, seed=seed) faces, or uint8 [k, 64, 64, 3]
+    real faces, projected into z with invert(). The means are not rescaled: the paper averages its z as is."""
+    from generator import latent, sample
+
+    G, _ = _models(ckpt, False, use_ema, allow_pickle)
+    groups = []
+    for name, g in (("A", a), ("B", b), ("C", c)):
+        if isinstance(g, np.ndarray) and g.dtype == np.uint8:
+            groups.append(invert(G, g, iters=iters, seed=seed, restarts=restarts))
+            continue
+        idx = np.asarray(list(g), dtype=np.int64)
+        if idx.ndim != 1 or not len(idx) or idx.min() < 0:
+            raise UserError(f"group {name}: needs face indices >= 0 or uint8 [k, 64, 64, 3] images, got {g!r}")
+        groups.append(latent(int(idx.max()) + 1, G.nz, seed)[idx])
+    means = [z.mean(axis=0) for z in groups]
+    z = (means[0] - means[1] + means[2]).astype(np.float32)
+    jitter = noise * np.random.default_rng([seed, 7]).standard_normal((neighbours, *z.shape)).astype(np.float32)
+    faces = sample(G, np.concatenate([z[None], z[None] + jitter]))
+    ncol = max(max(len(g) for g in groups) + 1, len(faces))
+    blank = np.full((SIZE, SIZE, 3), 255, np.uint8)
+    cells = []
+    for g, m in zip(groups, means, strict=True):
+        row = list(sample(G, np.concatenate([g, m[None]])))
+        cells += row[:-1] + [blank] * (ncol - len(row)) + row[-1:]
+    cells += list(faces) + [blank] * (ncol - len(faces))
+    return Arithmetic(faces, z, utils.make_grid(np.stack(cells), nrow=ncol))
+
+
+def parse_arithmetic(text: str) -> tuple[list[int], list[int], list[int]]:
+    """"3,5,9-1,2+4,8" -> ([3, 5, 9], [1, 2], [4, 8])"""
+    m = re.fullmatch(r"\s*([\d,\s]+)-([\d,\s]+)\+([\d,\s]+)", text)
+    groups = [[int(v) for v in g.replace(",", " ").split()] for g in m.groups()] if m else []
+    if not m or not all(groups):
+        raise UserError(f"--arithmetic {text!r}: expected A-B+C with comma-separated face indices, e.g. 3,5,9-1,2+4,8")
+    return groups[0], groups[1], groups[2]
+
+
+# ---------------------------------------------------------------------------------------------
+# baselines and metrics
+
+
+def inpaint_biharmonic(images_uint8: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """skimage.restoration.inpaint_biharmonic per image (known pixels kept exactly)."""
+    from skimage.restoration import inpaint_biharmonic as biharmonic
+
+    masks = np.broadcast_to(mask, images_uint8.shape[:3])
+    out = np.stack([biharmonic(im.astype(np.float64) / 255.0, np.array(m), channel_axis=-1) for im, m in zip(images_uint8, masks, strict=True)])
+    return np.where(masks[..., None], np.clip(np.rint(out * 255.0), 0, 255).astype(np.uint8), images_uint8)
+
+
+def mean_fill(images_uint8: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The hole filled with the mean colour of each image's known pixels."""
+    masks = np.broadcast_to(mask, images_uint8.shape[:3])
+    out = images_uint8.copy()
+    for im, m in zip(out, masks, strict=True):
+        im[m] = np.rint(im[~m].reshape(-1, 3).mean(axis=0)).astype(np.uint8)
+    return out
+
+
+def quality(original: np.ndarray, result: np.ndarray, mask: np.ndarray) -> dict[str, float]:
+    """Mean over images of PSNR (dB, capped at 100) and SSIM, over the whole image and over the missing pixels.
+    SSIM: scikit-image's (7x7 uniform window, data range 255, per channel); over the hole: the mean of its SSIM
+    map over the missing pixels."""
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    masks = np.broadcast_to(mask, original.shape[:3])
+    rows = []
+    for x, r, m in zip(original, result, masks, strict=True):
+        ssim, smap = structural_similarity(x, r, channel_axis=2, data_range=255, full=True)
+        psnr = [PSNR_CAP if np.array_equal(a, b) else min(PSNR_CAP, peak_signal_noise_ratio(a, b, data_range=255))
+                for a, b in ((x, r), (x[m], r[m]))]  # fmt: skip
+        rows.append([psnr[0], ssim, psnr[1], float(smap[m].mean())])
+    return dict(zip(["psnr", "ssim", "psnr_hole", "ssim_hole"], np.mean(rows, axis=0).round(4).tolist(), strict=True))
+
+
+def format_table(metrics: dict) -> str:
+    lines = [f"{'':<11}{'PSNR':>8}{'SSIM':>8}{'PSNR hole':>11}{'SSIM hole':>11}"]
+    for k in ("dcgan", "biharmonic", "mean_fill"):
+        v = metrics[k]
+        lines.append(f"{k:<11}{v['psnr']:>8.2f}{v['ssim']:>8.3f}{v['psnr_hole']:>11.2f}{v['ssim_hole']:>11.3f}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# command line
+
+
+def load_images(path: str, num: int = 0, offset: int = 0) -> tuple[np.ndarray, list[str], list[tuple[str, str]]]:
+    """uint8 [N, 64, 64, 3], their names and the skipped (name, reason): a packed .npy or a folder of images
+    (any size, converted and cropped as pretreat.py does; unreadable files are skipped)."""
+    from dataReader import open_packed
+    from pretreat import Source, _reason, load_face
+
+    if num < 0 or offset < 0:
+        raise UserError(f"--num and --offset must be >= 0 (got {num}, {offset})")
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"{path}: no such folder or .npy file")
+    if p.is_dir():
+        source = Source(p)
+        names = source.names[offset : offset + num if num else None]
+        if not names:
+            raise UserError(f"{path}: no .jpg/.jpeg/.png/.bmp/.webp images in this folder" + (f" from --offset {offset}" if offset else ""))
+        images, kept, skipped = [], [], []
+        for i, name in enumerate(names, start=offset):
+            data = source.read(i)
+            try:
+                images.append(load_face(data))
+                kept.append(Path(name).with_suffix("").as_posix().replace("/", "_"))
+            except Exception as e:  # anything a bad file makes Pillow raise
+                skipped.append((name, _reason(e, len(data))))
+        if not images:
+            raise UserError(f"{path}: none of the {len(names)} images could be read ({skipped[0][0]}: {skipped[0][1]})")
+        return np.stack(images), kept, skipped
+    if p.suffix.lower() != ".npy":
+        raise UserError(f"{path}: not a folder of images or a packed .npy")
+    arr = open_packed(p)
+    if offset >= len(arr):
+        raise UserError(f"{path}: --offset {offset} but the file holds {len(arr)} images")
+    stop = min(len(arr), offset + num) if num else len(arr)
+    return np.array(arr[offset:stop]), [f"{i:06d}" for i in range(offset, stop)], []
+
+
+def masked_view(images_uint8: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    return np.where(np.broadcast_to(mask, images_uint8.shape[:3])[..., None], np.uint8(255), images_uint8)
+
+
+def comparison_grid(rows: list[np.ndarray], ncol: int = GRID_COLS) -> np.ndarray:
+    """Per block of `ncol` images, one row from each array of `rows` (e.g. originals, masked, completed)."""
+    n = len(rows[0])
+    blank = np.full((1, *rows[0].shape[1:]), 255, np.uint8)
+    cells = []
+    for s in range(0, n, ncol):
+        for r in rows:
+            block = r[s : s + ncol]
+            cells += list(block) + list(np.repeat(blank, min(ncol, n) - len(block), axis=0))
+    return utils.make_grid(np.stack(cells), nrow=min(ncol, n))
+
+
+def run(cfg: CompleteConfig) -> dict:
+    out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} exists and is not a folder")
+    if cfg.arithmetic:
+        a, b, c = parse_arithmetic(cfg.arithmetic)
+        result = arithmetic(cfg.ckpt, a, b, c, seed=cfg.seed, use_ema=cfg.ema, allow_pickle=cfg.allow_pickle)
+        utils.save_png(result.grid, out / "arithmetic.png")
+        print(f"G(mean {a} - mean {b} + mean {c}) of generate(seed={cfg.seed}) faces and 8 neighbours -> {out / 'arithmetic.png'}")
+        return {}
+    if cfg.iters < 0 or cfg.restarts < 1 or cfg.lam < 0 or not cfg.lr > 0:
+        raise UserError(f"need --iters >= 0, --restarts >= 1, --lam >= 0, --lr > 0 (got {cfg.iters}, {cfg.restarts}, {cfg.lam}, {cfg.lr})")
+    images, names, skipped = load_images(cfg.images, cfg.num, cfg.offset)
+    for name, why in skipped:
+        print(f"skipped {name}: {why}")
+    mask = make_mask(cfg.mask, num=len(images), missing=cfg.missing, seed=cfg.seed)
+    G, D = _models(cfg.ckpt, cfg.lam > 0, cfg.ema, cfg.allow_pickle)  # every check before the long part
+    print(f"{cfg.ckpt}: G nz={G.nz} ngf={G.ngf}" + (f", D ndf={D.ndf}" if D is not None else ", no prior (--lam 0)") +
+          f"; {len(images)} images from {cfg.images}, mask {cfg.mask}, {cfg.iters} iterations x {cfg.restarts} starts")  # fmt: skip
+    t0 = time.perf_counter()
+    c = complete((G, D), images, mask, cfg.iters, cfg.lam, cfg.restarts, cfg.blend, cfg.seed, cfg.lr, progress=cfg.progress)
+    seconds = time.perf_counter() - t0
+    baselines = {"biharmonic": inpaint_biharmonic(images, mask), "mean_fill": mean_fill(images, mask)}
+    metrics = {"dcgan": quality(images, c.completed, mask), **{k: quality(images, v, mask) for k, v in baselines.items()},
+               "mask": cfg.mask, "missing": float(np.broadcast_to(mask, images.shape[:3]).mean().round(4)), "images": len(images),
+               "iters": cfg.iters, "restarts": cfg.restarts, "lam": cfg.lam, "lr": cfg.lr, "blend": cfg.blend, "seed": cfg.seed,
+               "seconds": round(seconds, 2), "ckpt": cfg.ckpt, "names": names}  # fmt: skip
+    masked = masked_view(images, mask)
+    for kind, arr in (("completed", c.completed), ("generated", c.generated), ("masked", masked)):
+        for name, im in zip(names, arr, strict=True):
+            utils.save_png(im, out / kind / f"{name}.png")
+    utils.save_png(comparison_grid([images, masked, c.completed]), out / "grid.png")
+    utils.atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    print(format_table(metrics))
+    print(f"{len(images)} images in {seconds:.1f} s -> {out}/completed/, generated/, masked/; grid {out / 'grid.png'}; "
+          f"metrics {out / 'metrics.json'}")  # fmt: skip
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> None:
+    run(utils.parse_config(CompleteConfig, argv, description=__doc__))
+
+
+if __name__ == "__main__":
+    sys.exit(utils.run_cli(main))
