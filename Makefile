@@ -40,6 +40,7 @@ bench: install
 	$(PY) bench/bench_data.py
 	$(PY) bench/bench_train.py
 	$(PY) bench/bench_conv.py
+	$(PY) bench/bench_complete.py
 
 clean:
 	rm -rf output data/demo64.npy .pytest_cache .ruff_cache

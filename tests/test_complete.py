@@ -309,3 +309,11 @@ def test_cli_ngf_mismatch(ckpt, tmp_path):
     utils.atomic_paddle_save(state, bad)
     with pytest.raises(UserError, match="ndf=16"):
         complete.run(CompleteConfig(ckpt=str(bad), images=ckpt.replace(f"run/{CHECKPOINT_FILE}", "faces.npy"), out=str(tmp_path / "o")))
+
+
+def test_bench_complete_runs(capsys):
+    from bench import bench_complete
+
+    assert bench_complete.main(["--widths", "8", "--images", "2", "--restarts", "2", "--steps", "1", "--rounds", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "| 8 | 4 |" in out and "loop / batch" in out
