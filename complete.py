@@ -57,23 +57,40 @@ EPS = 1e-6  # keeps log(1 - D) finite when D is sure
 
 @dataclass
 class CompleteConfig:
-    ckpt: str = field(default=f"output/{CHECKPOINT_FILE}", metadata={"help": "train.py's training checkpoint (it holds D too)"})
-    images: str = field(default="data/celeba64.npy", metadata={"help": "a folder of images (cropped as pretreat.py does) or a packed .npy"})
+    ckpt: str = field(
+        default=f"output/{CHECKPOINT_FILE}", metadata={"help": "train.py's training checkpoint (it holds D too)"}
+    )
+    images: str = field(
+        default="data/celeba64.npy",
+        metadata={"help": "a folder of images (cropped as pretreat.py does) or a packed .npy"},
+    )
     num: int = field(default=16, metadata={"help": "images to complete (0: all)"})
     offset: int = field(default=0, metadata={"help": "first image to take"})
-    mask: str = field(default="center", metadata={"help": "center | left | random | grid | file:PATH (a PNG, white = missing)"})
+    mask: str = field(
+        default="center", metadata={"help": "center | left | random | grid | file:PATH (a PNG, white = missing)"}
+    )
     missing: float = field(default=0.8, metadata={"help": "share of pixels missing with --mask random"})
     iters: int = field(default=1500, metadata={"help": "Adam steps on z"})
     restarts: int = field(default=8, metadata={"help": "random starts per image; the lowest final loss wins"})
     lam: float = field(default=0.003, metadata={"help": "weight of the prior loss log(1 - D(G(z))); 0: no D needed"})
     lr: float = field(default=0.01, metadata={"help": "Adam learning rate on z"})
-    blend: str = field(default="poisson", metadata={"help": "poisson blending, or none (paste G(z))", "choices": BLENDS})
+    blend: str = field(
+        default="poisson", metadata={"help": "poisson blending, or none (paste G(z))", "choices": BLENDS}
+    )
     seed: int = field(default=0, metadata={"help": "seeds the starts and the random masks"})
     ema: bool = field(default=True, metadata={"help": "use the checkpoint's EMA weights of G when it has them"})
     allow_pickle: bool = field(default=False, metadata={"help": "read a pickled model file (only one you trust)"})
-    out: str = field(default="output/completions", metadata={"help": "folder for completed/, generated/, masked/, grid.png, metrics.json"})
-    arithmetic: str = field(default="", metadata={"help": "instead: face arithmetic A-B+C on generate(seed) faces, e.g. 3,5,9-1,2+4,8",
-                                                  "metavar": "A-B+C"})  # fmt: skip
+    out: str = field(
+        default="output/completions",
+        metadata={"help": "folder for completed/, generated/, masked/, grid.png, metrics.json"},
+    )
+    arithmetic: str = field(
+        default="",
+        metadata={
+            "help": "instead: face arithmetic A-B+C on generate(seed) faces, e.g. 3,5,9-1,2+4,8",
+            "metavar": "A-B+C",
+        },
+    )
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
 
 
@@ -183,8 +200,13 @@ def poisson_blend(known: np.ndarray, source: np.ndarray, mask: np.ndarray) -> np
         cols.append(index[qy[hole], qx[hole]])
         np.add.at(rhs, p[~hole], known[qy[~hole], qx[~hole]])
     r, c = np.concatenate(rows), np.concatenate(cols)
-    A = sp.csc_matrix((np.concatenate([diag, -np.ones(len(r))]), (np.concatenate([np.arange(n), r]), np.concatenate([np.arange(n), c]))),
-                      shape=(n, n))  # fmt: skip
+    A = sp.csc_matrix(
+        (
+            np.concatenate([diag, -np.ones(len(r))]),
+            (np.concatenate([np.arange(n), r]), np.concatenate([np.arange(n), c])),
+        ),
+        shape=(n, n),
+    )
     solve = factorized(A)
     out = known.copy()
     for ch in range(known.shape[2]):
@@ -205,7 +227,9 @@ class Completion:
     restart_losses: np.ndarray  # float32 [N, restarts]: every start's final loss
 
 
-def _models(ckpt, need_D: bool, use_ema: bool = True, allow_pickle: bool = False) -> tuple[Generator, Discriminator | None]:
+def _models(
+    ckpt, need_D: bool, use_ema: bool = True, allow_pickle: bool = False
+) -> tuple[Generator, Discriminator | None]:
     """(G, D) from a checkpoint path, or passed through from a (G, D) pair or a Generator."""
     if isinstance(ckpt, (tuple, list)):
         G, D = ckpt
@@ -219,8 +243,10 @@ def _models(ckpt, need_D: bool, use_ema: bool = True, allow_pickle: bool = False
             try:
                 D = load_discriminator(path, allow_pickle=allow_pickle)
             except UserError as e:
-                raise UserError(f"{e}; the prior term (lam > 0) needs D: pass the training checkpoint ({CHECKPOINT_FILE}) "
-                                "or --lam 0") from None  # fmt: skip
+                raise UserError(
+                    f"{e}; the prior term (lam > 0) needs D: pass the training checkpoint ({CHECKPOINT_FILE}) "
+                    "or --lam 0"
+                ) from None
     if need_D and D is None:
         raise UserError("the prior term (lam > 0) needs D: pass the training checkpoint or lam=0")
     return G, D
@@ -230,7 +256,9 @@ def _to_float(images: np.ndarray) -> np.ndarray:
     """uint8 [N, 64, 64, 3] -> float32 [N, 3, 64, 64] in [-1, 1]."""
     images = np.asarray(images)
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (SIZE, SIZE, 3) or not len(images):
-        raise UserError(f"images must be uint8 [N, {SIZE}, {SIZE}, 3] with N > 0, got {images.dtype} {list(images.shape)}")
+        raise UserError(
+            f"images must be uint8 [N, {SIZE}, {SIZE}, 3] with N > 0, got {images.dtype} {list(images.shape)}"
+        )
     return np.ascontiguousarray(np.transpose(images, (0, 3, 1, 2))).astype(np.float32) / 127.5 - 1.0
 
 
@@ -241,8 +269,18 @@ def _on_sphere(z: np.ndarray | paddle.Tensor, nz: int):
     return z * (math.sqrt(nz) / np.sqrt(np.square(z).sum(axis=(1, 2, 3), keepdims=True)))
 
 
-def search(G: Generator, D: Discriminator | None, y: np.ndarray, weights: np.ndarray, iters: int, lam: float, restarts: int,
-           lr: float = 0.01, seed: int = 0, progress: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+def search(
+    G: Generator,
+    D: Discriminator | None,
+    y: np.ndarray,
+    weights: np.ndarray,
+    iters: int,
+    lam: float,
+    restarts: int,
+    lr: float = 0.01,
+    seed: int = 0,
+    progress: bool = False,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Adam on z for sum_i ||W_i * (G(z) - y_i)||_1 + lam * log(1 - D(G(z))), all images x restarts in one batch.
 
     y: float32 [N, 3, 64, 64]; weights: [N, 64, 64] (broadcast over channels). Start r of image i is drawn from
@@ -253,9 +291,14 @@ def search(G: Generator, D: Discriminator | None, y: np.ndarray, weights: np.nda
     if lam > 0 and D is None:
         raise UserError("the prior term (lam > 0) needs D: pass the training checkpoint or lam=0")
     n, nz = len(y), G.nz
-    z0 = np.stack([np.random.default_rng([seed, i, r]).standard_normal((nz, 1, 1)) for i in range(n) for r in range(restarts)])
-    z = paddle.create_parameter([n * restarts, nz, 1, 1], "float32",
-                                default_initializer=paddle.nn.initializer.Assign(_on_sphere(z0, nz).astype(np.float32)))  # fmt: skip
+    z0 = np.stack(
+        [np.random.default_rng([seed, i, r]).standard_normal((nz, 1, 1)) for i in range(n) for r in range(restarts)]
+    )
+    z = paddle.create_parameter(
+        [n * restarts, nz, 1, 1],
+        "float32",
+        default_initializer=paddle.nn.initializer.Assign(_on_sphere(z0, nz).astype(np.float32)),
+    )
     target = paddle.to_tensor(np.repeat(y, restarts, axis=0))  # row i * R + r: image i, start r
     w = paddle.to_tensor(np.repeat(np.asarray(weights, np.float32)[:, None], restarts, axis=0))  # [N*R, 1, 64, 64]
     opt = paddle.optimizer.Adam(learning_rate=lr, parameters=[z])
@@ -273,7 +316,10 @@ def search(G: Generator, D: Discriminator | None, y: np.ndarray, weights: np.nda
             m.eval()
             for p, _ in params:
                 p.stop_gradient = True  # gradients for z only
-        with paddle.utils.unique_name.guard(), tqdm(range(iters), desc="complete", unit="it", disable=not progress) as bar:
+        with (
+            paddle.utils.unique_name.guard(),
+            tqdm(range(iters), desc="complete", unit="it", disable=not progress) as bar,
+        ):
             for it in bar:
                 loss = loss_of(G(z)).sum()
                 opt.clear_grad()
@@ -297,9 +343,20 @@ def search(G: Generator, D: Discriminator | None, y: np.ndarray, weights: np.nda
     return z.numpy()[rows], x.numpy()[rows], losses[np.arange(n), best], losses
 
 
-def complete(ckpt, images_uint8: np.ndarray, mask: np.ndarray, iters: int = 1500, lam: float = 0.003, restarts: int = 8,
-             blend: str = "poisson", seed: int = 0, lr: float = 0.01, use_ema: bool = True, allow_pickle: bool = False,
-             progress: bool = False) -> Completion:  # fmt: skip
+def complete(
+    ckpt,
+    images_uint8: np.ndarray,
+    mask: np.ndarray,
+    iters: int = 1500,
+    lam: float = 0.003,
+    restarts: int = 8,
+    blend: str = "poisson",
+    seed: int = 0,
+    lr: float = 0.01,
+    use_ema: bool = True,
+    allow_pickle: bool = False,
+    progress: bool = False,
+) -> Completion:
     """Complete uint8 faces [N, 64, 64, 3] where `mask` (bool [64, 64] or [N, 64, 64], True = missing) says.
     ckpt: the training checkpoint's path (a generator-only file when lam == 0), or a (G, D) pair of layers."""
     if blend not in BLENDS:
@@ -321,8 +378,17 @@ def complete(ckpt, images_uint8: np.ndarray, mask: np.ndarray, iters: int = 1500
     return Completion(completed, generated, z, loss, losses)
 
 
-def invert(ckpt, images_uint8: np.ndarray, iters: int = 1500, seed: int = 0, restarts: int = 8, lr: float = 0.01,
-           use_ema: bool = True, allow_pickle: bool = False, progress: bool = False) -> np.ndarray:  # fmt: skip
+def invert(
+    ckpt,
+    images_uint8: np.ndarray,
+    iters: int = 1500,
+    seed: int = 0,
+    restarts: int = 8,
+    lr: float = 0.01,
+    use_ema: bool = True,
+    allow_pickle: bool = False,
+    progress: bool = False,
+) -> np.ndarray:
     """The z [N, nz, 1, 1] whose G(z) is closest (L1, every pixel weighted 1, no prior) to each uint8 face."""
     y = _to_float(images_uint8)
     G, _ = _models(ckpt, False, use_ema, allow_pickle)
@@ -340,8 +406,19 @@ class Arithmetic:
     grid: np.ndarray  # uint8 image: a row per group (its faces, then G of its mean z), then the result row
 
 
-def arithmetic(ckpt, a, b, c, seed: int = 0, neighbours: int = 8, noise: float = 0.25, iters: int = 1500,
-               restarts: int = 8, use_ema: bool = True, allow_pickle: bool = False) -> Arithmetic:  # fmt: skip
+def arithmetic(
+    ckpt,
+    a,
+    b,
+    c,
+    seed: int = 0,
+    neighbours: int = 8,
+    noise: float = 0.25,
+    iters: int = 1500,
+    restarts: int = 8,
+    use_ema: bool = True,
+    allow_pickle: bool = False,
+) -> Arithmetic:
     """G(mean(A) - mean(B) + mean(C)) and `neighbours` faces at z + noise * N(0, I) (the paper's 0.25).
 
     Each group is a list of indices of generator.generate(ckpt, seed=seed) faces, or uint8 [k, 64, 64, 3]
@@ -373,7 +450,7 @@ def arithmetic(ckpt, a, b, c, seed: int = 0, neighbours: int = 8, noise: float =
 
 
 def parse_arithmetic(text: str) -> tuple[list[int], list[int], list[int]]:
-    """"3,5,9-1,2+4,8" -> ([3, 5, 9], [1, 2], [4, 8])"""
+    """ "3,5,9-1,2+4,8" -> ([3, 5, 9], [1, 2], [4, 8])"""
     m = re.fullmatch(r"\s*([\d,\s]+)-([\d,\s]+)\+([\d,\s]+)", text)
     groups = [[int(v) for v in g.replace(",", " ").split()] for g in m.groups()] if m else []
     if not m or not all(groups):
@@ -390,7 +467,12 @@ def inpaint_biharmonic(images_uint8: np.ndarray, mask: np.ndarray) -> np.ndarray
     from skimage.restoration import inpaint_biharmonic as biharmonic
 
     masks = np.broadcast_to(mask, images_uint8.shape[:3])
-    out = np.stack([biharmonic(im.astype(np.float64) / 255.0, np.array(m), channel_axis=-1) for im, m in zip(images_uint8, masks, strict=True)])
+    out = np.stack(
+        [
+            biharmonic(im.astype(np.float64) / 255.0, np.array(m), channel_axis=-1)
+            for im, m in zip(images_uint8, masks, strict=True)
+        ]
+    )
     return np.where(masks[..., None], np.clip(np.rint(out * 255.0), 0, 255).astype(np.uint8), images_uint8)
 
 
@@ -413,8 +495,10 @@ def quality(original: np.ndarray, result: np.ndarray, mask: np.ndarray) -> dict[
     rows = []
     for x, r, m in zip(original, result, masks, strict=True):
         ssim, smap = structural_similarity(x, r, channel_axis=2, data_range=255, full=True)
-        psnr = [PSNR_CAP if np.array_equal(a, b) else min(PSNR_CAP, peak_signal_noise_ratio(a, b, data_range=255))
-                for a, b in ((x, r), (x[m], r[m]))]  # fmt: skip
+        psnr = [
+            PSNR_CAP if np.array_equal(a, b) else min(PSNR_CAP, peak_signal_noise_ratio(a, b, data_range=255))
+            for a, b in ((x, r), (x[m], r[m]))
+        ]
         rows.append([psnr[0], ssim, psnr[1], float(smap[m].mean())])
     return dict(zip(["psnr", "ssim", "psnr_hole", "ssim_hole"], np.mean(rows, axis=0).round(4).tolist(), strict=True))
 
@@ -446,7 +530,10 @@ def load_images(path: str, num: int = 0, offset: int = 0) -> tuple[np.ndarray, l
         source = Source(p)
         names = source.names[offset : offset + num if num else None]
         if not names:
-            raise UserError(f"{path}: no .jpg/.jpeg/.png/.bmp/.webp images in this folder" + (f" from --offset {offset}" if offset else ""))
+            raise UserError(
+                f"{path}: no .jpg/.jpeg/.png/.bmp/.webp images in this folder"
+                + (f" from --offset {offset}" if offset else "")
+            )
         images, kept, skipped = [], [], []
         for i, name in enumerate(names, start=offset):
             data = source.read(i)
@@ -491,25 +578,48 @@ def run(cfg: CompleteConfig) -> dict:
         a, b, c = parse_arithmetic(cfg.arithmetic)
         result = arithmetic(cfg.ckpt, a, b, c, seed=cfg.seed, use_ema=cfg.ema, allow_pickle=cfg.allow_pickle)
         utils.save_png(result.grid, out / "arithmetic.png")
-        print(f"G(mean {a} - mean {b} + mean {c}) of generate(seed={cfg.seed}) faces and 8 neighbours -> {out / 'arithmetic.png'}")
+        print(
+            f"G(mean {a} - mean {b} + mean {c}) of generate(seed={cfg.seed}) faces, and 8 neighbours "
+            f"-> {out / 'arithmetic.png'}"
+        )
         return {}
     if cfg.iters < 0 or cfg.restarts < 1 or cfg.lam < 0 or not cfg.lr > 0:
-        raise UserError(f"need --iters >= 0, --restarts >= 1, --lam >= 0, --lr > 0 (got {cfg.iters}, {cfg.restarts}, {cfg.lam}, {cfg.lr})")
+        raise UserError(
+            "need --iters >= 0, --restarts >= 1, --lam >= 0, --lr > 0 "
+            f"(got {cfg.iters}, {cfg.restarts}, {cfg.lam}, {cfg.lr})"
+        )
     images, names, skipped = load_images(cfg.images, cfg.num, cfg.offset)
     for name, why in skipped:
         print(f"skipped {name}: {why}")
     mask = make_mask(cfg.mask, num=len(images), missing=cfg.missing, seed=cfg.seed)
     G, D = _models(cfg.ckpt, cfg.lam > 0, cfg.ema, cfg.allow_pickle)  # every check before the long part
-    print(f"{cfg.ckpt}: G nz={G.nz} ngf={G.ngf}" + (f", D ndf={D.ndf}" if D is not None else ", no prior (--lam 0)") +
-          f"; {len(images)} images from {cfg.images}, mask {cfg.mask}, {cfg.iters} iterations x {cfg.restarts} starts")  # fmt: skip
+    print(
+        f"{cfg.ckpt}: G nz={G.nz} ngf={G.ngf}"
+        + (f", D ndf={D.ndf}" if D is not None else ", no prior (--lam 0)")
+        + f"; {len(images)} images from {cfg.images}, mask {cfg.mask}, {cfg.iters} iterations x {cfg.restarts} starts"
+    )
     t0 = time.perf_counter()
-    c = complete((G, D), images, mask, cfg.iters, cfg.lam, cfg.restarts, cfg.blend, cfg.seed, cfg.lr, progress=cfg.progress)
+    c = complete(
+        (G, D), images, mask, cfg.iters, cfg.lam, cfg.restarts, cfg.blend, cfg.seed, cfg.lr, progress=cfg.progress
+    )
     seconds = time.perf_counter() - t0
     baselines = {"biharmonic": inpaint_biharmonic(images, mask), "mean_fill": mean_fill(images, mask)}
-    metrics = {"dcgan": quality(images, c.completed, mask), **{k: quality(images, v, mask) for k, v in baselines.items()},
-               "mask": cfg.mask, "missing": float(np.broadcast_to(mask, images.shape[:3]).mean().round(4)), "images": len(images),
-               "iters": cfg.iters, "restarts": cfg.restarts, "lam": cfg.lam, "lr": cfg.lr, "blend": cfg.blend, "seed": cfg.seed,
-               "seconds": round(seconds, 2), "ckpt": cfg.ckpt, "names": names}  # fmt: skip
+    metrics = {
+        "dcgan": quality(images, c.completed, mask),
+        **{k: quality(images, v, mask) for k, v in baselines.items()},
+        "mask": cfg.mask,
+        "missing": float(np.broadcast_to(mask, images.shape[:3]).mean().round(4)),
+        "images": len(images),
+        "iters": cfg.iters,
+        "restarts": cfg.restarts,
+        "lam": cfg.lam,
+        "lr": cfg.lr,
+        "blend": cfg.blend,
+        "seed": cfg.seed,
+        "seconds": round(seconds, 2),
+        "ckpt": cfg.ckpt,
+        "names": names,
+    }
     masked = masked_view(images, mask)
     for kind, arr in (("completed", c.completed), ("generated", c.generated), ("masked", masked)):
         for name, im in zip(names, arr, strict=True):
@@ -517,8 +627,10 @@ def run(cfg: CompleteConfig) -> dict:
     utils.save_png(comparison_grid([images, masked, c.completed]), out / "grid.png")
     utils.atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     print(format_table(metrics))
-    print(f"{len(images)} images in {seconds:.1f} s -> {out}/completed/, generated/, masked/; grid {out / 'grid.png'}; "
-          f"metrics {out / 'metrics.json'}")  # fmt: skip
+    print(
+        f"{len(images)} images in {seconds:.1f} s -> {out}/completed/, generated/, masked/; grid {out / 'grid.png'}; "
+        f"metrics {out / 'metrics.json'}"
+    )
     return metrics
 
 

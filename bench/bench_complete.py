@@ -65,14 +65,23 @@ def bench_width(width: int, images: int, restarts: int, steps: int, rounds: int)
     complete.inpaint_biharmonic(faces, mask)
     biharmonic = (time.perf_counter() - t0) / images
     b, lo = statistics.median(batched), statistics.median(loop)
-    return {"width": width, "batch": images * restarts, "step_batched": b, "step_loop": lo, "ratio": lo / b,
-            "s_per_image": b * DEFAULT_ITERS / images, "s_per_image_loop": lo * DEFAULT_ITERS / images,
-            "biharmonic": biharmonic}  # fmt: skip
+    return {
+        "width": width,
+        "batch": images * restarts,
+        "step_batched": b,
+        "step_loop": lo,
+        "ratio": lo / b,
+        "s_per_image": b * DEFAULT_ITERS / images,
+        "s_per_image_loop": lo * DEFAULT_ITERS / images,
+        "biharmonic": biharmonic,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--widths", type=int, nargs="+", default=[32, 64], help="ngf = ndf values (32: the demo's, 64: the default)")
+    p.add_argument(
+        "--widths", type=int, nargs="+", default=[32, 64], help="ngf = ndf values (32: the demo's, 64: the default)"
+    )
     p.add_argument("--images", type=int, default=8)
     p.add_argument("--restarts", type=int, default=8)
     p.add_argument("--steps", type=int, default=10, help="timed Adam steps per measurement")
@@ -81,15 +90,23 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     if a.quick:
         a.rounds, a.steps = 1, 4
-    print(f"complete.py z search on {platform.processor() or platform.machine()}, Paddle {paddle.__version__} CPU, "
-          f"{a.images} images x {a.restarts} starts, {a.steps} steps x {a.rounds} rounds (medians)", flush=True)  # fmt: skip
+    print(
+        f"complete.py z search on {platform.processor() or platform.machine()}, Paddle {paddle.__version__} CPU, "
+        f"{a.images} images x {a.restarts} starts, {a.steps} steps x {a.rounds} rounds (medians)",
+        flush=True,
+    )
     rows = [bench_width(w, a.images, a.restarts, a.steps, a.rounds) for w in a.widths]
-    print(f"\n| width | batch | s/step, one batch | s/step, image by image | loop / batch | s per image ({DEFAULT_ITERS} it) "
-          "| biharmonic s per image |")  # fmt: skip
+    print(
+        f"\n| width | batch | s/step, one batch | s/step, image by image | loop / batch "
+        f"| s per image ({DEFAULT_ITERS} it) "
+        "| biharmonic s per image |"
+    )
     print("|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['width']} | {r['batch']} | {r['step_batched']:.3f} | {r['step_loop']:.3f} | {r['ratio']:.2f}x "
-              f"| {r['s_per_image']:.1f} (loop: {r['s_per_image_loop']:.1f}) | {r['biharmonic']:.4f} |")  # fmt: skip
+        print(
+            f"| {r['width']} | {r['batch']} | {r['step_batched']:.3f} | {r['step_loop']:.3f} | {r['ratio']:.2f}x "
+            f"| {r['s_per_image']:.1f} (loop: {r['s_per_image_loop']:.1f}) | {r['biharmonic']:.4f} |"
+        )
     return 0
 
 

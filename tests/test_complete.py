@@ -32,8 +32,19 @@ def run_dir(tmp_path_factory) -> Path:
     """A train.py output folder (checkpoint with D, generator-only file) of a tiny 2-iteration run, and its data."""
     d = tmp_path_factory.mktemp("complete")
     np.save(d / "faces.npy", np.stack([celeba_like(i, 64, 64) for i in range(16)]))
-    train.train(train.TrainConfig(data=str(d / "faces.npy"), out=str(d / "run"), ngf=8, ndf=8, batch_size=8, epochs=1,
-                                  max_iters=2, seed=3, progress=False))  # fmt: skip
+    train.train(
+        train.TrainConfig(
+            data=str(d / "faces.npy"),
+            out=str(d / "run"),
+            ngf=8,
+            ndf=8,
+            batch_size=8,
+            epochs=1,
+            max_iters=2,
+            seed=3,
+            progress=False,
+        )
+    )
     return d
 
 
@@ -79,8 +90,15 @@ def test_mask_kinds(tmp_path):
     assert np.array_equal(f, expected)
 
 
-@pytest.mark.parametrize("content, why", [(b"", "empty"), (b"not a png", "not an image"), ("white", "every pixel is missing"),
-                                          ("black", "no pixel is missing")])  # fmt: skip
+@pytest.mark.parametrize(
+    "content, why",
+    [
+        (b"", "empty"),
+        (b"not a png", "not an image"),
+        ("white", "every pixel is missing"),
+        ("black", "no pixel is missing"),
+    ],
+)
 def test_mask_file_errors(tmp_path, content, why):
     p = tmp_path / "mask.png"
     if isinstance(content, bytes):
@@ -93,7 +111,12 @@ def test_mask_file_errors(tmp_path, content, why):
 
 
 def test_mask_flag_errors():
-    for kind, kw in (("square", {}), ("random", {"missing": 1.0}), ("random", {"missing": 0.0}), ("file:/nonexistent.png", {})):
+    for kind, kw in (
+        ("square", {}),
+        ("random", {"missing": 1.0}),
+        ("random", {"missing": 0.0}),
+        ("file:/nonexistent.png", {}),
+    ):
         with pytest.raises(UserError):
             make_mask(kind, **kw)
 
@@ -115,8 +138,9 @@ def test_importance_weights_hand_checked():
     np.testing.assert_allclose([w[0, 1], w[1, 1], w[3, 3], w[0, 3]], [1 / 20, 1 / 25, 1 / 49, 1 / 28], rtol=1e-6)
     assert w[0, 0] == 0 and w[4, 4] == 0 and w[0, 4] == 0
     c = importance_weights(make_mask("center"))  # hole rows/cols 16..47
-    np.testing.assert_allclose([c[32, 15], c[32, 48], c[15, 15], c[13, 30], c[15, 47]], [21 / 49, 21 / 49, 9 / 49, 7 / 49, 12 / 49],
-                               rtol=1e-6)  # fmt: skip
+    np.testing.assert_allclose(
+        [c[32, 15], c[32, 48], c[15, 15], c[13, 30], c[15, 47]], [21 / 49, 21 / 49, 9 / 49, 7 / 49, 12 / 49], rtol=1e-6
+    )
     assert c[32, 12] == 0 and c[16:48, 16:48].max() == 0
     stacked = importance_weights(np.stack([one, corner]))
     assert np.array_equal(stacked[1], w)
@@ -174,7 +198,9 @@ def test_same_seed_same_result_and_batch_independence(models, ckpt):
     alone = complete.complete((G, D), x[:1], mask[:1], iters=5, restarts=2)  # eval-mode BN: no batch-mates' influence
     np.testing.assert_allclose(alone.z, a.z[:1], atol=1e-4)
     none = complete.complete((G, D), x, mask, iters=5, restarts=2, blend="none")
-    assert np.array_equal(none.completed[mask], none.generated[mask]) and np.array_equal(none.completed[~mask], x[~mask])
+    assert np.array_equal(none.completed[mask], none.generated[mask]) and np.array_equal(
+        none.completed[~mask], x[~mask]
+    )
     from_file = complete.complete(ckpt, x, mask, iters=0, restarts=1, lam=0.0)
     assert np.array_equal(from_file.completed[~mask], x[~mask])
 
@@ -245,8 +271,27 @@ def test_cli_outputs(run_dir, ckpt, tmp_path):
         Image.fromarray(celeba_like(i)).save(folder / f"p{i}.jpg")  # 178x218: cropped as pretreat.py does
     (folder / "broken.png").write_bytes(b"\x89PNG nope")
     out = tmp_path / "out"
-    r = subprocess.run([sys.executable, "complete.py", "--ckpt", ckpt, "--images", str(folder), "--iters", "3", "--restarts", "2",
-                        "--out", str(out), "--no-progress"], cwd=ROOT, capture_output=True, text=True, timeout=300)  # fmt: skip
+    r = subprocess.run(
+        [
+            sys.executable,
+            "complete.py",
+            "--ckpt",
+            ckpt,
+            "--images",
+            str(folder),
+            "--iters",
+            "3",
+            "--restarts",
+            "2",
+            "--out",
+            str(out),
+            "--no-progress",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     assert "skipped broken.png" in r.stdout and "biharmonic" in r.stdout and str(out / "grid.png") in r.stdout
     for kind in ("completed", "generated", "masked"):
@@ -259,16 +304,42 @@ def test_cli_outputs(run_dir, ckpt, tmp_path):
     masked = np.asarray(Image.open(out / "masked" / "p0.png"))
     assert (masked[16:48, 16:48] == 255).all()
     gen_only = run_dir / "run" / GENERATOR_FILE
-    r = subprocess.run([sys.executable, "complete.py", "--ckpt", str(gen_only), "--images", str(run_dir / "faces.npy"),
-                        "--out", str(tmp_path / "never")], cwd=ROOT, capture_output=True, text=True, timeout=300)  # fmt: skip
+    r = subprocess.run(
+        [
+            sys.executable,
+            "complete.py",
+            "--ckpt",
+            str(gen_only),
+            "--images",
+            str(run_dir / "faces.npy"),
+            "--out",
+            str(tmp_path / "never"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "--lam 0" in r.stderr, r.stderr
     assert not (tmp_path / "never").exists()
 
 
 def test_cli_npy_and_lam0_with_generator_file(run_dir, tmp_path):
     out = tmp_path / "o"
-    m = complete.run(CompleteConfig(ckpt=str(run_dir / "run" / GENERATOR_FILE), images=str(run_dir / "faces.npy"), num=2, offset=3,
-                                    mask="random", lam=0.0, iters=2, restarts=1, out=str(out), progress=False))  # fmt: skip
+    m = complete.run(
+        CompleteConfig(
+            ckpt=str(run_dir / "run" / GENERATOR_FILE),
+            images=str(run_dir / "faces.npy"),
+            num=2,
+            offset=3,
+            mask="random",
+            lam=0.0,
+            iters=2,
+            restarts=1,
+            out=str(out),
+            progress=False,
+        )
+    )
     assert m["images"] == 2 and m["names"] == ["000003", "000004"] and m["missing"] == pytest.approx(0.8, abs=1e-3)
     assert (out / "completed" / "000004.png").is_file()
     complete.run(CompleteConfig(ckpt=str(run_dir / "run" / GENERATOR_FILE), arithmetic="0,1-2+3", out=str(out)))
@@ -276,7 +347,14 @@ def test_cli_npy_and_lam0_with_generator_file(run_dir, tmp_path):
 
 
 def test_cli_bad_input(run_dir, ckpt, tmp_path):
-    base = {"ckpt": ckpt, "images": str(run_dir / "faces.npy"), "iters": 1, "restarts": 1, "out": str(tmp_path / "o"), "progress": False}
+    base = {
+        "ckpt": ckpt,
+        "images": str(run_dir / "faces.npy"),
+        "iters": 1,
+        "restarts": 1,
+        "out": str(tmp_path / "o"),
+        "progress": False,
+    }
     (tmp_path / "empty").mkdir()
     (tmp_path / "notes.txt").write_text("hi")
     cases = [
@@ -304,16 +382,26 @@ def test_cli_ngf_mismatch(ckpt, tmp_path):
     bad = tmp_path / CHECKPOINT_FILE
     utils.atomic_paddle_save(state, bad)
     with pytest.raises(UserError, match="ngf=16"):
-        complete.run(CompleteConfig(ckpt=str(bad), images=ckpt.replace(f"run/{CHECKPOINT_FILE}", "faces.npy"), out=str(tmp_path / "o")))
+        complete.run(
+            CompleteConfig(
+                ckpt=str(bad), images=ckpt.replace(f"run/{CHECKPOINT_FILE}", "faces.npy"), out=str(tmp_path / "o")
+            )
+        )
     state["config"]["ngf"], state["config"]["ndf"] = 8, 16
     utils.atomic_paddle_save(state, bad)
     with pytest.raises(UserError, match="ndf=16"):
-        complete.run(CompleteConfig(ckpt=str(bad), images=ckpt.replace(f"run/{CHECKPOINT_FILE}", "faces.npy"), out=str(tmp_path / "o")))
+        complete.run(
+            CompleteConfig(
+                ckpt=str(bad), images=ckpt.replace(f"run/{CHECKPOINT_FILE}", "faces.npy"), out=str(tmp_path / "o")
+            )
+        )
 
 
 def test_bench_complete_runs(capsys):
     from bench import bench_complete
 
-    assert bench_complete.main(["--widths", "8", "--images", "2", "--restarts", "2", "--steps", "1", "--rounds", "2"]) == 0
+    assert (
+        bench_complete.main(["--widths", "8", "--images", "2", "--restarts", "2", "--steps", "1", "--rounds", "2"]) == 0
+    )
     out = capsys.readouterr().out
     assert "| 8 | 4 |" in out and "loop / batch" in out
