@@ -66,9 +66,9 @@ def run(cfg: DemoConfig) -> dict:
     print(evaluate.format_table(result))
     if cfg.complete:
         t1 = time.perf_counter()
-        ccfg = complete.CompleteConfig(ckpt=str(out / CHECKPOINT_FILE), images=cfg.data, num=cfg.complete, mask="center",
-                                       iters=cfg.complete_iters, restarts=cfg.complete_restarts, lr=COMPLETE_LR,
-                                       out=str(out / "completions"), progress=cfg.progress)  # fmt: skip
+        ccfg = complete.CompleteConfig(ckpt=str(out / CHECKPOINT_FILE), images=cfg.data, num=cfg.complete,
+                                       mask="center", iters=cfg.complete_iters, restarts=cfg.complete_restarts,
+                                       lr=COMPLETE_LR, out=str(out / "completions"), progress=cfg.progress)  # fmt: skip
         done = complete.run(ccfg)
         result["completion"] = {k: done[k] for k in ("dcgan", "biharmonic", "mean_fill", "images", "iters", "restarts")}
         result["completion_seconds"] = round(time.perf_counter() - t1, 1)
@@ -93,8 +93,8 @@ def completion_line(out: Path, result: dict) -> str:
     if "completion" not in result:
         return ""
     c = result["completion"]
-    return (f"  {str(out / 'completions' / 'grid.png'):<34} {c['images']} demo faces, center filled in (rows: original, "
-            f"masked, completed); hole PSNR {c['dcgan']['psnr_hole']:.1f} dB, biharmonic "
+    return (f"  {str(out / 'completions' / 'grid.png'):<34} {c['images']} demo faces, center filled in "
+            f"(rows: original, masked, completed); hole PSNR {c['dcgan']['psnr_hole']:.1f} dB, biharmonic "
             f"{c['biharmonic']['psnr_hole']:.1f}\n")
 
 
