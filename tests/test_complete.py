@@ -205,6 +205,16 @@ def test_same_seed_same_result_and_batch_independence(models, ckpt):
     assert np.array_equal(from_file.completed[~mask], x[~mask])
 
 
+@pytest.mark.parametrize("kind", ["center", "left", "random", "grid"])
+def test_each_mask_kind_completes(models, kind):
+    G, D = models
+    x = sample(G, latent(2, G.nz, seed=1))
+    mask = make_mask(kind, num=2, seed=3)
+    c = complete.complete((G, D), x, mask, iters=2, restarts=1)
+    m = np.broadcast_to(mask, (2, 64, 64))
+    assert np.array_equal(c.completed[~m], x[~m]) and not np.array_equal(c.completed, x)
+
+
 def test_models_restored_and_eval(models):
     G, D = models
     G.train()
