@@ -31,7 +31,7 @@ from network import CHECKPOINT_FILE, GENERATOR_FILE
 
 
 # complete.py's defaults are 1500 iterations x 8 starts at lr 0.01; fewer, faster steps fit make demo's 10 minutes
-COMPLETE_ITERS, COMPLETE_RESTARTS, COMPLETE_LR = 200, 4, 0.05
+COMPLETE_ITERS, COMPLETE_RESTARTS, COMPLETE_LR = 150, 4, 0.05
 
 
 @dataclass
