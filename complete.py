@@ -327,7 +327,7 @@ def search(
                 opt.step()
                 with paddle.no_grad():
                     z.set_value(_on_sphere(z, nz))
-                if it % 20 == 0:
+                if progress and it % 20 == 0:
                     bar.set_postfix(loss=f"{float(loss) / (n * restarts):.3f}")
         with paddle.no_grad():
             x = G(z)
