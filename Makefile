@@ -53,6 +53,7 @@ bench: install
 	$(PY) bench/bench_data.py
 	$(PY) bench/bench_train.py
 	$(PY) bench/bench_conv.py
+	$(PY) bench/bench_complete.py
 	$(PY) bench/bench_fid.py --num 25
 	$(PY) bench/fid_reference.py --live
 

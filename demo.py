@@ -6,7 +6,8 @@
 
 Steps: pretreat.py --demo (200 faces, 64x64) -> train.py (a CPU-sized DCGAN: the SPEC's layers at width 32,
 batch 32, EMA of G's weights) -> generator.py (64 faces, a grid, an interpolation strip) -> evaluate.py
-(face-detection rate and SWD against the demo set) -> OUT/metrics.json. Prints where every output is.
+(face-detection rate and SWD against the demo set) -> complete.py (the center of a few demo faces filled in,
+with fewer iterations than complete.py's default) -> OUT/metrics.json. Prints where every output is.
 """
 
 from __future__ import annotations
@@ -21,10 +22,16 @@ from pathlib import Path
 import utils  # noqa: F401  (sets CPU thread defaults before paddle loads)
 import numpy as np
 
+import complete
 import evaluate
 import generator
 import pretreat
 import train
+from network import CHECKPOINT_FILE, GENERATOR_FILE
+
+
+# complete.py's defaults are 1500 iterations x 8 starts at lr 0.01; fewer, faster steps fit make demo's 10 minutes
+COMPLETE_ITERS, COMPLETE_RESTARTS, COMPLETE_LR = 150, 4, 0.05
 
 
 @dataclass
@@ -36,6 +43,9 @@ class DemoConfig:
     batch_size: int = field(default=32, metadata={"help": "images per batch"})
     ema: float = field(default=0.999, metadata={"help": "EMA decay of G's weights, sampled from"})
     seed: int = field(default=1, metadata={"help": "training seed"})
+    complete: int = field(default=8, metadata={"help": "demo faces to complete (center mask; 0: skip the step)"})
+    complete_iters: int = field(default=COMPLETE_ITERS, metadata={"help": "iterations of the completion search"})
+    complete_restarts: int = field(default=COMPLETE_RESTARTS, metadata={"help": "random starts per face"})
     progress: bool = field(default=True, metadata={"help": "show progress bars"})
 
 
@@ -50,10 +60,18 @@ def run(cfg: DemoConfig) -> dict:
                              overwrite=True, progress=cfg.progress)  # fmt: skip
     train.train(tcfg)
     t_train = time.perf_counter() - t0
-    ckpt = str(out / utils.GENERATOR_FILE)
+    ckpt = str(out / GENERATOR_FILE)
     generator.run(generator.GeneratorConfig(ckpt=ckpt, out=str(out / "faces"), num=64, interpolate=8, pairs=4))
     result = evaluate.evaluate(evaluate.EvaluateConfig(ckpt=ckpt, data=cfg.data, num=200))
     print(evaluate.format_table(result))
+    if cfg.complete:
+        t1 = time.perf_counter()
+        ccfg = complete.CompleteConfig(ckpt=str(out / CHECKPOINT_FILE), images=cfg.data, num=cfg.complete,
+                                       mask="center", iters=cfg.complete_iters, restarts=cfg.complete_restarts,
+                                       lr=COMPLETE_LR, out=str(out / "completions"), progress=cfg.progress)  # fmt: skip
+        done = complete.run(ccfg)
+        result["completion"] = {k: done[k] for k in ("dcgan", "biharmonic", "mean_fill", "images", "iters", "restarts")}
+        result["completion_seconds"] = round(time.perf_counter() - t1, 1)
     result["train_seconds"] = round(t_train, 1)
     result["demo_seconds"] = round(time.perf_counter() - t0, 1)
     result["config"] = {"iters": cfg.iters, "width": cfg.width, "batch_size": cfg.batch_size, "ema": cfg.ema, "seed": cfg.seed}
@@ -67,8 +85,17 @@ demo done in {result['demo_seconds']:.0f} s (training {t_train:.0f} s). Outputs:
   {ckpt:<34} the generator (python generator.py --ckpt {ckpt})
   {str(out / 'faces' / 'grid.png'):<34} 64 new faces, one PNG each beside it
   {str(out / 'faces' / 'interpolation.png'):<34} 4 interpolation rows of 8 steps
-  {str(out / 'metrics.json'):<34} face rate {result['face_rate_fake']:.2f} (real demo faces: {result['face_rate_real']:.2f}), SWD avg {result['swd_avg']:.1f}""")  # noqa: E501
+{completion_line(out, result)}  {str(out / 'metrics.json'):<34} face rate {result['face_rate_fake']:.2f} (real demo faces: {result['face_rate_real']:.2f}), SWD avg {result['swd_avg']:.1f}""")  # noqa: E501
     return result
+
+
+def completion_line(out: Path, result: dict) -> str:
+    if "completion" not in result:
+        return ""
+    c = result["completion"]
+    return (f"  {str(out / 'completions' / 'grid.png'):<34} {c['images']} demo faces, center filled in "
+            f"(rows: original, masked, completed); hole PSNR {c['dcgan']['psnr_hole']:.1f} dB, biharmonic "
+            f"{c['biharmonic']['psnr_hole']:.1f}\n")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -23,4 +23,6 @@ def test_make_demo_end_to_end(tmp_path):
     assert metrics["face_rate_fake"] >= 0.5
     for name in ["loss.png", "log.csv", "generator.safetensors", "faces/grid.png", "faces/interpolation.png", "faces/face_0063.png"]:
         assert (out / name).is_file(), name
+    assert (out / "completions" / "grid.png").is_file() and metrics["completion"]["images"] == 8
+    assert str(out / "completions" / "grid.png") in r.stdout
     assert "demo done in" in r.stdout and str(out / "metrics.json") in r.stdout
