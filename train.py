@@ -28,6 +28,7 @@ import utils  # noqa: F401  (sets CPU thread defaults before paddle loads)
 import numpy as np
 import paddle
 import paddle.distributed as dist
+import network  # conv_backend() for the start line
 
 from dataReader import make_loader
 from network import Discriminator, Generator, bce_loss, generator_payload
@@ -317,7 +318,8 @@ def train(cfg: TrainConfig) -> dict[str, list[float]]:
         (out / "samples").mkdir(parents=True, exist_ok=True)
         amp_note = " amp=float16" if trainer.amp else (" (--amp ignored: mixed precision is for GPU)" if cfg.amp else "")
         where = f"{world_size} processes, " if world_size > 1 else ""
-        print(f"train.py: device {device}{amp_note}, {where}{len(loader.dataset)} images in {cfg.data}, {nb} iterations per epoch; "
+        print(f"train.py: device {device}{amp_note}, convolutions on {network.conv_backend(device)}, "
+              f"{where}{len(loader.dataset)} images in {cfg.data}, {nb} iterations per epoch; "
               f"{'resuming at iteration ' + str(trainer.iteration) if ckpt else 'starting'}; {total} iterations in all -> {out}/",
               flush=True)  # fmt: skip
         write_log_csv(out / "log.csv", trainer.history, nb)

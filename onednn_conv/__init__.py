@@ -76,7 +76,7 @@ def _quiet(log_path: Path):
             sys.stdout.flush(), sys.stderr.flush()
             os.dup2(saved[0], 1), os.dup2(saved[1], 2)
             os.close(saved[0]), os.close(saved[1])
-            for lg, lv in zip(loggers, levels):
+            for lg, lv in zip(loggers, levels, strict=True):
                 lg.setLevel(lv)
 
 
@@ -94,12 +94,11 @@ def build(source: Path = SOURCE, directory: Path | None = None, name: str = NAME
     directory = Path(directory or build_dir())
     directory.mkdir(parents=True, exist_ok=True)
     so = directory / f"{name}.so"
-    fresh = not so.is_file() or so.stat().st_mtime < Path(source).stat().st_mtime
     import fcntl
 
     with open(directory / ".lock", "w") as lock:  # processes started together (distributed launch) build once
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if fresh and not so.is_file() or so.stat().st_mtime < Path(source).stat().st_mtime:
+        if not so.is_file() or so.stat().st_mtime < Path(source).stat().st_mtime:
             print(f"onednn_conv: compiling the oneDNN convolution ops (once per machine, ~20 s) into {directory}",
                   file=sys.stderr, flush=True)  # fmt: skip
         log = directory / "build.log"
