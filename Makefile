@@ -17,8 +17,14 @@ endif
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 
+# The oneDNN headers for onednn_conv/ (Paddle's wheel ships the library, not the headers); --no-deps: its runtime
+# package is not needed. Optional: without them the convolutions run on Paddle's own kernels.
+ONEDNN_HEADERS := onednn-devel-cpu-iomp==2023.2.0
+
 install: $(if $(VENV),$(VENV)/bin/python)
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps $(ONEDNN_HEADERS) \
+		|| echo "make install: could not install $(ONEDNN_HEADERS); convolutions will run on Paddle's kernels"
 
 install-dev: install
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
