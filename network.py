@@ -33,8 +33,8 @@ LEAKY_SLOPE = 0.2
 
 
 def _use_onednn(x: paddle.Tensor) -> bool:
-    return (onednn_conv is not None and x.dtype == paddle.float32 and x.place.is_cpu_place()
-            and paddle.in_dynamic_mode() and onednn_conv.available())  # fmt: skip
+    return (onednn_conv is not None and paddle.in_dynamic_mode() and x.dtype == paddle.float32
+            and x.place.is_cpu_place() and onednn_conv.available())  # fmt: skip
 
 
 def conv_backend(device: str | None = None) -> str:
