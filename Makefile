@@ -45,6 +45,7 @@ bench: install
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements-bench.txt
 	$(PY) bench/bench_data.py
 	$(PY) bench/bench_train.py
+	$(PY) bench/bench_train.py --ngf 32 --batch-sizes 32
 	$(PY) bench/bench_conv.py
 
 clean:
