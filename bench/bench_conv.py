@@ -160,7 +160,8 @@ def main(argv=None) -> int:
                ms(n["fb"]), f"{p['fb'] / n['fb']:.2f}x"]  # fmt: skip
         if "oneDNN" in res:
             d = res["oneDNN"][i]
-            row += [ms(d["fwd"]), ms(d["fb"]), f"{args.batch * s['fb_flop'] / d['fb'] / 1e9:.0f}", f"{p['fb'] / d['fb']:.2f}x"]
+            gflops = f"{args.batch * s['fb_flop'] / d['fb'] / 1e9:.0f}"
+            row += [ms(d["fwd"]), ms(d["fb"]), gflops, f"{p['fb'] / d['fb']:.2f}x"]
         if "torch" in res:
             t = res["torch"][i]
             row += [ms(t["fwd"]), ms(t["fb"]), f"{args.batch * s['fb_flop'] / t['fb'] / 1e9:.0f}", f"**{t['fb'] / p['fb']:.2f}x**"]

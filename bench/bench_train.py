@@ -345,7 +345,8 @@ def run_worker(kind: str, batch: int, iters: int, warmup: int, lever: dict | Non
         env.update(PADDLE_CONV)
     env.update((lever or {}).get("env", {}))  # there from the start: utils.py, glibc and OpenMP read it early
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", kind, "--batch", str(batch), "--iters", str(iters),
-           "--warmup", str(warmup), "--lever", json.dumps(lever or {}), "--device", device, "--ngf", str(ngf)]  # fmt: skip
+           "--warmup", str(warmup), "--lever", json.dumps(lever or {}), "--device", device,
+           "--ngf", str(ngf)]  # fmt: skip
     res, out = worker_result(cmd, env, f"{kind} worker (batch {batch})")
     if env.get("ONEDNN_VERBOSE"):  # oneDNN logs each primitive it runs: did the flag reach any kernel?
         res["onednn_primitives"] = sum(",primitive,exec," in x for x in out)
@@ -478,7 +479,8 @@ def main(argv=None) -> int:
         for r in range(rounds):
             seq = levers if r % 2 == 0 else levers[::-1]
             for name, _, _, lever in seq:
-                res = run_worker("paddle", b, iters, warmup, lever, wait=args.wait_idle, device=args.device, ngf=args.ngf)
+                res = run_worker("paddle", b, iters, warmup, lever, wait=args.wait_idle, device=args.device,
+                                 ngf=args.ngf)
                 res["round"], res["lever"] = r, name
                 lever_res[name].append(res)
                 results.append(res)

@@ -105,7 +105,8 @@ def build(source: Path = SOURCE, directory: Path | None = None, name: str = NAME
             print(f"onednn_conv: compiling the oneDNN convolution ops (once per machine, ~20 s) into {own}",
                   file=sys.stderr, flush=True)  # fmt: skip
         flags = {"cflags": ["-O2", "-std=c++17"], "ldflags": [f"-L{libs}", "-l:libdnnl.so.3", f"-Wl,-rpath,{libs}"],
-                 "include": inc, "paddle": paddle.__version__, "source": hashlib.sha256(Path(source).read_bytes()).hexdigest()}
+                 "include": inc, "paddle": paddle.__version__,
+                 "source": hashlib.sha256(Path(source).read_bytes()).hexdigest()}
         stamp = own / "dcgan_stamp.json"
         if so.is_file() and stamp.is_file() and stamp.read_text() == json.dumps(flags):
             with contextlib.suppress(Exception):  # else the full load() below
@@ -117,7 +118,8 @@ def build(source: Path = SOURCE, directory: Path | None = None, name: str = NAME
                            extra_cxx_cflags=flags["cflags"], extra_ldflags=flags["ldflags"])  # fmt: skip
         except Exception as e:  # the compiler's own message is in the log
             errors = [x.strip() for x in log.read_text(errors="replace").splitlines() if "error" in x.lower()]
-            raise RuntimeError(f"{errors[0] if errors else type(e).__name__ + ': ' + str(e)[:200]} (log: {log})") from None
+            why = errors[0] if errors else f"{type(e).__name__}: {str(e)[:200]}"
+            raise RuntimeError(f"{why} (log: {log})") from None
         stamp.write_text(json.dumps(flags))
         return ops
 
@@ -168,7 +170,8 @@ def onednn_version() -> str:
     import ctypes
 
     class Version(ctypes.Structure):
-        _fields_ = [("major", ctypes.c_int), ("minor", ctypes.c_int), ("patch", ctypes.c_int), ("hash", ctypes.c_char_p)]
+        _fields_ = [("major", ctypes.c_int), ("minor", ctypes.c_int), ("patch", ctypes.c_int),
+                    ("hash", ctypes.c_char_p)]
 
     try:
         lib = ctypes.CDLL(str(Path(paddle.__file__).parent / "libs" / "libdnnl.so.3"))

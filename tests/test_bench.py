@@ -28,8 +28,8 @@ def test_bench_conv_times_every_convolution_of_the_network(capsys):
     assert bench_conv.main(["--batch", "2", "--reps", "1", "--no-torch"]) == 0
     out = capsys.readouterr().out
     onednn = rf" \| {NUM} \| {NUM} \| \d+ \| {NUM}x" if onednn_conv.available() else ""  # its column where it runs
-    rows = re.findall(rf"^\| ([GD] conv\S* \d+->\d+, \d+->\d+ px) \| {NUM} \| {NUM} \| {NUM} \| \d+ \| {NUM} \| {NUM}x{onednn} \|$",
-                      out, re.M)  # fmt: skip
+    paddle_cols = rf" \| {NUM} \| {NUM} \| {NUM} \| \d+ \| {NUM} \| {NUM}x"
+    rows = re.findall(rf"^\| ([GD] conv\S* \d+->\d+, \d+->\d+ px){paddle_cols}{onednn} \|$", out, re.M)
     names = [r[0] for r in rows]
     assert names == ["G convT 100->512, 1->4 px", "G convT 512->256, 4->8 px", "G convT 256->128, 8->16 px",
                      "G convT 128->64, 16->32 px", "G convT 64->3, 32->64 px", "D conv 3->64, 64->32 px",

@@ -16,8 +16,8 @@ def conv_inputs(ngf: int, ndf: int, nz: int = 100, batch: int = 2):
     """Each conv layer of G and D with the input shape it sees, traced in call order (10 layers)."""
     G, D = Generator(nz=nz, ngf=ngf), Discriminator(ndf=ndf)
     seen = []
-    hooks = [layer.register_forward_pre_hook(lambda layer, inputs: seen.append((layer, inputs[0].shape)))
-             for net in (G, D) for layer in net.sublayers() if isinstance(layer, (network.Conv2D, network.Conv2DTranspose))]  # fmt: skip
+    convs = [m for net in (G, D) for m in net.sublayers() if isinstance(m, (network.Conv2D, network.Conv2DTranspose))]
+    hooks = [m.register_forward_pre_hook(lambda layer, inputs: seen.append((layer, inputs[0].shape))) for m in convs]
     with paddle.no_grad():
         D(G(paddle.zeros([batch, nz, 1, 1])))
     for h in hooks:
