@@ -407,6 +407,8 @@ def lever_table() -> list[tuple[str, str, str, dict]]:
         ("omp", "all", f"OMP_NUM_THREADS={n} as well (Paddle's own OpenMP loops; prints a warning at import)",
          {"env": {"OMP_NUM_THREADS": n}}),
         ("blocktime0", "all", "KMP_BLOCKTIME=0 (OpenMP threads sleep at once instead of spinning 200 ms)", {"env": {"KMP_BLOCKTIME": "0"}}),
+        ("omp-passive", "all", "OMP_WAIT_POLICY=PASSIVE (idle OpenMP threads of oneDNN's libgomp and MKL's libiomp5 sleep)",
+         {"env": {"OMP_WAIT_POLICY": "PASSIVE"}}),
         ("affinity", "all", "KMP_AFFINITY=granularity=fine,compact,1,0 (threads pinned to cores)",
          {"env": {"KMP_AFFINITY": "granularity=fine,compact,1,0"}}),
     ]  # fmt: skip
