@@ -8,8 +8,10 @@
 //
 // Linked against the libdnnl.so.3 that Paddle's wheel ships (oneDNN 3.x). That build does not export
 // dnnl_memory_create_v2, which dnnl::memory's C++ constructors call, so memories are made with the C API's
-// dnnl_memory_create (likewise dnnl_memory_desc_get_size, dnnl_memory_get_data_handle). Primitives pick their own (blocked) layouts; NCHW tensors are reordered in and out, and
-// primitives, reorders and their buffers are cached per shape.
+// dnnl_memory_create (likewise dnnl_memory_desc_get_size, dnnl_memory_get_data_handle). Primitives pick their own
+// (blocked) layouts; NCHW tensors are reordered in and out, and primitives, reorders and their buffers are cached
+// per shape. Threads: oneDNN's OpenMP team follows OMP_NUM_THREADS as set before `import paddle` (Paddle sets it
+// to 1 when unset, and then every primitive runs on one thread).
 
 #include <array>
 #include <map>
