@@ -404,7 +404,7 @@ def lever_table() -> list[tuple[str, str, str, dict]]:
          {"env": dict(MALLOC_DEFAULT), **BEFORE}),
         ("all", "tuned", "train.py's defaults now: tuned + step + convolutions on oneDNN", {}),
         ("paddle-conv", "all", "DCGAN_ONEDNN=0 (Paddle's own convolution kernels)", {"env": dict(PADDLE_CONV)}),
-        ("omp", "all", f"OMP_NUM_THREADS={n} as well (Paddle's own OpenMP loops; prints a warning at import)",
+        ("omp", "all", f"OMP_NUM_THREADS={n} as well (Paddle's OpenMP loops and oneDNN's team; a warning at import)",
          {"env": {"OMP_NUM_THREADS": n}}),
         ("blocktime0", "all", "KMP_BLOCKTIME=0 (OpenMP threads sleep at once instead of spinning 200 ms)", {"env": {"KMP_BLOCKTIME": "0"}}),
         ("omp-passive", "all", "OMP_WAIT_POLICY=PASSIVE (idle OpenMP threads of oneDNN's libgomp and MKL's libiomp5 sleep)",
