@@ -25,6 +25,10 @@ PADDLE_CPU := paddlepaddle
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 
+# The oneDNN headers for onednn_conv/ (Paddle's wheel ships the library, not the headers); --no-deps: its runtime
+# package is not needed. Optional: without them the convolutions run on Paddle's own kernels.
+ONEDNN_HEADERS := onednn-devel-cpu-iomp==2023.2.0
+
 install: $(if $(VENV),$(VENV)/bin/python)
 	$(PIP) -r requirements.txt
 	@$(PY) -c "import importlib.util as u, sys; sys.exit(u.find_spec('paddle') is None)" \
@@ -32,6 +36,8 @@ install: $(if $(VENV),$(VENV)/bin/python)
 	@$(PY) -c "import paddle; print('make install: Paddle', paddle.__version__, 'with CUDA' if paddle.is_compiled_with_cuda() else '(CPU)')" \
 		|| { echo "make install: a paddle package is installed but does not import (error above); repair or remove it," \
 		          "e.g. pip install --force-reinstall paddlepaddle-gpu==<version> from Paddle's index (README, Installing)"; exit 1; }
+	$(PIP) --no-deps $(ONEDNN_HEADERS) \
+		|| echo "make install: could not install $(ONEDNN_HEADERS); convolutions will run on Paddle's kernels"
 
 install-dev: install
 	$(PIP) -r requirements-dev.txt
@@ -52,6 +58,7 @@ bench: install
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements-bench.txt
 	$(PY) bench/bench_data.py
 	$(PY) bench/bench_train.py
+	$(PY) bench/bench_train.py --ngf 32 --batch-sizes 32
 	$(PY) bench/bench_conv.py
 	$(PY) bench/bench_complete.py
 	$(PY) bench/bench_fid.py --num 25

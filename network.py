@@ -6,6 +6,10 @@
 BatchNorm momentum is 0.5 everywhere (Paddle's convention: running = 0.5 * running + 0.5 * batch) and
 LeakyReLU's slope 0.2, as the tutorial says; weights start as weightInit.py says.
 
+On the CPU, in float32 eager mode, the convolutions run on oneDNN (onednn_conv/, built once per machine) when it
+is available; elsewhere (GPU, static graphs, DCGAN_ONEDNN=0, no compiler or headers) on Paddle's own kernels.
+Same layers, parameters and state dicts either way; `conv_backend()` says which runs.
+
 Model files are safetensors (load_generator, load_discriminator); an old pickled .pdparams of your own converts with
 
     python network.py --convert output/generator.pdparams output/generator.safetensors
@@ -26,8 +30,59 @@ import paddle.nn as nn
 from utils import UserError
 from weightInit import bn_bias_attr, bn_weight_attr, conv_weight_attr
 
+try:
+    import onednn_conv
+except ImportError:  # network.py copied without its folder: Paddle's kernels
+    onednn_conv = None
+
 BN_MOMENTUM = 0.5
 LEAKY_SLOPE = 0.2
+
+
+# ---------------------------------------------------------------------------------------------
+# convolution backend: oneDNN on CPU float32 eager tensors when onednn_conv is available, else Paddle's kernels
+
+
+def _use_onednn(x: paddle.Tensor) -> bool:
+    return (onednn_conv is not None and paddle.in_dynamic_mode() and x.dtype == paddle.float32
+            and x.place.is_cpu_place() and onednn_conv.available())  # fmt: skip
+
+
+def conv_backend(device: str | None = None) -> str:
+    """Which convolutions G and D run on `device` (default: Paddle's current device), for a start line:
+    'oneDNN 3.6.2 (onednn_conv)', or 'Paddle' and why not oneDNN. Builds or loads onednn_conv on first use."""
+    device = device or paddle.get_device()
+    if not device.startswith("cpu"):
+        return f"Paddle ({device.split(':')[0]})"
+    if onednn_conv is None:
+        return "Paddle (onednn_conv/ not found)"
+    if not onednn_conv.available():
+        return f"Paddle (oneDNN {onednn_conv.status()})"
+    return f"{onednn_conv.status()} (onednn_conv)"
+
+
+class Conv2D(nn.Conv2D):
+    """nn.Conv2D (square kernel, no bias) whose forward runs on oneDNN where `_use_onednn` says so."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int, padding: int, **kw):
+        super().__init__(cin, cout, kernel, stride, padding, bias_attr=False, **kw)
+        self._sp = stride, padding
+
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        return onednn_conv.conv2d(x, self.weight, *self._sp) if _use_onednn(x) else super().forward(x)
+
+
+class Conv2DTranspose(nn.Conv2DTranspose):
+    """nn.Conv2DTranspose (square kernel, no bias) whose forward runs on oneDNN where `_use_onednn` says so."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int, padding: int, **kw):
+        super().__init__(cin, cout, kernel, stride, padding, bias_attr=False, **kw)
+        self._sp = stride, padding
+
+    def forward(self, x: paddle.Tensor, output_size=None) -> paddle.Tensor:
+        if output_size is None and _use_onednn(x):
+            return onednn_conv.conv2d_transpose(x, self.weight, *self._sp)
+        return super().forward(x, output_size)
 
 
 def _bn(channels: int) -> nn.BatchNorm2D:
@@ -35,11 +90,11 @@ def _bn(channels: int) -> nn.BatchNorm2D:
 
 
 def _up(cin: int, cout: int, stride: int = 2, padding: int = 1) -> nn.Conv2DTranspose:
-    return nn.Conv2DTranspose(cin, cout, 4, stride, padding, weight_attr=conv_weight_attr(), bias_attr=False)
+    return Conv2DTranspose(cin, cout, 4, stride, padding, weight_attr=conv_weight_attr())
 
 
 def _down(cin: int, cout: int, stride: int = 2, padding: int = 1) -> nn.Conv2D:
-    return nn.Conv2D(cin, cout, 4, stride, padding, weight_attr=conv_weight_attr(), bias_attr=False)
+    return Conv2D(cin, cout, 4, stride, padding, weight_attr=conv_weight_attr())
 
 
 class Generator(nn.Layer):

@@ -567,7 +567,8 @@ def train(cfg: TrainConfig) -> dict[str, list[float]]:
         if mode != "off" and not trainer.amp:
             amp_note = f" (--amp {mode} ignored: mixed precision is for GPU)"
         where = f"{world_size} processes, " if world_size > 1 else ""
-        print(f"train.py: device {device}{amp_note}, {where}{len(loader.dataset)} images in {cfg.data} ({data_note}), "
+        print(f"train.py: device {device}{amp_note}, convolutions on {network.conv_backend(device)}, "
+              f"{where}{len(loader.dataset)} images in {cfg.data} ({data_note}), "
               f"{nb} iterations per epoch, losses fetched every {log_interval(cfg, device)}; "
               f"{'resuming at iteration ' + str(trainer.iteration) if ckpt else 'starting'}; {total} iterations in all -> {out}/",
               flush=True)  # fmt: skip

@@ -3,6 +3,10 @@
 Usage:
     python bench/bench_conv.py                  # batch 64: Paddle NCHW, Paddle NHWC, PyTorch (when installed)
     python bench/bench_conv.py --batch 128 --reps 9
+    python bench/bench_conv.py --ngf 32 --batch 32        # the demo's network
+
+"oneDNN" is network.py's own layers, whose forward and backward run on onednn_conv's oneDNN ops (skipped when
+those are unavailable, e.g. DCGAN_ONEDNN=0).
 
 Convolutions are ~90% of a training iteration's time (Paddle's profiler), so this is where the gap of
 bench_train.py comes from. For each layer (shapes traced from network.py at default widths, not typed in):
@@ -30,15 +34,15 @@ sys.path.insert(0, str(ROOT / "bench"))
 from bench_train import conv_layers, cores, cpu_name, fmt_table, have_torch, median, worker_result  # noqa: E402
 
 
-def layer_specs() -> list[dict]:
+def layer_specs(ngf: int = 64) -> list[dict]:
     """network.py's convolutions in order (bench_train.conv_layers), and which need an input gradient."""
     sys.path.insert(0, str(ROOT))
     import utils  # noqa: F401  CPU environment before paddle loads
 
     from network import Discriminator, Generator
 
-    G = Generator()
-    specs = conv_layers(G, Discriminator(), G.nz)
+    G = Generator(ngf=ngf)
+    specs = conv_layers(G, Discriminator(ndf=ngf), G.nz)
     for s in specs:
         s["input_grad"] = not (s["net"] == "G" and s["hw"] == 1)  # G's noise needs no gradient
         s["fb_flop"] = s["flop"] * (3 if s["input_grad"] else 2)  # backward: 1x (weights) or 2x (+ input) forward
@@ -69,12 +73,20 @@ def worker_paddle(specs: list[dict], batch: int, reps: int, layout: str) -> list
     import paddle
     import paddle.nn as nn
 
+    import network
+
     paddle.set_device("cpu")
+    if layout == "oneDNN" and not network.onednn_conv.available():
+        raise SystemExit(f"oneDNN: {network.onednn_conv.status()}")
     out = []
     for s in specs:
-        cls = nn.Conv2DTranspose if s["transpose"] else nn.Conv2D
-        layer = cls(s["cin"], s["cout"], s["k"], s["stride"], s["padding"], bias_attr=False, data_format=layout)
-        shape = [batch, s["cin"], s["hw"], s["hw"]] if layout == "NCHW" else [batch, s["hw"], s["hw"], s["cin"]]
+        if layout == "oneDNN":  # network.py's layers: onednn_conv's ops
+            cls = network.Conv2DTranspose if s["transpose"] else network.Conv2D
+            layer = cls(s["cin"], s["cout"], s["k"], s["stride"], s["padding"])
+        else:  # Paddle's own kernels
+            cls = nn.Conv2DTranspose if s["transpose"] else nn.Conv2D
+            layer = cls(s["cin"], s["cout"], s["k"], s["stride"], s["padding"], bias_attr=False, data_format=layout)
+        shape = [batch, s["cin"], s["hw"], s["hw"]] if layout != "NHWC" else [batch, s["hw"], s["hw"], s["cin"]]
         x = paddle.randn(shape)
         x.stop_gradient = not s["input_grad"]
         r = measure(layer, x, paddle.ones_like, reps)
@@ -103,31 +115,42 @@ def worker_torch(specs: list[dict], batch: int, reps: int) -> list[dict]:
     return out
 
 
-def run_worker(kind: str, batch: int, reps: int) -> list[dict]:
+def run_worker(kind: str, batch: int, reps: int, ngf: int) -> list[dict] | None:
     env = dict(os.environ, PYTHONWARNINGS="ignore")
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", kind, "--batch", str(batch), "--reps", str(reps)]
-    return worker_result(cmd, env, f"{kind} worker")[0]
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", kind, "--batch", str(batch), "--reps", str(reps),
+           "--ngf", str(ngf)]  # fmt: skip
+    try:
+        return worker_result(cmd, env, f"{kind} worker")[0]
+    except RuntimeError as e:
+        if kind != "oneDNN":
+            raise
+        print(f"bench_conv.py: no oneDNN column ({str(e).strip().splitlines()[-1]})", flush=True)
+        return None
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batch", type=int, default=64, help="images per call (default: %(default)s)")
     ap.add_argument("--reps", type=int, default=5, help="timed calls per layer and pass (default: %(default)s)")
+    ap.add_argument("--ngf", type=int, default=64, help="G's and D's width, ngf = ndf (default: %(default)s)")
     ap.add_argument("--no-torch", action="store_true", help="time Paddle only")
-    ap.add_argument("--worker", choices=["NCHW", "NHWC", "torch"], help=argparse.SUPPRESS)
+    ap.add_argument("--worker", choices=["NCHW", "NHWC", "oneDNN", "torch"], help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
-        specs = layer_specs()
+        specs = layer_specs(args.ngf)
         res = worker_torch(specs, args.batch, args.reps) if args.worker == "torch" else \
             worker_paddle(specs, args.batch, args.reps, args.worker)  # fmt: skip
         print("RESULT " + json.dumps(res), flush=True)
         return 0
 
-    kinds = ["NCHW", "NHWC"] + (["torch"] if not args.no_torch and have_torch() else [])
-    print(f"bench_conv.py: {cpu_name()}, {cores()} usable cores; batch {args.batch}, {args.reps} timed calls per layer; "
-          f"{', '.join(kinds)}", flush=True)  # fmt: skip
-    specs = layer_specs()
-    res = {k: run_worker(k, args.batch, args.reps) for k in kinds}
+    kinds = ["NCHW", "NHWC", "oneDNN"] + (["torch"] if not args.no_torch and have_torch() else [])
+    print(f"bench_conv.py: {cpu_name()}, {cores()} usable cores; ngf = ndf = {args.ngf}, batch {args.batch}, "
+          f"{args.reps} timed calls per layer; {', '.join(kinds)}", flush=True)  # fmt: skip
+    specs = layer_specs(args.ngf)
+    res = {k: run_worker(k, args.batch, args.reps, args.ngf) for k in kinds}
+    if res["oneDNN"] is None:
+        del res["oneDNN"]
+        kinds.remove("oneDNN")
     ms = lambda t: f"{1000 * t:.0f}"  # noqa: E731
     rows, tot = [], {k: [0.0, 0.0] for k in kinds}
     for i, s in enumerate(specs):
@@ -135,22 +158,33 @@ def main(argv=None) -> int:
         name = f"{s['net']} {'convT' if s['transpose'] else 'conv'} {s['cin']}->{s['cout']}, {s['hw']}->{s['out_hw']} px"
         row = [name, ms(p["fwd"]), ms(p["gemm"]), ms(p["fb"]), f"{args.batch * s['fb_flop'] / p['fb'] / 1e9:.0f}",
                ms(n["fb"]), f"{p['fb'] / n['fb']:.2f}x"]  # fmt: skip
+        if "oneDNN" in res:
+            d = res["oneDNN"][i]
+            gflops = f"{args.batch * s['fb_flop'] / d['fb'] / 1e9:.0f}"
+            row += [ms(d["fwd"]), ms(d["fb"]), gflops, f"{p['fb'] / d['fb']:.2f}x"]
         if "torch" in res:
             t = res["torch"][i]
             row += [ms(t["fwd"]), ms(t["fb"]), f"{args.batch * s['fb_flop'] / t['fb'] / 1e9:.0f}", f"**{t['fb'] / p['fb']:.2f}x**"]
+            row += [f"**{t['fb'] / d['fb']:.2f}x**"] if "oneDNN" in res else []
         rows.append(row)
         for k in kinds:
             tot[k][0] += res[k][i]["fwd"]
             tot[k][1] += res[k][i]["fb"]
     total = ["all", ms(tot["NCHW"][0]), ms(sum(x["gemm"] for x in res["NCHW"])), ms(tot["NCHW"][1]), "",
              ms(tot["NHWC"][1]), f"{tot['NCHW'][1] / tot['NHWC'][1]:.2f}x"]  # fmt: skip
+    if "oneDNN" in res:
+        total += [ms(tot["oneDNN"][0]), ms(tot["oneDNN"][1]), "", f"{tot['NCHW'][1] / tot['oneDNN'][1]:.2f}x"]
     if "torch" in res:
         total += [ms(tot["torch"][0]), ms(tot["torch"][1]), "", f"**{tot['torch'][1] / tot['NCHW'][1]:.2f}x**"]
+        total += [f"**{tot['torch'][1] / tot['oneDNN'][1]:.2f}x**"] if "oneDNN" in res else []
     rows.append(total)
-    header = [f"layer (batch {args.batch})", "Paddle fwd ms", "its gemm only ms", "Paddle fwd+bwd ms", "GFLOP/s",
-              "NHWC fwd+bwd ms", "NHWC speed-up"]  # fmt: skip
+    header = [f"layer (ngf {args.ngf}, batch {args.batch})", "Paddle fwd ms", "its gemm only ms", "Paddle fwd+bwd ms",
+              "GFLOP/s", "NHWC fwd+bwd ms", "NHWC speed-up"]  # fmt: skip
+    if "oneDNN" in res:
+        header += ["oneDNN fwd ms", "oneDNN fwd+bwd ms", "GFLOP/s", "oneDNN speed-up"]
     if "torch" in res:
         header += ["PyTorch fwd ms", "PyTorch fwd+bwd ms", "GFLOP/s", "Paddle / PyTorch speed"]
+        header += ["oneDNN / PyTorch speed"] if "oneDNN" in res else []
     print()
     print(fmt_table(rows, header))
     return 0

@@ -8,6 +8,11 @@ Usage:
     python bench/bench_train.py --device cpu           # the CPU also on a machine with a GPU
     python bench/bench_train.py --device gpu --batch-sizes 128 --no-torch   # + the GPU table: fp32 / fp16 / bf16,
                                                        # --log-every 20, --data-on-device, all together
+    python bench/bench_train.py --ngf 32 --batch-sizes 32 --rounds 5   # the demo's network (ngf = ndf = 32)
+
+Convolution backend: Paddle runs with train.py's default, the oneDNN convolutions of onednn_conv/ where they are
+available; each round also times Paddle with its own convolution kernels (DCGAN_ONEDNN=0), the "Paddle kernels"
+columns (--no-backend-row skips them).
 
 What is timed: one iteration of train.py (1 D step on a real batch and a detached fake batch, 2 G steps on fresh
 noise; Adam 2e-4 (0.5, 0.999); BCE; BatchNorm momentum 0.5), through `Trainer.step(real).numpy()` exactly as
@@ -264,7 +269,7 @@ def worker_paddle(args) -> dict:
 
     device = train.pick_device(args.device)  # train.py's own choice: the GPU when Paddle has CUDA and sees one
     paddle.set_device(device)
-    cfg = train.TrainConfig(batch_size=args.batch, amp=lever.get("amp", "off"))
+    cfg = train.TrainConfig(batch_size=args.batch, ngf=args.ngf, ndf=args.ngf, amp=lever.get("amp", "off"))
     t0 = time.perf_counter()
     trainer = train.Trainer(cfg, device)
     t_build = time.perf_counter() - t0
@@ -312,6 +317,7 @@ def worker_paddle(args) -> dict:
     return {"framework": "paddle", "version": paddle.__version__, "device": device, "batch": args.batch, "times": times, "median": med,
             "img_s": args.batch / med, "first": first, "build": t_build, "startup": first - med, "others": m.others,
             "flops": flops, "peak_gflops": peak, "amp_support": train.amp_support(device), "amp": trainer.amp,
+            "conv_backend": sys.modules["network"].conv_backend(device),
             "env": {k: os.environ.get(k) for k in ENV_SHOWN}}  # fmt: skip
 
 
@@ -325,7 +331,7 @@ def worker_torch(args) -> dict:
     if args.device == "gpu" and not torch.cuda.is_available():
         raise SystemExit("--device gpu: this torch build has no CUDA or sees no GPU")
     dev = torch.device("cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu")
-    nz, ngf, ndf, b, seed = 100, 64, 64, args.batch, 1
+    nz, ngf, ndf, b, seed = 100, args.ngf, args.ngf, args.batch, 1
     bn = lambda c: nn.BatchNorm2d(c, momentum=0.5)  # noqa: E731  running = 0.5 running + 0.5 batch, as Paddle's 0.5
     G = nn.Sequential(
         nn.ConvTranspose2d(nz, ngf * 8, 4, 1, 0, bias=False), bn(ngf * 8), nn.ReLU(),
@@ -400,7 +406,7 @@ MALLOC_KEEP_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2**31 
 
 
 def run_worker(kind: str, batch: int, iters: int, warmup: int, lever: dict | None = None, wait: float = 0.0,
-               device: str = "auto") -> dict:  # fmt: skip
+               device: str = "auto", ngf: int = 64) -> dict:  # fmt: skip
     if wait:
         wait_idle(wait)
     env = dict(os.environ)
@@ -408,9 +414,13 @@ def run_worker(kind: str, batch: int, iters: int, warmup: int, lever: dict | Non
     if kind == "torch+malloc":
         kind = "torch"
         env.update(MALLOC_KEEP_ENV)
+    if kind == "paddle-kernels":  # Paddle with its own convolution kernels
+        kind = "paddle"
+        env.update(PADDLE_CONV)
     env.update((lever or {}).get("env", {}))  # there from the start: utils.py, glibc and OpenMP read it early
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", kind, "--batch", str(batch), "--iters", str(iters),
-           "--warmup", str(warmup), "--lever", json.dumps(lever or {}), "--device", device]  # fmt: skip
+           "--warmup", str(warmup), "--lever", json.dumps(lever or {}), "--device", device,
+           "--ngf", str(ngf)]  # fmt: skip
     res, out = worker_result(cmd, env, f"{kind} worker (batch {batch})")
     if env.get("ONEDNN_VERBOSE"):  # oneDNN logs each primitive it runs: did the flag reach any kernel?
         res["onednn_primitives"] = sum(",primitive,exec," in x for x in out)
@@ -442,30 +452,37 @@ def have_torch() -> bool:
 # Each lever: what it is, and how a worker switches it (environment set/unset before paddle loads, the old step,
 # to_static). MALLOC_ARENA_MAX = 8 x cores is glibc's own default: it states malloc's defaults.
 MALLOC_DEFAULT = {"MALLOC_ARENA_MAX": str(8 * cores())}
+PADDLE_CONV = {"DCGAN_ONEDNN": "0"}  # Paddle's own convolution kernels, as before onednn_conv
 BEFORE = {"legacy_step": True}  # train.py's step before issue 6
 
 
 def lever_table() -> list[tuple[str, str, str, dict]]:
     n = str(cores())
-    tuned_env = {"env": dict(MALLOC_DEFAULT)}
+    tuned_env = {"env": {**MALLOC_DEFAULT, **PADDLE_CONV}}
+    old = {**MALLOC_DEFAULT, **PADDLE_CONV}  # the rows up to "all" use Paddle's convolution kernels
     return [  # fmt: skip
         ("raw", "", "Paddle as pip installs it: 1 thread, MKL's generic path on AMD, glibc malloc defaults, old step",
-         {"unset": ["MKL_NUM_THREADS", "MKL_DEBUG_CPU_TYPE"], "env": {"OMP_NUM_THREADS": "1", **MALLOC_DEFAULT}, **BEFORE}),
+         {"unset": ["MKL_NUM_THREADS", "MKL_DEBUG_CPU_TYPE"], "env": {"OMP_NUM_THREADS": "1", **old}, **BEFORE}),
         ("threads", "raw", f"MKL_NUM_THREADS={n} (threads = cores)",
-         {"unset": ["MKL_DEBUG_CPU_TYPE"], "env": {"MKL_NUM_THREADS": n, **MALLOC_DEFAULT}, **BEFORE}),
+         {"unset": ["MKL_DEBUG_CPU_TYPE"], "env": {"MKL_NUM_THREADS": n, **old}, **BEFORE}),
         ("mkl-avx2", "raw", "MKL_DEBUG_CPU_TYPE=5 (MKL's AVX2 path on AMD)",
-         {"unset": ["MKL_NUM_THREADS"], "env": {"OMP_NUM_THREADS": "1", "MKL_DEBUG_CPU_TYPE": "5", **MALLOC_DEFAULT}, **BEFORE}),
+         {"unset": ["MKL_NUM_THREADS"], "env": {"OMP_NUM_THREADS": "1", "MKL_DEBUG_CPU_TYPE": "5", **old}, **BEFORE}),
         ("tuned", "raw", "threads + MKL path: utils.py before issue 6", {**tuned_env, **BEFORE}),
         ("malloc", "tuned", "glibc keeps freed memory (MALLOC_MMAP_MAX_=0, MALLOC_TRIM_THRESHOLD_=2^31-1)",
-         {"env": dict(MALLOC_KEEP_ENV), **BEFORE}),
+         {"env": {**MALLOC_KEEP_ENV, **PADDLE_CONV}, **BEFORE}),
         ("step", "tuned", "Trainer.step now: D frozen in the G steps (no weight gradients for D there)", dict(tuned_env)),
         ("to_static", "tuned", "paddle.jit.to_static(G) and (D), full_graph=True", {**tuned_env, **BEFORE, "to_static": True}),
         ("onednn", "tuned", "FLAGS_use_onednn=1",
-         {"env": {"FLAGS_use_onednn": "1", "ONEDNN_VERBOSE": "1", **MALLOC_DEFAULT}, **BEFORE}),
-        ("all", "tuned", "train.py's defaults now: tuned + step", {}),
-        ("omp", "all", f"OMP_NUM_THREADS={n} as well (Paddle's own OpenMP loops; prints a warning at import)",
+         {"env": {"FLAGS_use_onednn": "1", "ONEDNN_VERBOSE": "1", **old}, **BEFORE}),
+        ("conv", "tuned", "the convolutions on oneDNN (onednn_conv; everything else as tuned)",
+         {"env": dict(MALLOC_DEFAULT), **BEFORE}),
+        ("all", "tuned", "train.py's defaults now: tuned + step + convolutions on oneDNN", {}),
+        ("paddle-conv", "all", "DCGAN_ONEDNN=0 (Paddle's own convolution kernels)", {"env": dict(PADDLE_CONV)}),
+        ("omp", "all", f"OMP_NUM_THREADS={n} as well (Paddle's OpenMP loops and oneDNN's team; a warning at import)",
          {"env": {"OMP_NUM_THREADS": n}}),
         ("blocktime0", "all", "KMP_BLOCKTIME=0 (OpenMP threads sleep at once instead of spinning 200 ms)", {"env": {"KMP_BLOCKTIME": "0"}}),
+        ("omp-passive", "all", "OMP_WAIT_POLICY=PASSIVE (idle OpenMP threads of oneDNN's libgomp and MKL's libiomp5 sleep)",
+         {"env": {"OMP_WAIT_POLICY": "PASSIVE"}}),
         ("affinity", "all", "KMP_AFFINITY=granularity=fine,compact,1,0 (threads pinned to cores)",
          {"env": {"KMP_AFFINITY": "granularity=fine,compact,1,0"}}),
     ]  # fmt: skip
@@ -493,6 +510,8 @@ def main(argv=None) -> int:
     ap.add_argument("--torch-malloc", action="store_true", help="also time PyTorch with the malloc settings Paddle gets")
     ap.add_argument("--wait-idle", type=float, default=0, metavar="S", help="wait up to S s for an idle machine before each worker")
     ap.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto", help="auto: GPU if any (default: %(default)s)")
+    ap.add_argument("--ngf", type=int, default=64, help="G's and D's width, ngf = ndf (default: %(default)s)")
+    ap.add_argument("--no-backend-row", action="store_true", help="skip the Paddle-kernels (DCGAN_ONEDNN=0) workers")
     ap.add_argument("--json", default="", help="also write every worker's result to this file")
     ap.add_argument("--worker", choices=["paddle", "torch"], help=argparse.SUPPRESS)
     ap.add_argument("--batch", type=int, default=64, help=argparse.SUPPRESS)
@@ -517,14 +536,15 @@ def main(argv=None) -> int:
     results: list[dict] = []
     for r in range(rounds):
         for b in args.batch_sizes:
-            order = ["paddle", "torch"] + (["torch+malloc"] if args.torch_malloc else []) if torch_ok else ["paddle"]
+            order = ["paddle"] + ([] if args.no_backend_row else ["paddle-kernels"])
+            order += (["torch"] + (["torch+malloc"] if args.torch_malloc else [])) if torch_ok else []
             if r % 2:
                 order.reverse()
             for kind in order:
-                res = run_worker(kind, b, iters, warmup, wait=args.wait_idle, device=args.device)
+                res = run_worker(kind, b, iters, warmup, wait=args.wait_idle, device=args.device, ngf=args.ngf)
                 res["round"], res["kind"] = r, kind
                 results.append(res)
-                print(f"  round {r + 1} batch {b:4d} {kind:6s} ({res['device']}): {res['img_s']:6.2f} img/s "
+                print(f"  round {r + 1} batch {b:4d} {kind:14s} ({res['device']}): {res['img_s']:6.2f} img/s "
                       f"(median {res['median']:.3f} s/it, first {res['first']:.2f} s, "
                       f"others used {100 * res['others']:.0f}% of the CPUs)", flush=True)  # fmt: skip
 
@@ -541,11 +561,12 @@ def main(argv=None) -> int:
         for r in range(rounds):
             seq = levers if r % 2 == 0 else levers[::-1]
             for name, _, _, lever in seq:
-                res = run_worker("paddle", b, iters, warmup, lever, wait=args.wait_idle, device=args.device)
+                res = run_worker("paddle", b, iters, warmup, lever, wait=args.wait_idle, device=args.device,
+                                 ngf=args.ngf)
                 res["round"], res["lever"] = r, name
                 lever_res[name].append(res)
                 results.append(res)
-                print(f"  round {r + 1} {name:10s}: {res['img_s']:6.2f} img/s (first {res['first']:.2f} s, "
+                print(f"  round {r + 1} {name:11s}: {res['img_s']:6.2f} img/s (first {res['first']:.2f} s, "
                       f"others {100 * res['others']:.0f}%)", flush=True)  # fmt: skip
         speed = {n: median([x["img_s"] for x in v]) for n, v in lever_res.items()}
         start = {n: median([x["startup"] for x in v]) for n, v in lever_res.items()}
@@ -558,7 +579,8 @@ def main(argv=None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
 
-    pd = [x for x in results if x["framework"] == "paddle" and "lever" not in x]
+    pd = [x for x in results if x.get("kind") == "paddle"]
+    pk = [x for x in results if x.get("kind") == "paddle-kernels"]
     pt = [x for x in results if x.get("kind") == "torch"]
     ptm = [x for x in results if x.get("kind") == "torch+malloc"]
     peak = median([x["peak_gflops"] for x in pd])
@@ -575,7 +597,8 @@ def main(argv=None) -> int:
     print(f"**Machine** {cpu_name()}, {cores()} cores, {time.strftime('%Y-%m-%d')}; Python {platform.python_version()}, "
           f"paddlepaddle {pd[0]['version']}, torch {version('torch') if torch_ok else 'not installed'}, numpy {version('numpy')}. "
           f"Paddle: {', '.join(f'{k}={v}' for k, v in pd[0]['env'].items() if v)}, PyTorch: "
-          f"{pt[0]['threads'] if pt else '-'} threads. **Device** Paddle {pd[0]['device']}"
+          f"{pt[0]['threads'] if pt else '-'} threads. **Network** ngf = ndf = {args.ngf}. "
+          f"**Convolutions** {pd[0]['conv_backend']}. **Device** Paddle {pd[0]['device']}"
           f"{', PyTorch ' + pt[0]['device'] if pt else ''}.  ")  # fmt: skip
     same_device = not pt or pt[0]["device"] == pd[0]["device"]
     if not same_device:
@@ -594,6 +617,9 @@ def main(argv=None) -> int:
         t = median([x["img_s"] for x in pt if x["batch"] == b]) if pt else None
         row += [f"{t:.1f}", f"**{p / t:.2f}x**" if same_device else "-"] if t else ["-", "-"]
         row += [pct(p), pct(t) if t and same_device else "-"]  # the peak is measured on Paddle's device
+        if pk:
+            k = median([x["img_s"] for x in pk if x["batch"] == b])
+            row += [f"{k:.1f}", f"{k / t:.2f}x" if t and same_device else "-", f"**{p / k:.2f}x**"]
         if ptm:
             tm = median([x["img_s"] for x in ptm if x["batch"] == b])
             row += [f"{tm:.1f}", f"{p / tm:.2f}x"]
@@ -601,6 +627,8 @@ def main(argv=None) -> int:
                 f"{100 * max(x['others'] for x in results if x['batch'] == b and 'lever' not in x):.0f}%"]  # fmt: skip
         rows.append(row)
     header = ["batch", "Paddle img/s", "PyTorch img/s", "Paddle / PyTorch", "Paddle % of peak", "PyTorch % of peak"]
+    if pk:
+        header += ["Paddle kernels img/s", "Paddle kernels / PyTorch", "oneDNN gain"]
     if ptm:
         header += ["PyTorch + same malloc img/s", "Paddle / that"]
     print(fmt_table(rows, header + ["Paddle first-iteration extra", "max CPU used by others"]))

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+HEADERS = "--no-deps onednn-devel-cpu-iomp==2023.2.0"  # onednn_conv's headers, after Paddle is known to import
 
 FAKE_PIP = """
 import sys, pathlib, sysconfig
@@ -50,7 +51,7 @@ def make_install(env_dir, py, fake):
 def test_no_paddle_gets_the_cpu_build(tmp_path):
     r, calls = make_install(*venv_with(tmp_path, None))
     assert r.returncode == 0, r.stderr
-    assert calls == ["-r requirements.txt", "paddlepaddle"]
+    assert calls == ["-r requirements.txt", "paddlepaddle", HEADERS]
     assert "installing the CPU build" in r.stdout and "Paddle 0.0-cpu-stub (CPU)" in r.stdout
 
 
@@ -58,7 +59,7 @@ def test_a_gpu_paddle_is_kept(tmp_path):
     gpu = "__version__ = '3.3.1-gpu-stub'\ndef is_compiled_with_cuda():\n    return True\n"
     r, calls = make_install(*venv_with(tmp_path, gpu))
     assert r.returncode == 0, r.stderr
-    assert calls == ["-r requirements.txt"]  # no paddlepaddle over it
+    assert calls == ["-r requirements.txt", HEADERS]  # no paddlepaddle over it
     assert "Paddle 3.3.1-gpu-stub with CUDA" in r.stdout
 
 

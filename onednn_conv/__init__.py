@@ -1,0 +1,237 @@
+"""Convolutions on oneDNN for Paddle's CPU eager mode (optional; network.py falls back to Paddle's kernels).
+
+Paddle 3.x's eager CPU convolutions are im2col + GEMM per image; the oneDNN that Paddle's wheel ships
+(paddle/libs/libdnnl.so.3) has JIT convolution kernels that use the processor's widest vector unit (AVX-512 where
+there is one). This package compiles a small Paddle custom operator library against it (onednn_conv.cc) with
+paddle.utils.cpp_extension, once per machine, into Paddle's extension cache (PADDLE_EXTENSION_DIR, default
+~/.cache/paddle_extensions), and wires its three ops into autograd for Conv2D and Conv2DTranspose.
+
+    import onednn_conv
+    onednn_conv.available()            # builds or loads the library; False (one warning line) if it cannot
+    y = onednn_conv.conv2d(x, w, stride=2, padding=1)            # = paddle.nn.functional.conv2d, bias-free
+    y = onednn_conv.conv2d_transpose(x, w, stride=2, padding=1)  # = paddle.nn.functional.conv2d_transpose
+
+Needs: a C++ compiler (g++), the oneDNN headers (`pip install --no-deps onednn-devel-cpu-iomp==2023.2.0`, which
+`make install` does), and a Paddle CPU wheel that ships libdnnl.so.3. DCGAN_ONEDNN=0 turns it off.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import sys
+import sysconfig
+from pathlib import Path
+
+import paddle
+
+HERE = Path(__file__).resolve().parent
+SOURCE = HERE / "onednn_conv.cc"
+NAME = "dcgan_onednn_conv"
+ENV = "DCGAN_ONEDNN"
+HEADERS_PKG = "onednn-devel-cpu-iomp==2023.2.0"
+
+_ops = None  # the loaded op module
+_status = ""  # why not, when it is not available ("" before the first try)
+
+
+def enabled() -> bool:
+    """False when the user turned the backend off (DCGAN_ONEDNN=0, off, false, no)."""
+    return os.environ.get(ENV, "1").strip().lower() not in ("0", "off", "false", "no")
+
+
+def include_dir() -> str | None:
+    """Where oneapi/dnnl/dnnl.hpp is: this environment's include/ (where pip puts the headers package)."""
+    for base in (sysconfig.get_paths().get("data", sys.prefix), sys.prefix, sys.base_prefix):
+        inc = Path(base) / "include"
+        if (inc / "oneapi" / "dnnl" / "dnnl.hpp").is_file():
+            return str(inc)
+    return None
+
+
+def build_dir() -> Path:
+    from paddle.utils.cpp_extension.extension_utils import get_build_directory
+
+    return Path(get_build_directory())
+
+
+@contextlib.contextmanager
+def _quiet(log_path: Path):
+    """The compiler's and Paddle's build chatter go to `log_path` (file descriptors 1 and 2, subprocesses too)."""
+    import logging
+    import warnings
+
+    sys.stdout.flush(), sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    loggers = [logging.getLogger(n) for n in ("", "paddle", "paddle.utils.cpp_extension.extension_utils")]
+    levels = [lg.level for lg in loggers]
+    with open(log_path, "w") as log, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        os.dup2(log.fileno(), 1), os.dup2(log.fileno(), 2)
+        for lg in loggers:
+            lg.setLevel(logging.ERROR)
+        try:
+            yield
+        finally:
+            sys.stdout.flush(), sys.stderr.flush()
+            os.dup2(saved[0], 1), os.dup2(saved[1], 2)
+            os.close(saved[0]), os.close(saved[1])
+            for lg, lv in zip(loggers, levels, strict=True):
+                lg.setLevel(lv)
+
+
+def build(source: Path = SOURCE, directory: Path | None = None, name: str = NAME):
+    """Compile (or, when the cached build is current, just load) the op library; returns its module.
+    Raises RuntimeError with a one-line reason on any failure; the full compiler log is in directory/name/build.log."""
+    from paddle.utils.cpp_extension import load
+
+    inc = include_dir()
+    if inc is None:
+        raise RuntimeError(f"no oneDNN headers (pip install --no-deps {HEADERS_PKG})")
+    libs = Path(paddle.__file__).parent / "libs"
+    if not (libs / "libdnnl.so.3").is_file():
+        raise RuntimeError(f"this Paddle build ships no oneDNN ({libs}/libdnnl.so.3)")
+    directory = Path(directory or build_dir())
+    own = directory / name  # where paddle.utils.cpp_extension.load puts this library
+    own.mkdir(parents=True, exist_ok=True)
+    so = own / f"{name}.so"
+    import fcntl
+
+    with open(own / ".lock", "w") as lock:  # processes started together (distributed launch) build once
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not so.is_file() or so.stat().st_mtime < Path(source).stat().st_mtime:
+            print(f"onednn_conv: compiling the oneDNN convolution ops (once per machine, ~20 s) into {own}",
+                  file=sys.stderr, flush=True)  # fmt: skip
+        flags = {"cflags": ["-O2", "-std=c++17"], "ldflags": [f"-L{libs}", "-l:libdnnl.so.3", f"-Wl,-rpath,{libs}"],
+                 "include": inc, "paddle": paddle.__version__,
+                 "source": hashlib.sha256(Path(source).read_bytes()).hexdigest()}
+        stamp = own / "dcgan_stamp.json"
+        if so.is_file() and stamp.is_file() and stamp.read_text() == json.dumps(flags):
+            with contextlib.suppress(Exception):  # else the full load() below
+                return _load_built(own, name)
+        log = own / "build.log"
+        try:
+            with _quiet(log):
+                ops = load(name=name, sources=[str(source)], extra_include_paths=[inc], build_directory=str(directory),
+                           extra_cxx_cflags=flags["cflags"], extra_ldflags=flags["ldflags"])  # fmt: skip
+        except Exception as e:  # the compiler's own message is in the log
+            errors = [x.strip() for x in log.read_text(errors="replace").splitlines() if "error" in x.lower()]
+            why = errors[0] if errors else f"{type(e).__name__}: {str(e)[:200]}"
+            raise RuntimeError(f"{why} (log: {log})") from None
+        stamp.write_text(json.dumps(flags))
+        return ops
+
+
+def _load_built(own: Path, name: str):
+    """The library a previous load() built, without load()'s no-op rebuild (a `setup.py build` subprocess, 1.5-3 s):
+    register the ops of the .so and call them as the wrappers paddle generates do (eager mode only)."""
+    import types
+
+    from paddle import _C_ops
+    from paddle.utils.cpp_extension import load_op_meta_info_and_register_op
+
+    ops = ("dnnl_conv_fwd", "dnnl_conv_bwd_data", "dnnl_conv_bwd_weights")
+    registered = load_op_meta_info_and_register_op(str(own / f"{name}.so"))
+    if not set(ops) <= set(registered):
+        raise RuntimeError(f"{own / name}.so lacks {sorted(set(ops) - set(registered))}")
+
+    def op(name):
+        return lambda *args: _C_ops._run_custom_op(name, *args)[0]
+
+    return types.SimpleNamespace(**{n: op(n) for n in ops})
+
+
+def available() -> bool:
+    """True when the oneDNN ops can run: enabled, and built/loaded (the first call builds or loads them; a failure
+    prints one warning line and is remembered for this process)."""
+    global _ops, _status
+    if not enabled():
+        return False
+    if _ops is None and not _status:
+        try:
+            _ops = build()
+        except Exception as e:  # never an error: Paddle's own kernels run instead
+            _status = str(e)
+            print(f"onednn_conv: warning: oneDNN convolutions unavailable, using Paddle's: {_status}", file=sys.stderr,
+                  flush=True)  # fmt: skip
+    return _ops is not None
+
+
+def status() -> str:
+    """'oneDNN' when the ops run, else why not ('off (DCGAN_ONEDNN=0)' or the build failure)."""
+    if not enabled():
+        return f"off ({ENV}={os.environ.get(ENV)})"
+    return "oneDNN " + onednn_version() if available() else f"unavailable ({_status})"
+
+
+def onednn_version() -> str:
+    import ctypes
+
+    class Version(ctypes.Structure):
+        _fields_ = [("major", ctypes.c_int), ("minor", ctypes.c_int), ("patch", ctypes.c_int),
+                    ("hash", ctypes.c_char_p)]
+
+    try:
+        lib = ctypes.CDLL(str(Path(paddle.__file__).parent / "libs" / "libdnnl.so.3"))
+        lib.dnnl_version.restype = ctypes.POINTER(Version)
+        v = lib.dnnl_version().contents
+        return f"{v.major}.{v.minor}.{v.patch}"
+    except (OSError, AttributeError):
+        return "3.x"
+
+
+def _contig(x: paddle.Tensor) -> paddle.Tensor:
+    return x if x.is_contiguous() else x.contiguous()
+
+
+class _Conv2D(paddle.autograd.PyLayer):
+    @staticmethod
+    def forward(ctx, x, w, stride: int, padding: int):
+        x, w = _contig(x), _contig(w)
+        ctx.save_for_backward(x, w)
+        ctx.geom = stride, padding, x.shape[2], x.shape[3]
+        return _ops.dnnl_conv_fwd(x, w, stride, padding)
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, w = ctx.saved_tensor()
+        s, p, ih, iw = ctx.geom
+        dy = _contig(dy)
+        dx = None if x.stop_gradient else _ops.dnnl_conv_bwd_data(dy, w, s, p, ih, iw)
+        dw = None if w.stop_gradient else _ops.dnnl_conv_bwd_weights(x, dy, s, p, w.shape[2])
+        return dx, dw
+
+
+class _Conv2DTranspose(paddle.autograd.PyLayer):
+    """The transposed convolution is the convolution's input adjoint: with W [Cin, Cout, k, k] read as a conv's
+    [out, in, k, k], y = bwd_data(x, W); dx = conv(dy, W); dW = bwd_weights(src=dy, diff_dst=x)."""
+
+    @staticmethod
+    def forward(ctx, x, w, stride: int, padding: int):
+        x, w = _contig(x), _contig(w)
+        ctx.save_for_backward(x, w)
+        k = w.shape[2]
+        oh, ow = (x.shape[2] - 1) * stride - 2 * padding + k, (x.shape[3] - 1) * stride - 2 * padding + k
+        ctx.geom = stride, padding
+        return _ops.dnnl_conv_bwd_data(x, w, stride, padding, oh, ow)
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, w = ctx.saved_tensor()
+        s, p = ctx.geom
+        dy = _contig(dy)
+        dx = None if x.stop_gradient else _ops.dnnl_conv_fwd(dy, w, s, p)
+        dw = None if w.stop_gradient else _ops.dnnl_conv_bwd_weights(dy, x, s, p, w.shape[2])
+        return dx, dw
+
+
+def conv2d(x: paddle.Tensor, w: paddle.Tensor, stride: int = 1, padding: int = 0) -> paddle.Tensor:
+    """paddle.nn.functional.conv2d(x, w, stride=stride, padding=padding) on oneDNN (NCHW float32 CPU, no bias)."""
+    return _Conv2D.apply(x, w, int(stride), int(padding))
+
+
+def conv2d_transpose(x: paddle.Tensor, w: paddle.Tensor, stride: int = 1, padding: int = 0) -> paddle.Tensor:
+    """paddle.nn.functional.conv2d_transpose(x, w, stride=stride, padding=padding) on oneDNN (as conv2d)."""
+    return _Conv2DTranspose.apply(x, w, int(stride), int(padding))
