@@ -44,6 +44,7 @@ install-dev: install
 
 lint: install-dev
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 
 test: install-dev lint
 	$(PY) -m pytest -m "not slow" -q

@@ -85,7 +85,9 @@ class FaceDataset(paddle.io.Dataset):
                 raise UserError(f"{path}: no .jpg/.jpeg/.png/.bmp/.webp images in this folder")
             self._len = len(self._source.names)
         elif self.path.suffix.lower() != ".npy":
-            raise UserError(f"{path}: not a .npy file or a folder of images; pack images with python pretreat.py --src {path}")
+            raise UserError(
+                f"{path}: not a .npy file or a folder of images; pack images with python pretreat.py --src {path}"
+            )
         else:
             self._len = len(open_packed(self.path))
 
@@ -111,8 +113,10 @@ class FaceDataset(paddle.io.Dataset):
         try:
             return load_face(self._source.read(i))
         except Exception as e:  # anything a bad file makes Pillow raise
-            raise UserError(f"{self.path / self._source.names[i]}: cannot read this image ({type(e).__name__}: {e}); "
-                            f"pack the folder with python pretreat.py --src {self.path}, which skips bad files") from None  # fmt: skip
+            raise UserError(
+                f"{self.path / self._source.names[i]}: cannot read this image ({type(e).__name__}: {e}); "
+                f"pack the folder with python pretreat.py --src {self.path}, which skips bad files"
+            ) from None
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_array": None}
@@ -125,8 +129,12 @@ class SeededBatchSampler(paddle.io.DistributedBatchSampler):
     the epoch by itself; this one does neither, so a resumed run can rebuild any epoch exactly.
     """
 
-    def __init__(self, n: int, batch_size: int, shuffle: bool, seed: int, drop_last: bool, num_replicas: int, rank: int):
-        super().__init__(range(n), batch_size, num_replicas=num_replicas, rank=rank, shuffle=shuffle, drop_last=drop_last)
+    def __init__(
+        self, n: int, batch_size: int, shuffle: bool, seed: int, drop_last: bool, num_replicas: int, rank: int
+    ):
+        super().__init__(
+            range(n), batch_size, num_replicas=num_replicas, rank=rank, shuffle=shuffle, drop_last=drop_last
+        )
         self.seed = seed
 
     def epoch_batches(self) -> list[np.ndarray]:
@@ -205,7 +213,9 @@ class FaceLoader:
         if num_workers == 0:
             self.dataloader = paddle.io.DataLoader(_Pooled(dataset), batch_sampler=self._batches, collate_fn=_shared)
         else:
-            self.dataloader = paddle.io.DataLoader(dataset, batch_sampler=self._batches, collate_fn=_first, num_workers=num_workers)
+            self.dataloader = paddle.io.DataLoader(
+                dataset, batch_sampler=self._batches, collate_fn=_first, num_workers=num_workers
+            )
 
     @property
     def seed(self) -> int:
@@ -247,8 +257,9 @@ class DeviceLoader:
         if loader.dataset._array is None and loader.dataset._source is None:
             loader.dataset._array = open_packed(loader.dataset.path)
         if loader.dataset._array is None:
-            raise UserError(f"{loader.dataset.path}: --data-on-device needs a packed .npy (python pretreat.py), "
-                            "not a folder")
+            raise UserError(
+                f"{loader.dataset.path}: --data-on-device needs a packed .npy (python pretreat.py), not a folder"
+            )
         self.dataset, self.batch_sampler, self._loader = loader.dataset, loader.batch_sampler, loader
         self.images = paddle.to_tensor(np.ascontiguousarray(loader.dataset._array), place=place)  # (N, 64, 64, 3) uint8
         self._scale = paddle.to_tensor(np.float32(127.5), place=self.images.place)
@@ -301,8 +312,9 @@ def plan_on_device(n_images: int, packed: bool, mode: str, device: str, share: f
     if mode == "auto":
         free = device_free_bytes()
         if nbytes > share * free:
-            return False, (f"batches from host memory: the set ({gb}) is over {share:.0%} of the GPU's free "
-                           f"{free / 1e9:.1f} GB")
+            return False, (
+                f"batches from host memory: the set ({gb}) is over {share:.0%} of the GPU's free {free / 1e9:.1f} GB"
+            )
     return True, f"the set ({gb}) on the {device}, batches gathered there"
 
 
@@ -313,8 +325,16 @@ def device_free_bytes() -> int:
     return int(props.total_memory) - int(paddle.device.cuda.memory_reserved(dev))
 
 
-def make_loader(path: str | Path, batch_size: int = 128, shuffle: bool = True, seed: int | None = None, drop_last: bool = True,
-                num_workers: int = 0, num_replicas: int | None = None, rank: int | None = None) -> FaceLoader:  # fmt: skip
+def make_loader(
+    path: str | Path,
+    batch_size: int = 128,
+    shuffle: bool = True,
+    seed: int | None = None,
+    drop_last: bool = True,
+    num_workers: int = 0,
+    num_replicas: int | None = None,
+    rank: int | None = None,
+) -> FaceLoader:
     """A FaceLoader over `path` (.npy from pretreat.py, or a folder of images).
 
     seed=None draws one (kept in loader.seed). num_replicas and rank default to paddle.distributed's world
@@ -334,7 +354,9 @@ def make_loader(path: str | Path, batch_size: int = 128, shuffle: bool = True, s
     sampler = SeededBatchSampler(len(dataset), batch_size, shuffle, seed, drop_last, world, rank)
     if drop_last and sampler.num_samples < batch_size:
         per = f" per rank ({world} ranks)" if world > 1 else ""
-        raise UserError(f"{path}: {len(dataset)} images, fewer than one batch of {batch_size}{per}; use a smaller --batch-size")
+        raise UserError(
+            f"{path}: {len(dataset)} images, fewer than one batch of {batch_size}{per}; use a smaller --batch-size"
+        )
     return FaceLoader(dataset, sampler, num_workers)
 
 
@@ -344,7 +366,9 @@ def make_loader(path: str | Path, batch_size: int = 128, shuffle: bool = True, s
 
 @dataclass
 class ReaderConfig:
-    data: str = field(default="data/celeba64.npy", metadata={"help": "packed .npy from pretreat.py, or a folder of images"})
+    data: str = field(
+        default="data/celeba64.npy", metadata={"help": "packed .npy from pretreat.py, or a folder of images"}
+    )
     out: str = field(default="reader_batch.png", metadata={"help": "where to write the grid"})
     batch_size: int = field(default=64, metadata={"help": "images in the grid"})
     seed: int = field(default=0, metadata={"help": "shuffle seed"})
@@ -356,8 +380,10 @@ def main(argv: list[str] | None = None) -> None:
     (images,) = next(iter(loader))
     grid = utils.make_grid(utils.chw_to_hwc(utils.to_uint8(images)))
     utils.save_png(grid, cfg.out)
-    print(f"dataReader: {images.shape[0]} of {len(loader.dataset)} images from {cfg.data}, "
-          f"{list(images.shape)} {images.dtype} in [{float(images.min()):.2f}, {float(images.max()):.2f}] -> {cfg.out}")  # fmt: skip
+    print(
+        f"dataReader: {images.shape[0]} of {len(loader.dataset)} images from {cfg.data}, "
+        f"{list(images.shape)} {images.dtype} in [{float(images.min()):.2f}, {float(images.max()):.2f}] -> {cfg.out}"
+    )
 
 
 if __name__ == "__main__":

@@ -55,9 +55,20 @@ def run(cfg: DemoConfig) -> dict:
     if not Path(cfg.data).is_file():
         print(pretreat.pretreat(pretreat.PretreatConfig(demo=True, out=cfg.data, progress=False)))
     epochs = math.ceil(cfg.iters / (len(np.load(cfg.data, mmap_mode="r", allow_pickle=False)) // cfg.batch_size))
-    tcfg = train.TrainConfig(data=cfg.data, out=str(out), epochs=epochs, max_iters=cfg.iters, batch_size=cfg.batch_size,
-                             ngf=cfg.width, ndf=cfg.width, ema=cfg.ema, seed=cfg.seed, sample_every=max(1, cfg.iters // 4),
-                             overwrite=True, progress=cfg.progress)  # fmt: skip
+    tcfg = train.TrainConfig(
+        data=cfg.data,
+        out=str(out),
+        epochs=epochs,
+        max_iters=cfg.iters,
+        batch_size=cfg.batch_size,
+        ngf=cfg.width,
+        ndf=cfg.width,
+        ema=cfg.ema,
+        seed=cfg.seed,
+        sample_every=max(1, cfg.iters // 4),
+        overwrite=True,
+        progress=cfg.progress,
+    )
     train.train(tcfg)
     t_train = time.perf_counter() - t0
     ckpt = str(out / GENERATOR_FILE)
@@ -66,26 +77,40 @@ def run(cfg: DemoConfig) -> dict:
     print(evaluate.format_table(result))
     if cfg.complete:
         t1 = time.perf_counter()
-        ccfg = complete.CompleteConfig(ckpt=str(out / CHECKPOINT_FILE), images=cfg.data, num=cfg.complete,
-                                       mask="center", iters=cfg.complete_iters, restarts=cfg.complete_restarts,
-                                       lr=COMPLETE_LR, out=str(out / "completions"), progress=cfg.progress)  # fmt: skip
+        ccfg = complete.CompleteConfig(
+            ckpt=str(out / CHECKPOINT_FILE),
+            images=cfg.data,
+            num=cfg.complete,
+            mask="center",
+            iters=cfg.complete_iters,
+            restarts=cfg.complete_restarts,
+            lr=COMPLETE_LR,
+            out=str(out / "completions"),
+            progress=cfg.progress,
+        )
         done = complete.run(ccfg)
         result["completion"] = {k: done[k] for k in ("dcgan", "biharmonic", "mean_fill", "images", "iters", "restarts")}
         result["completion_seconds"] = round(time.perf_counter() - t1, 1)
     result["train_seconds"] = round(t_train, 1)
     result["demo_seconds"] = round(time.perf_counter() - t0, 1)
-    result["config"] = {"iters": cfg.iters, "width": cfg.width, "batch_size": cfg.batch_size, "ema": cfg.ema, "seed": cfg.seed}
+    result["config"] = {
+        "iters": cfg.iters,
+        "width": cfg.width,
+        "batch_size": cfg.batch_size,
+        "ema": cfg.ema,
+        "seed": cfg.seed,
+    }
     utils.atomic_write_text(out / "metrics.json", json.dumps(result, indent=2) + "\n")
     grids = sorted((out / "samples").glob("*.png"))
     print(f"""
-demo done in {result['demo_seconds']:.0f} s (training {t_train:.0f} s). Outputs:
+demo done in {result["demo_seconds"]:.0f} s (training {t_train:.0f} s). Outputs:
   {cfg.data:<34} the demo set: 200 faces, 64x64 (pretreat.py --demo)
-  {str(out / 'samples' / grids[-1].name) if grids else '':<34} fixed-noise samples during training ({len(grids)} grids in {out / 'samples'})
-  {str(out / 'loss.png'):<34} losses and D outputs per iteration; per-iteration numbers in {out / 'log.csv'}
+  {str(out / "samples" / grids[-1].name) if grids else "":<34} fixed-noise samples during training ({len(grids)} grids in {out / "samples"})
+  {str(out / "loss.png"):<34} losses and D outputs per iteration; per-iteration numbers in {out / "log.csv"}
   {ckpt:<34} the generator (python generator.py --ckpt {ckpt})
-  {str(out / 'faces' / 'grid.png'):<34} 64 new faces, one PNG each beside it
-  {str(out / 'faces' / 'interpolation.png'):<34} 4 interpolation rows of 8 steps
-{completion_line(out, result)}  {str(out / 'metrics.json'):<34} face rate {result['face_rate_fake']:.2f} (real demo faces: {result['face_rate_real']:.2f}), SWD avg {result['swd_avg']:.1f}""")  # noqa: E501
+  {str(out / "faces" / "grid.png"):<34} 64 new faces, one PNG each beside it
+  {str(out / "faces" / "interpolation.png"):<34} 4 interpolation rows of 8 steps
+{completion_line(out, result)}  {str(out / "metrics.json"):<34} face rate {result["face_rate_fake"]:.2f} (real demo faces: {result["face_rate_real"]:.2f}), SWD avg {result["swd_avg"]:.1f}""")  # noqa: E501
     return result
 
 
@@ -93,9 +118,11 @@ def completion_line(out: Path, result: dict) -> str:
     if "completion" not in result:
         return ""
     c = result["completion"]
-    return (f"  {str(out / 'completions' / 'grid.png'):<34} {c['images']} demo faces, center filled in "
-            f"(rows: original, masked, completed); hole PSNR {c['dcgan']['psnr_hole']:.1f} dB, biharmonic "
-            f"{c['biharmonic']['psnr_hole']:.1f}\n")
+    return (
+        f"  {str(out / 'completions' / 'grid.png'):<34} {c['images']} demo faces, center filled in "
+        f"(rows: original, masked, completed); hole PSNR {c['dcgan']['psnr_hole']:.1f} dB, biharmonic "
+        f"{c['biharmonic']['psnr_hole']:.1f}\n"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

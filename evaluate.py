@@ -45,22 +45,41 @@ SHEETS = {"grid.png", "interpolation.png"}  # what generator.py writes beside th
 
 @dataclass
 class EvaluateConfig:
-    ckpt: str = field(default=f"output/{GENERATOR_FILE}",
-                      metadata={"help": f"generator file (or train.py's {CHECKPOINT_FILE})"})  # fmt: skip
-    allow_pickle: bool = field(default=False, metadata={"help": "also read an old pickled .pdparams (only your own: "
-                                                                "unpickling can run code)"})  # fmt: skip
-    data: str = field(default="data/celeba64.npy", metadata={"help": "packed real images, uint8 (N, 64, 64, 3), from pretreat.py"})
+    ckpt: str = field(
+        default=f"output/{GENERATOR_FILE}", metadata={"help": f"generator file (or train.py's {CHECKPOINT_FILE})"}
+    )
+    allow_pickle: bool = field(
+        default=False, metadata={"help": "also read an old pickled .pdparams (only your own: unpickling can run code)"}
+    )
+    data: str = field(
+        default="data/celeba64.npy", metadata={"help": "packed real images, uint8 (N, 64, 64, 3), from pretreat.py"}
+    )
     num: int = field(default=2000, metadata={"help": "images per set (real and generated)"})
-    seed: int = field(default=0, metadata={"help": "picks the real rows, the latent vectors, the SWD patches and projections"})
-    json: str | None = field(default=None, metadata={"help": "also write the results to this JSON file", "metavar": "PATH"})
-    fid_weights: str = field(default="", metadata={
-        "help": "pytorch-fid's pt_inception-2015-12-05-6726825d.pth (or its .safetensors): adds FID and KID",
-        "metavar": "PATH"})  # fmt: skip
-    fid_stats: str = field(default="", metadata={
-        "help": "cache of the real images' Inception statistics, reused while the real images and weights are the same",
-        "metavar": "PATH.npz"})  # fmt: skip
+    seed: int = field(
+        default=0, metadata={"help": "picks the real rows, the latent vectors, the SWD patches and projections"}
+    )
+    json: str | None = field(
+        default=None, metadata={"help": "also write the results to this JSON file", "metavar": "PATH"}
+    )
+    fid_weights: str = field(
+        default="",
+        metadata={
+            "help": "pytorch-fid's pt_inception-2015-12-05-6726825d.pth (or its .safetensors): adds FID and KID",
+            "metavar": "PATH",
+        },
+    )
+    fid_stats: str = field(
+        default="",
+        metadata={
+            "help": "cache of the real images' Inception statistics, reused while the real images and "
+            "weights are the same",
+            "metavar": "PATH.npz",
+        },
+    )
     fid_batch: int = field(default=0, metadata={"help": "images per Inception batch (0: 200 on a GPU, 25 on the CPU)"})
-    images: str | None = field(default=None, metadata={"help": "score this folder of images, not --ckpt's", "metavar": "DIR"})
+    images: str | None = field(
+        default=None, metadata={"help": "score this folder of images, not --ckpt's", "metavar": "DIR"}
+    )
     workers: int = field(default=0, metadata={"help": "threads for face detection (0: all usable cores)"})
 
 
@@ -72,12 +91,14 @@ def _cores() -> int:
 # face-detection rate
 #
 # Tuned on skimage.data.lfw_subset() upscaled to 64x64 (faces that fill the frame): faces 0.87 and
-# their mirrors 0.87 (image or mirror, see _detect_block), the 100 non-faces 0.01, uniform noise 0. scale_factor 1.1 with step_ratio 1
-# (every position) is the usual exhaustive search; the cascade's own window is 24 px, so min_size 20
-# means "from the smallest window up", and max_size is the whole image. min_neighbor_number 4 and
-# intersection_score_threshold 0.5 are scikit-image's defaults: with 3 neighbours LFW's non-faces
-# start to pass (0.01), with 5 real faces drop (0.82).
-FACE_PARAMS = dict(scale_factor=1.1, step_ratio=1.0, min_size=(20, 20), min_neighbor_number=4, intersection_score_threshold=0.5)
+# their mirrors 0.87 (image or mirror, see _detect_block), the 100 non-faces 0.01, uniform noise 0.
+# scale_factor 1.1 with step_ratio 1 (every position) is the usual exhaustive search; the cascade's own window
+# is 24 px, so min_size 20 means "from the smallest window up", and max_size is the whole image.
+# min_neighbor_number 4 and intersection_score_threshold 0.5 are scikit-image's defaults: with 3 neighbours
+# LFW's non-faces start to pass (0.01), with 5 real faces drop (0.82).
+FACE_PARAMS = dict(
+    scale_factor=1.1, step_ratio=1.0, min_size=(20, 20), min_neighbor_number=4, intersection_score_threshold=0.5
+)
 _GRAY = np.float32([0.2125, 0.7154, 0.0721]) / 255  # skimage.color.rgb2gray's weights, uint8 -> [0, 1]
 _local = threading.local()
 
@@ -226,7 +247,9 @@ def swd(
     patch positions (per level: x then y), fake ones, then the projections (per level, per repeat)."""
     real, fake = np.asarray(real), np.asarray(fake)
     if real.ndim != 4 or real.shape != fake.shape:
-        raise ValueError(f"swd needs two uint8 (N, H, W, C) arrays of the same shape, got {real.shape} and {fake.shape}")
+        raise ValueError(
+            f"swd needs two uint8 (N, H, W, C) arrays of the same shape, got {real.shape} and {fake.shape}"
+        )
     levels = 1
     while real.shape[1] >> levels >= SWD_MIN_RES:
         levels += 1
@@ -253,7 +276,9 @@ def swd(
 def load_real(path: str, num: int, seed: int) -> np.ndarray:
     """`num` random rows (all when there are fewer) of a packed uint8 (N, 64, 64, 3) .npy."""
     if not os.path.isfile(path):
-        raise UserError(f"{path}: no such file; make it with python pretreat.py (or pretreat.py --demo for data/demo64.npy)")
+        raise UserError(
+            f"{path}: no such file; make it with python pretreat.py (or pretreat.py --demo for data/demo64.npy)"
+        )
     try:
         data = np.load(path, mmap_mode="r")
     except Exception as e:  # np.load raises ValueError, OSError, EOFError, UnpicklingError on foreign files
@@ -287,7 +312,9 @@ def load_folder(folder: str, num: int) -> np.ndarray:
                 if im.size != (IMAGE_SIZE, IMAGE_SIZE):
                     s = min(im.size)
                     left, top = (im.width - s) // 2, (im.height - s) // 2
-                    im = im.crop((left, top, left + s, top + s)).resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.LANCZOS)
+                    im = im.crop((left, top, left + s, top + s)).resize(
+                        (IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.LANCZOS
+                    )
                 out[i] = np.asarray(im)
         except (OSError, ValueError) as e:  # PIL's UnidentifiedImageError is an OSError
             raise UserError(f"{p}: cannot read this image ({type(e).__name__})") from None
@@ -341,8 +368,9 @@ def real_statistics(real: np.ndarray, model, cfg: EvaluateConfig) -> tuple[np.nd
         feats = feats[np.sort(np.random.default_rng(cfg.seed).choice(len(feats), KID_REAL_MAX, replace=False))]
     if path:
         with utils.atomic_path(path) as tmp, open(tmp, "wb") as f:  # a file object: np.savez would append .npz
-            np.savez(f, mu=mu, sigma=sigma, kid_features=feats.astype(np.float32), num=len(real), data=cfg.data,
-                     **ident)  # fmt: skip
+            np.savez(
+                f, mu=mu, sigma=sigma, kid_features=feats.astype(np.float32), num=len(real), data=cfg.data, **ident
+            )
     return mu, sigma, feats, "computed"
 
 
@@ -413,13 +441,18 @@ def format_table(r: dict) -> str:
         rows.append(("FID", "", f"{r['fid']:.2f}"))
         rows.append(("KID x1e3", "", f"{r['kid_mean'] * 1e3:.2f}"))
         rows.append(("KID x1e3, std", "", f"{r['kid_std'] * 1e3:.2f}"))
-        note = (f"(FID, KID: pytorch-fid's Inception, {r['fid_num_real']} real ({r['fid_real_stats']}) vs "
-                f"{r['fid_num_fake']} generated; FID depends on n: compare equal n only; KID over "
-                f"{r['kid_subsets']} subsets of {r['kid_subset_size']}; lower is better)")
+        note = (
+            f"(FID, KID: pytorch-fid's Inception, {r['fid_num_real']} real ({r['fid_real_stats']}) vs "
+            f"{r['fid_num_fake']} generated; FID depends on n: compare equal n only; KID over "
+            f"{r['kid_subsets']} subsets of {r['kid_subset_size']}; lower is better)"
+        )
     else:
         note = f"(FID and KID: add --fid-weights pt_inception-2015-12-05-6726825d.pth, from {fidlib.WEIGHTS_URL})"
     return "\n".join(
-        [f"{r['num_real']} real ({r['real']}) vs {r['num_fake']} generated ({r['fake']}), seed {r['seed']}, {r['seconds']:.1f} s"]
+        [
+            f"{r['num_real']} real ({r['real']}) vs {r['num_fake']} generated ({r['fake']}), seed "
+            f"{r['seed']}, {r['seconds']:.1f} s"
+        ]
         + [f"{a:<18}{b:>8}{c:>11}" for a, b, c in rows]
         + ["(SWD: distance from the generated images' patches to the real ones; lower is better)", note]
     )

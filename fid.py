@@ -38,8 +38,9 @@ import numpy as np
 
 from utils import UserError
 
-WEIGHTS_URL = ("https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"
-               "pt_inception-2015-12-05-6726825d.pth")  # fmt: skip
+WEIGHTS_URL = (
+    "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth"
+)
 WEIGHTS_SHA256_PREFIX = "6726825d"  # torch hub naming: the file name ends in the first 8 hex digits of its SHA-256
 FEATURE_DIM = 2048
 RESIZE = 299
@@ -190,8 +191,19 @@ def _build():
             x = self.Conv2d_2b_3x3(self.Conv2d_2a_3x3(self.Conv2d_1a_3x3(x)))
             x = F.max_pool2d(x, 3, stride=2)
             x = F.max_pool2d(self.Conv2d_4a_3x3(self.Conv2d_3b_1x1(x)), 3, stride=2)
-            for block in (self.Mixed_5b, self.Mixed_5c, self.Mixed_5d, self.Mixed_6a, self.Mixed_6b, self.Mixed_6c,
-                          self.Mixed_6d, self.Mixed_6e, self.Mixed_7a, self.Mixed_7b, self.Mixed_7c):  # fmt: skip
+            for block in (
+                self.Mixed_5b,
+                self.Mixed_5c,
+                self.Mixed_5d,
+                self.Mixed_6a,
+                self.Mixed_6b,
+                self.Mixed_6c,
+                self.Mixed_6d,
+                self.Mixed_6e,
+                self.Mixed_7a,
+                self.Mixed_7b,
+                self.Mixed_7c,
+            ):
                 x = block(x)
             return F.adaptive_avg_pool2d(x, 1).flatten(1)  # 2048
 
@@ -234,8 +246,10 @@ def check_state_dict(sd: dict, where: str, required: dict[str, tuple[int, ...]])
     for k, shape in required.items():
         if k not in sd:
             n = sum(q not in sd for q in required)
-            raise UserError(f"{where}: no {k} ({n} of {len(required)} network weights missing); "
-                            "not pytorch-fid's FID Inception weights")  # fmt: skip
+            raise UserError(
+                f"{where}: no {k} ({n} of {len(required)} network weights missing); "
+                "not pytorch-fid's FID Inception weights"
+            )
         if tuple(sd[k].shape) != shape:
             raise UserError(f"{where}: {k} has shape {tuple(sd[k].shape)}, the FID Inception needs {shape}")
     for k, v in sd.items():
@@ -311,8 +325,11 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike) -> str:
     check_state_dict(sd, str(src), expected_shapes())
     _warn_unless_published(src, digest)
     with utils.atomic_path(dst) as tmp:
-        save_file({k: v.copy(order="C") for k, v in sd.items()}, tmp,
-                  metadata={"format": "pytorch-fid-inception", "source_sha256": digest})  # fmt: skip
+        save_file(
+            {k: v.copy(order="C") for k, v in sd.items()},
+            tmp,
+            metadata={"format": "pytorch-fid-inception", "source_sha256": digest},
+        )
     return digest
 
 
@@ -333,10 +350,17 @@ def _is_safetensors(path: str) -> bool:
 # dict holds; anything else (os.system, builtins.eval, any class) is refused before it is called.
 
 _DTYPES = {
-    "FloatStorage": np.float32, "DoubleStorage": np.float64, "HalfStorage": np.float16, "BFloat16Storage": "bfloat16",
-    "LongStorage": np.int64, "IntStorage": np.int32, "ShortStorage": np.int16, "CharStorage": np.int8,
-    "ByteStorage": np.uint8, "BoolStorage": np.bool_,
-}  # fmt: skip
+    "FloatStorage": np.float32,
+    "DoubleStorage": np.float64,
+    "HalfStorage": np.float16,
+    "BFloat16Storage": "bfloat16",
+    "LongStorage": np.int64,
+    "IntStorage": np.int32,
+    "ShortStorage": np.int16,
+    "CharStorage": np.int8,
+    "ByteStorage": np.uint8,
+    "BoolStorage": np.bool_,
+}
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 
 
@@ -383,8 +407,10 @@ class _RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str):
         if (module, name) in _SAFE_GLOBALS:
             return _SAFE_GLOBALS[(module, name)]
-        raise UserError(f"{self.where}: refused: its pickle calls {module}.{name}, which a tensor state dict "
-                        "never does (only tensors, storages and OrderedDict are read)")  # fmt: skip
+        raise UserError(
+            f"{self.where}: refused: its pickle calls {module}.{name}, which a tensor state dict "
+            "never does (only tensors, storages and OrderedDict are read)"
+        )
 
     def persistent_load(self, pid):
         if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage" and isinstance(pid[1], _StorageType)):
@@ -497,8 +523,10 @@ def inception_features(images, weights, batch_size: int = 0, progress: bool = Tr
     model.eval()
     bs = batch_size or default_batch_size()
     out = np.empty((len(images), FEATURE_DIM), np.float64)
-    with paddle.no_grad(), tqdm(total=len(images), desc="Inception features", unit="img", disable=not progress,
-                                leave=False) as bar:  # fmt: skip
+    with (
+        paddle.no_grad(),
+        tqdm(total=len(images), desc="Inception features", unit="img", disable=not progress, leave=False) as bar,
+    ):
         for i in range(0, len(images), bs):
             x = paddle.to_tensor(np.ascontiguousarray(images[i : i + bs].transpose(0, 3, 1, 2)))
             out[i : i + bs] = model(x.astype("float32") / 255).numpy()  # as ToTensor: uint8 / 255
@@ -551,8 +579,13 @@ def _mmd2_unbiased(x: np.ndarray, y: np.ndarray) -> float:
     return float(within - 2 * kxy.sum() / (m * m))
 
 
-def kid(feats_a: np.ndarray, feats_b: np.ndarray, subsets: int = KID_SUBSETS, subset_size: int = KID_SUBSET_SIZE,
-        seed: int = 0) -> tuple[float, float]:  # fmt: skip
+def kid(
+    feats_a: np.ndarray,
+    feats_b: np.ndarray,
+    subsets: int = KID_SUBSETS,
+    subset_size: int = KID_SUBSET_SIZE,
+    seed: int = 0,
+) -> tuple[float, float]:
     """Kernel inception distance (Binkowski et al. 2018): the unbiased MMD^2 with the cubic polynomial kernel
     (x.y / d + 1)^3, over `subsets` random subsets of min(subset_size, n) rows of each set (drawn without
     replacement, a from then b, numpy Generator(seed)); returns (mean, std) over the subsets."""

@@ -9,8 +9,8 @@
 
 It needs only the file train.py wrote. Noise: z ~ N(0, 1), shape [B, nz, 1, 1], drawn with
 numpy.random.default_rng(seed), so a seed gives the same faces whatever else used the global RNGs (and, with
---bn running, face i is the same for any --num > i). Row i of the interpolation is a spherical path (slerp) from face 2i to face 2i+1
-of the same seed, both ends included.
+--bn running, face i is the same for any --num > i). Row i of the interpolation is a spherical path (slerp)
+from face 2i to face 2i+1 of the same seed, both ends included.
 
 --bn running normalises with the statistics G kept during training (G.eval()); --bn batch with those of each
 batch of up to 128 faces, as G ran in training (a face then depends on the others in its batch; an exported
@@ -47,18 +47,29 @@ EXPORT_ATOL = 1e-5
 
 @dataclasses.dataclass
 class GeneratorConfig:
-    ckpt: str = field(default=f"output/{GENERATOR_FILE}",
-                      metadata={"help": f"{GENERATOR_FILE}, or train.py's {CHECKPOINT_FILE}"})  # fmt: skip
-    allow_pickle: bool = field(default=False, metadata={"help": "also read an old pickled .pdparams (only your own: "
-                                                                "unpickling can run code)"})  # fmt: skip
+    ckpt: str = field(
+        default=f"output/{GENERATOR_FILE}", metadata={"help": f"{GENERATOR_FILE}, or train.py's {CHECKPOINT_FILE}"}
+    )
+    allow_pickle: bool = field(
+        default=False, metadata={"help": "also read an old pickled .pdparams (only your own: unpickling can run code)"}
+    )
     num: int = field(default=64, metadata={"help": "faces to write (0: none)"})
     seed: int = field(default=0, metadata={"help": "noise seed; the same seed gives the same faces"})
-    out: str = field(default="output/faces", metadata={"help": "folder for face_0000.png..., grid.png, interpolation.png"})
-    bn: str = field(default=BN_DEFAULT, metadata={"help": "BatchNorm statistics: saved running ones, or the batch's", "choices": BN_MODES})
+    out: str = field(
+        default="output/faces", metadata={"help": "folder for face_0000.png..., grid.png, interpolation.png"}
+    )
+    bn: str = field(
+        default=BN_DEFAULT,
+        metadata={"help": "BatchNorm statistics: saved running ones, or the batch's", "choices": BN_MODES},
+    )
     ema: bool = field(default=True, metadata={"help": f"with a {CHECKPOINT_FILE}, use its EMA weights if it has them"})
-    interpolate: int = field(default=0, metadata={"help": "steps per interpolation row, ends included (0: none)", "metavar": "K"})
+    interpolate: int = field(
+        default=0, metadata={"help": "steps per interpolation row, ends included (0: none)", "metavar": "K"}
+    )
     pairs: int = field(default=8, metadata={"help": "interpolation rows: row i goes from face 2i to face 2i+1"})
-    export: str = field(default="", metadata={"help": "also save a Paddle Inference model in this folder", "metavar": "DIR"})
+    export: str = field(
+        default="", metadata={"help": "also save a Paddle Inference model in this folder", "metavar": "DIR"}
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -111,7 +122,11 @@ def sampling_net(G: Generator, bn: str = BN_DEFAULT) -> Iterator[nn.Layer]:
     was_training = G.training
     G.eval()
     try:
-        yield G if bn == "running" else nn.Sequential(*[BatchStatNorm(m) if isinstance(m, nn.BatchNorm2D) else m for m in G.main])
+        yield (
+            G
+            if bn == "running"
+            else nn.Sequential(*[BatchStatNorm(m) if isinstance(m, nn.BatchNorm2D) else m for m in G.main])
+        )
     finally:
         if was_training:
             G.train()
@@ -127,12 +142,18 @@ def _model(ckpt: str | os.PathLike | nn.Layer, use_ema: bool, allow_pickle: bool
 def sample(G: Generator, z: np.ndarray, bn: str = BN_DEFAULT) -> np.ndarray:
     """The faces of latent points z [B, nz, 1, 1] as uint8 [B, 64, 64, 3] ((x + 1) * 127.5, rounded, clipped)."""
     with sampling_net(G, bn) as net:
-        out = [utils.chw_to_hwc(utils.to_uint8(net(paddle.to_tensor(z[i : i + CHUNK])))) for i in range(0, len(z), CHUNK)]
+        out = [
+            utils.chw_to_hwc(utils.to_uint8(net(paddle.to_tensor(z[i : i + CHUNK])))) for i in range(0, len(z), CHUNK)
+        ]
     return np.concatenate(out) if out else np.zeros((0, 64, 64, 3), np.uint8)
 
 
 def generate(
-    ckpt: str | os.PathLike | nn.Layer, num: int = 64, seed: int = 0, bn: str = BN_DEFAULT, use_ema: bool = True,
+    ckpt: str | os.PathLike | nn.Layer,
+    num: int = 64,
+    seed: int = 0,
+    bn: str = BN_DEFAULT,
+    use_ema: bool = True,
     allow_pickle: bool = False,
 ) -> np.ndarray:
     """`num` faces as uint8 [num, 64, 64, 3] from a model file path or a Generator layer."""
@@ -141,8 +162,13 @@ def generate(
 
 
 def interpolate(
-    ckpt: str | os.PathLike | nn.Layer, steps: int = 8, pairs: int = 8, seed: int = 0, bn: str = BN_DEFAULT,
-    use_ema: bool = True, allow_pickle: bool = False,
+    ckpt: str | os.PathLike | nn.Layer,
+    steps: int = 8,
+    pairs: int = 8,
+    seed: int = 0,
+    bn: str = BN_DEFAULT,
+    use_ema: bool = True,
+    allow_pickle: bool = False,
 ) -> np.ndarray:
     """uint8 [pairs, steps, 64, 64, 3]: row i walks (slerp) from face 2i to face 2i+1 of generate(ckpt, seed=seed)."""
     if steps < 2 or pairs < 1:
@@ -162,7 +188,10 @@ class ExportMismatch(RuntimeError):
 
 
 def export(
-    ckpt: str | os.PathLike | nn.Layer, out_dir: str | os.PathLike, bn: str = BN_DEFAULT, use_ema: bool = True,
+    ckpt: str | os.PathLike | nn.Layer,
+    out_dir: str | os.PathLike,
+    bn: str = BN_DEFAULT,
+    use_ema: bool = True,
     allow_pickle: bool = False,
 ) -> tuple[list[Path], float]:
     """Save G (in BN mode `bn`) with paddle.jit.save as out_dir/generator.* with input z [None, nz, 1, 1] float32,
@@ -183,7 +212,9 @@ def export(
                 z = paddle.to_tensor(latent(n, G.nz, seed=n))
                 diff = max(diff, float((loaded(z) - net(z)).abs().max()))
         if not diff <= EXPORT_ATOL:  # `not <=` so that NaN fails too
-            raise ExportMismatch(f"exported generator differs from the eager one by {diff:.3g} (> {EXPORT_ATOL:g}); nothing written")
+            raise ExportMismatch(
+                f"exported generator differs from the eager one by {diff:.3g} (> {EXPORT_ATOL:g}); nothing written"
+            )
         files = []
         for f in sorted(tmp.iterdir()):
             os.replace(f, out_dir / f.name)
@@ -216,11 +247,16 @@ def run(cfg: GeneratorConfig) -> None:
         print(f"{cfg.num} faces -> {out}/face_0000.png ... face_{cfg.num - 1:04d}.png, {out}/grid.png")
     if cfg.interpolate:
         rows = interpolate(G, cfg.interpolate, cfg.pairs, cfg.seed, cfg.bn)
-        utils.save_png(utils.make_grid(rows.reshape(-1, *rows.shape[2:]), nrow=cfg.interpolate), out / "interpolation.png")
+        utils.save_png(
+            utils.make_grid(rows.reshape(-1, *rows.shape[2:]), nrow=cfg.interpolate), out / "interpolation.png"
+        )
         print(f"{cfg.pairs} x {cfg.interpolate} interpolation -> {out}/interpolation.png")
     if cfg.export:
         files, diff = export(G, cfg.export, cfg.bn)
-        print(f"Paddle Inference model (input z [N, {G.nz}, 1, 1] float32, max diff to eager {diff:.2g}): {', '.join(map(str, files))}")
+        print(
+            f"Paddle Inference model (input z [N, {G.nz}, 1, 1] float32, max diff to eager {diff:.2g}): "
+            f"{', '.join(map(str, files))}"
+        )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -44,8 +44,13 @@ LEAKY_SLOPE = 0.2
 
 
 def _use_onednn(x: paddle.Tensor) -> bool:
-    return (onednn_conv is not None and paddle.in_dynamic_mode() and x.dtype == paddle.float32
-            and x.place.is_cpu_place() and onednn_conv.available())  # fmt: skip
+    return (
+        onednn_conv is not None
+        and paddle.in_dynamic_mode()
+        and x.dtype == paddle.float32
+        and x.place.is_cpu_place()
+        and onednn_conv.available()
+    )
 
 
 def conv_backend(device: str | None = None) -> str:
@@ -167,8 +172,10 @@ def read_model_file(path: str | os.PathLike, allow_pickle: bool = False) -> tupl
     """("generator" | "checkpoint", state tree) of a generator or checkpoint file, numpy leaves. With allow_pickle
     also the pickled generator.pdparams / checkpoint.pdparams of earlier versions (read into the same shapes)."""
     if not os.path.exists(path):
-        raise UserError(f"{path}: no such model file (looked for {os.path.abspath(path)}); train first "
-                        f"(python train.py writes output/{GENERATOR_FILE})")  # fmt: skip
+        raise UserError(
+            f"{path}: no such model file (looked for {os.path.abspath(path)}); train first "
+            f"(python train.py writes output/{GENERATOR_FILE})"
+        )
     tree = utils.read_state(path, allow_pickle)
     fmt, version = tree.get("format"), tree.get("version", 1)
     if fmt == GENERATOR_FORMAT and isinstance(tree.get("state_dict"), dict):  # an old generator.pdparams
@@ -180,8 +187,10 @@ def read_model_file(path: str | os.PathLike, allow_pickle: bool = False) -> tupl
         keys = ", ".join(list(tree)[:4])
         raise UserError(f"{path}: not a dcgan-faces-paddle generator or checkpoint ({what}; holds {keys})")
     if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise UserError(f"{path}: format version {version!r} is newer than this code reads ({FORMAT_VERSION}); "
-                        "update dcgan-faces-paddle")  # fmt: skip
+        raise UserError(
+            f"{path}: format version {version!r} is newer than this code reads ({FORMAT_VERSION}); "
+            "update dcgan-faces-paddle"
+        )
     return ("generator" if fmt == GENERATOR_FORMAT else "checkpoint"), tree
 
 
@@ -270,9 +279,15 @@ def load_discriminator(path: str | os.PathLike, allow_pickle: bool = False) -> D
 
 @dataclass
 class ConvertConfig:
-    convert: tuple = field(default=("", ""), metadata={
-        "help": "turn an old pickled generator.pdparams or checkpoint.pdparams (one you trust: it is unpickled) into "
-                "safetensors", "metavar": ("OLD", "NEW")})  # fmt: skip
+    convert: tuple = field(
+        default=("", ""),
+        metadata={
+            "help": "turn an old pickled generator.pdparams or checkpoint.pdparams (one you trust: it is "
+            "unpickled) into "
+            "safetensors",
+            "metavar": ("OLD", "NEW"),
+        },
+    )
 
 
 def convert(old: str | os.PathLike, new: str | os.PathLike) -> str:

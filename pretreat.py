@@ -52,21 +52,32 @@ DEFAULT_SOURCES = ("img_align_celeba", "img_align_celeba.zip")
 MAX_PIXELS = 40_000_000
 CHUNK = 32  # images per thread task: amortises the executor's per-task cost, keeps Ctrl-C prompt
 RESAMPLE = Image.Resampling.BILINEAR  # antialiased (the triangle widens with the downscale), like torchvision's Resize
-GET_CELEBA = ("get CelebA's aligned images (img_align_celeba.zip) from http://mmlab.ie.cuhk.edu.hk/projects/CelebA.html "
-              "or AI Studio dataset 39207, or run python pretreat.py --demo for the small bundled face set")  # fmt: skip
+GET_CELEBA = (
+    "get CelebA's aligned images (img_align_celeba.zip) from http://mmlab.ie.cuhk.edu.hk/projects/CelebA.html "
+    "or AI Studio dataset 39207, or run python pretreat.py --demo for the small bundled face set"
+)
 
 
 @dataclass
 class PretreatConfig:
-    src: str = field(default="", metadata={"help": "folder or .zip of images; default img_align_celeba/, else img_align_celeba.zip"})
-    out: str = field(default="", metadata={"help": "output .npy; default data/celeba64.npy (data/demo64.npy with --demo)"})
-    box: tuple[int, int, int, int] = field(default=BOX, metadata={"help": "64x64 crop box in the scaled image",
-                                                                  "metavar": ("L", "T", "R", "B")})
+    src: str = field(
+        default="", metadata={"help": "folder or .zip of images; default img_align_celeba/, else img_align_celeba.zip"}
+    )
+    out: str = field(
+        default="", metadata={"help": "output .npy; default data/celeba64.npy (data/demo64.npy with --demo)"}
+    )
+    box: tuple[int, int, int, int] = field(
+        default=BOX, metadata={"help": "64x64 crop box in the scaled image", "metavar": ("L", "T", "R", "B")}
+    )
     workers: int = field(default=0, metadata={"help": "threads; 0 = all usable cores"})
     limit: int = field(default=0, metadata={"help": "use only the first N images in name order; 0 = all"})
     images: str = field(default="", metadata={"help": "also write each crop as a PNG under this folder"})
-    max_pixels: int = field(default=MAX_PIXELS, metadata={"help": "skip images with more pixels than this (decompression bombs)"})
-    demo: bool = field(default=False, metadata={"help": "build data/demo64.npy from scikit-image's bundled faces instead"})
+    max_pixels: int = field(
+        default=MAX_PIXELS, metadata={"help": "skip images with more pixels than this (decompression bombs)"}
+    )
+    demo: bool = field(
+        default=False, metadata={"help": "build data/demo64.npy from scikit-image's bundled faces instead"}
+    )
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
 
 
@@ -84,8 +95,11 @@ class PretreatSummary:
 
     def __str__(self) -> str:
         listed = f" (listed in {sidecar(Path(self.out), 'skipped')})" if self.skipped else ""
-        return (f"pretreat: {self.processed} images -> {self.out}, {self.skipped} skipped{listed}, {self.ignored} non-image files ignored, "
-                f"{self.seconds:.1f} s, {self.images_per_s:.0f} img/s")  # fmt: skip
+        return (
+            f"pretreat: {self.processed} images -> {self.out}, {self.skipped} skipped{listed}, "
+            f"{self.ignored} non-image files ignored, "
+            f"{self.seconds:.1f} s, {self.images_per_s:.0f} img/s"
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -121,7 +135,9 @@ def crop_face(img: Image.Image, box: tuple[int, int, int, int] = BOX) -> np.ndar
     return _scale_crop(_to_rgb(img), ext_w, ext_h, tw, th, box)
 
 
-def _scale_crop(img: Image.Image, ext_w: float, ext_h: float, tw: int, th: int, box: tuple[int, int, int, int]) -> np.ndarray:
+def _scale_crop(
+    img: Image.Image, ext_w: float, ext_h: float, tw: int, th: int, box: tuple[int, int, int, int]
+) -> np.ndarray:
     """Resample the RGB `img` (the whole picture spans ext_w x ext_h of its pixels) as if scaled to tw x th,
     and cut `box` (or the centre 64x64 when the box does not fit) out of that."""
     left, top, right, bottom = box
@@ -157,7 +173,12 @@ def _to_rgb(img: Image.Image) -> Image.Image:
 def is_image_name(name: str) -> bool:
     base = name.rsplit("/", 1)[-1]
     parts = name.split("/")  # no "..": a crafted zip must not make --images write outside its folder
-    return base.lower().endswith(EXTENSIONS) and not base.startswith(".") and parts[0] not in ("__MACOSX", "") and ".." not in parts
+    return (
+        base.lower().endswith(EXTENSIONS)
+        and not base.startswith(".")
+        and parts[0] not in ("__MACOSX", "")
+        and ".." not in parts
+    )
 
 
 class Source:
@@ -233,7 +254,9 @@ def load_face(data: bytes, box: tuple[int, int, int, int] = BOX, max_pixels: int
     with Image.open(io.BytesIO(data)) as img:
         w, h = img.size
         if w * h > max_pixels:
-            raise Image.DecompressionBombError(f"{w}x{h} = {w * h} pixels, over the limit of {max_pixels} (--max-pixels)")
+            raise Image.DecompressionBombError(
+                f"{w}x{h} = {w * h} pixels, over the limit of {max_pixels} (--max-pixels)"
+            )
         return crop_face(img, box)
 
 
@@ -280,7 +303,9 @@ def _check_box(box: tuple[int, int, int, int]) -> None:
     left, top, right, bottom = box
     if left < 0 or top < 0 or right - left != SIZE or bottom - top != SIZE:
         example = " ".join(map(str, BOX))
-        raise UserError(f"--box {left} {top} {right} {bottom}: must be a {SIZE}x{SIZE} box with left, top >= 0 (e.g. {example})")
+        raise UserError(
+            f"--box {left} {top} {right} {bottom}: must be a {SIZE}x{SIZE} box with left, top >= 0 (e.g. {example})"
+        )
 
 
 def sidecar(out: Path, kind: str) -> Path:
@@ -304,14 +329,19 @@ def pretreat(cfg: PretreatConfig) -> PretreatSummary:
         names = source.names[: cfg.limit] if cfg.limit else source.names
         if not names:
             raise UserError(f"{source.path}: no {'/'.join(EXTENSIONS)} images found")
-        workers = cfg.workers or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+        workers = cfg.workers or (
+            len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        )
         with utils.atomic_path(out) as tmp:
             failed = _crop_all(source, len(names), tmp, cfg, workers)
             skipped = [(names[i], failed[i]) for i in sorted(failed)]
             utils.atomic_write_text(sidecar(out, "skipped"), "".join(f"{n}\t{r}\n" for n, r in skipped))
             kept = [n for i, n in enumerate(names) if i not in failed]
             if not kept:
-                raise UserError(f"{source.path}: none of the {len(names)} images could be read; reasons in {sidecar(out, 'skipped')}")
+                raise UserError(
+                    f"{source.path}: none of the {len(names)} images could be read; reasons in "
+                    f"{sidecar(out, 'skipped')}"
+                )
             _shrink_npy(tmp, len(kept))
             utils.atomic_write_text(sidecar(out, "names"), "".join(f"{n}\n" for n in kept))
     finally:
@@ -344,8 +374,13 @@ def _crop_all(source: Source, n: int, tmp: str, cfg: PretreatConfig, workers: in
     chunks = [range(i, min(i + CHUNK, n)) for i in range(0, n, CHUNK)]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # over --max-pixels is skipped anyway
-        with ThreadPoolExecutor(workers) as pool, tqdm(total=n, unit="img", disable=not cfg.progress, smoothing=0.1) as bar:
-            for rows, fails in zip(chunks, pool.map(work, chunks), strict=True):  # on an exception map() cancels the rest
+        with (
+            ThreadPoolExecutor(workers) as pool,
+            tqdm(total=n, unit="img", disable=not cfg.progress, smoothing=0.1) as bar,
+        ):
+            for rows, fails in zip(
+                chunks, pool.map(work, chunks), strict=True
+            ):  # on an exception map() cancels the rest
                 failed.update(fails)
                 bar.update(len(rows))
     if failed:  # compact: rows only move towards the front, and each chunk is gathered before it is written
@@ -368,8 +403,10 @@ def _shrink_npy(path: str, rows: int) -> None:
         if shape[0] == rows:
             return
         header = io.BytesIO()
-        np.lib.format.write_array_header_1_0(header, {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": fortran,
-                                                      "shape": (rows, *shape[1:])})  # fmt: skip
+        np.lib.format.write_array_header_1_0(
+            header,
+            {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": fortran, "shape": (rows, *shape[1:])},
+        )
         if header.tell() != offset:
             raise RuntimeError(f"{path}: .npy header length changed ({offset} -> {header.tell()})")
         f.seek(0)
@@ -388,7 +425,12 @@ def make_demo(out: Path) -> PretreatSummary:
 
     t0 = time.perf_counter()
     faces = lfw_subset()[:100]  # floats in [0, 1]; entries 100-199 are non-faces
-    up = np.stack([np.asarray(Image.fromarray(f.astype(np.float32), "F").resize((SIZE, SIZE), Image.Resampling.BICUBIC)) for f in faces])
+    up = np.stack(
+        [
+            np.asarray(Image.fromarray(f.astype(np.float32), "F").resize((SIZE, SIZE), Image.Resampling.BICUBIC))
+            for f in faces
+        ]
+    )
     gray = np.clip(np.rint(up * 255.0), 0, 255).astype(np.uint8)  # bicubic overshoots [0, 1] a little
     rgb = np.repeat(gray[..., None], 3, axis=3)
     data = np.concatenate([rgb, rgb[:, :, ::-1]])

@@ -49,10 +49,14 @@ RESUME_MUST_MATCH = ["data", "batch_size", "nz", "ngf", "ndf", "g_steps", "d_ste
 
 @dataclass
 class TrainConfig:
-    data: str = field(default="data/celeba64.npy", metadata={"help": "packed .npy from pretreat.py, or a folder of images"})
+    data: str = field(
+        default="data/celeba64.npy", metadata={"help": "packed .npy from pretreat.py, or a folder of images"}
+    )
     out: str = field(default="output", metadata={"help": "folder for checkpoints, samples, loss.png, log.csv"})
     epochs: int = field(default=8, metadata={"help": "passes over the data"})
-    batch_size: int = field(default=128, metadata={"help": "images per batch (per GPU under paddle.distributed.launch)"})
+    batch_size: int = field(
+        default=128, metadata={"help": "images per batch (per GPU under paddle.distributed.launch)"}
+    )
     lr: float = field(default=2e-4, metadata={"help": "Adam learning rate, G and D"})
     beta1: float = field(default=0.5, metadata={"help": "Adam beta1"})
     beta2: float = field(default=0.999, metadata={"help": "Adam beta2"})
@@ -62,31 +66,67 @@ class TrainConfig:
     g_steps: int = field(default=2, metadata={"help": "G optimizer steps per iteration"})
     d_steps: int = field(default=1, metadata={"help": "D optimizer steps per iteration (same real batch, fresh fakes)"})
     seed: int = field(default=1, metadata={"help": "seeds weights, data order and noise"})
-    device: str = field(default="auto", metadata={"help": "auto: GPU when Paddle has CUDA and sees one", "choices": ["auto", "cpu", "gpu"]})
-    amp: str = field(default="off", metadata={"help": "mixed precision on a GPU: fp16 (also the flag alone) or bf16; "
-                                                      "CPU runs stay float32",
-                                              "choices": ["off", "fp16", "bf16"], "const": "fp16"})  # fmt: skip
-    log_every: int = field(default=0, metadata={"help": "fetch the losses from the device every N iterations, in "
-                                                       "one transfer (0: 1 on CPU, 20 on GPU); log.csv keeps a row "
-                                                       "per iteration"})  # fmt: skip
-    data_on_device: str = field(default="auto", metadata={"help": "upload the packed set once and gather each batch on "
-                                                                 "the device (auto: on a GPU when it fits)",
-                                                         "choices": ["auto", "on", "off"]})  # fmt: skip
-    check: bool = field(default=False, metadata={"help": "print Paddle's build, the device, GPU and AMP support, run a "
-                                                        "few iterations of a small model, and exit"})  # fmt: skip
-    ema: float = field(default=0.0, metadata={"help": "decay of an exponential moving average of G's weights, sampled from "
-                                                      "when > 0 (e.g. 0.999); 0 = off"})  # fmt: skip
+    device: str = field(
+        default="auto",
+        metadata={"help": "auto: GPU when Paddle has CUDA and sees one", "choices": ["auto", "cpu", "gpu"]},
+    )
+    amp: str = field(
+        default="off",
+        metadata={
+            "help": "mixed precision on a GPU: fp16 (also the flag alone) or bf16; CPU runs stay float32",
+            "choices": ["off", "fp16", "bf16"],
+            "const": "fp16",
+        },
+    )
+    log_every: int = field(
+        default=0,
+        metadata={
+            "help": "fetch the losses from the device every N iterations, in "
+            "one transfer (0: 1 on CPU, 20 on GPU); log.csv keeps a row "
+            "per iteration"
+        },
+    )
+    data_on_device: str = field(
+        default="auto",
+        metadata={
+            "help": "upload the packed set once and gather each batch on the device (auto: on a GPU when it fits)",
+            "choices": ["auto", "on", "off"],
+        },
+    )
+    check: bool = field(
+        default=False,
+        metadata={
+            "help": "print Paddle's build, the device, GPU and AMP support, run a "
+            "few iterations of a small model, and exit"
+        },
+    )
+    ema: float = field(
+        default=0.0,
+        metadata={
+            "help": "decay of an exponential moving average of G's weights, sampled from when > 0 (e.g. 0.999); 0 = off"
+        },
+    )
     resume: bool = field(default=False, metadata={"help": f"continue from OUT/{CHECKPOINT_FILE}"})
-    allow_pickle: bool = field(default=False, metadata={
-        "help": "with --resume, also read an old pickled OUT/checkpoint.pdparams (only your own: it can run code)"})
+    allow_pickle: bool = field(
+        default=False,
+        metadata={
+            "help": "with --resume, also read an old pickled OUT/checkpoint.pdparams (only your own: it can run code)"
+        },
+    )
     overwrite: bool = field(default=False, metadata={"help": f"start afresh even if OUT/{CHECKPOINT_FILE} exists"})
     save_every: int = field(default=0, metadata={"help": "also checkpoint every N iterations (0: only each epoch)"})
-    sample_every: int = field(default=0, metadata={"help": "also write a sample grid every N iterations (0: only each epoch)"})
+    sample_every: int = field(
+        default=0, metadata={"help": "also write a sample grid every N iterations (0: only each epoch)"}
+    )
     num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes"})
-    max_iters: int = field(default=0, metadata={"help": "stop when the iteration count (across resumes) reaches N; 0: no limit"})
+    max_iters: int = field(
+        default=0, metadata={"help": "stop when the iteration count (across resumes) reaches N; 0: no limit"}
+    )
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
-    visualdl: bool = field(default=False, metadata={"help": "also log scalars and sample grids to OUT/vdl for VisualDL "
-                                                            "(pip install visualdl)"})  # fmt: skip
+    visualdl: bool = field(
+        default=False,
+        metadata={"help": "also log scalars and sample grids to OUT/vdl for VisualDL (pip install visualdl)"},
+    )
 
 
 class TrainingDiverged(UserError):
@@ -123,8 +163,13 @@ def amp_settings(amp, device: str) -> dict | None:
     mode = amp_mode(amp)
     if mode == "off" or device != "gpu":
         return None
-    return {"enable": True, "dtype": AMP_DTYPES[mode], "level": "O1",
-            "custom_white_list": list(AMP_WHITE_LIST), "custom_black_list": list(AMP_BLACK_LIST)}  # fmt: skip
+    return {
+        "enable": True,
+        "dtype": AMP_DTYPES[mode],
+        "level": "O1",
+        "custom_white_list": list(AMP_WHITE_LIST),
+        "custom_black_list": list(AMP_BLACK_LIST),
+    }
 
 
 def uses_grad_scaler(settings: dict | None) -> bool:
@@ -160,7 +205,9 @@ def pick_device(choice: str) -> str:
     """'gpu' when asked for (or auto and Paddle has CUDA and sees a GPU), else 'cpu'."""
     has_gpu = paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
     if choice == "gpu" and not has_gpu:
-        raise UserError("--device gpu: this Paddle build has no CUDA or sees no GPU (pip install paddlepaddle-gpu; see README)")
+        raise UserError(
+            "--device gpu: this Paddle build has no CUDA or sees no GPU (pip install paddlepaddle-gpu; see README)"
+        )
     return "gpu" if choice == "gpu" or (choice == "auto" and has_gpu) else "cpu"
 
 
@@ -189,7 +236,9 @@ class Trainer:
         # noise is a pure function of (seed, rank, iteration): a resumed run, on any rank, draws
         # exactly what the uninterrupted run would have; the iteration count is the RNG state
         self.rng = np.random.default_rng([cfg.seed, rank, 0])
-        self.fixed_noise = np.random.default_rng([cfg.seed, 2**31]).standard_normal((64, cfg.nz, 1, 1), dtype=np.float32)
+        self.fixed_noise = np.random.default_rng([cfg.seed, 2**31]).standard_normal(
+            (64, cfg.nz, 1, 1), dtype=np.float32
+        )
         self._noise: dict[int, paddle.Tensor] = {}  # iteration -> its noise batches, on the device (prefetch_noise)
         self._noise_i = 0
         self.iteration, self.epoch = 0, 0
@@ -293,16 +342,22 @@ class Trainer:
         """Everything --resume needs, as saved in checkpoint.safetensors (utils.save_state: arrays become tensors,
         the rest JSON metadata)."""
         return {
-            "format": network.CHECKPOINT_FORMAT, "version": network.FORMAT_VERSION,
-            "G": self.G.state_dict(), "D": self.D.state_dict(),
+            "format": network.CHECKPOINT_FORMAT,
+            "version": network.FORMAT_VERSION,
+            "G": self.G.state_dict(),
+            "D": self.D.state_dict(),
             "G_ema": self.G_ema.state_dict() if self.G_ema is not None else None,
-            "optG": self.optG.state_dict(), "optD": self.optD.state_dict(),
-            "scalerG": self.scalerG.state_dict(), "scalerD": self.scalerD.state_dict(),
-            "epoch": self.epoch, "iteration": self.iteration,
-            "fixed_noise": self.fixed_noise, "rng": {"seed": self.cfg.seed, "iteration": self.iteration},
+            "optG": self.optG.state_dict(),
+            "optD": self.optD.state_dict(),
+            "scalerG": self.scalerG.state_dict(),
+            "scalerD": self.scalerD.state_dict(),
+            "epoch": self.epoch,
+            "iteration": self.iteration,
+            "fixed_noise": self.fixed_noise,
+            "rng": {"seed": self.cfg.seed, "iteration": self.iteration},
             "config": dataclasses.asdict(self.cfg),
             "history": {k: np.asarray(v, np.float64) for k, v in self.history.items()},  # float(float32): exact
-        }  # fmt: skip
+        }
 
     def load_state_dict(self, ckpt: dict, source: str = "checkpoint") -> None:
         """Restore a state_dict() (as read back by network.read_model_file); UserError naming `source` when a part
@@ -459,8 +514,12 @@ def _check_state(trainer: Trainer, ckpt: dict, source) -> None:
         tensors = {k: v for k, v in state.items() if not isinstance(v, dict)}  # not LR_Scheduler, master_weights
         if not tensors:  # that optimizer never stepped (e.g. --g-steps 0)
             continue
-        expected = {f"{p.name}_{acc}": list(p.shape) if shape is None else shape
-                    for p in model.parameters() if p.trainable for acc, shape in ADAM_STATE.items()}  # fmt: skip
+        expected = {
+            f"{p.name}_{acc}": list(p.shape) if shape is None else shape
+            for p in model.parameters()
+            if p.trainable
+            for acc, shape in ADAM_STATE.items()
+        }
         if set(tensors) != set(expected):
             odd = sorted(set(tensors) ^ set(expected))[0]
             raise UserError(f"{source}: {name} does not fit this model's Adam state ({odd} missing or unknown)")
@@ -486,8 +545,10 @@ def _check_resume(cfg: TrainConfig, ckpt_path: Path) -> tuple[dict | None, Path]
     if not cfg.resume:
         for p in (ckpt_path, old_path):
             if p.exists() and not cfg.overwrite:
-                raise UserError(f"{p}: a run is already there; pass --resume to continue it, --overwrite to start "
-                                "afresh, or choose another --out")  # fmt: skip
+                raise UserError(
+                    f"{p}: a run is already there; pass --resume to continue it, --overwrite to start "
+                    "afresh, or choose another --out"
+                )
         return None, ckpt_path
     if not ckpt_path.exists() and old_path.exists():
         ckpt_path = old_path  # refused below unless --allow-pickle
@@ -500,8 +561,10 @@ def _check_resume(cfg: TrainConfig, ckpt_path: Path) -> tuple[dict | None, Path]
     for k in RESUME_MUST_MATCH:
         if saved.get(k) != getattr(cfg, k):
             flag = "--" + k.replace("_", "-")
-            raise UserError(f"{ckpt_path}: it was trained with {flag} {saved.get(k)}, not {getattr(cfg, k)}; "
-                            f"resume with the same {flag}")  # fmt: skip
+            raise UserError(
+                f"{ckpt_path}: it was trained with {flag} {saved.get(k)}, not {getattr(cfg, k)}; "
+                f"resume with the same {flag}"
+            )
     return ckpt, ckpt_path
 
 
@@ -520,8 +583,12 @@ def _validate(cfg: TrainConfig) -> None:
 
 # On a GPU, Paddle's BCE kernel checks its input inside the kernel (PADDLE_ENFORCE in device code, then a trap), so a
 # NaN probability is reported later, at the next host sync, as one of these CUDA errors.
-DEVICE_TRAP_MARKS = ("Input is expected to be within the interval", "unspecified launch failure", "illegal instruction",
-                     "device-side assert")  # fmt: skip
+DEVICE_TRAP_MARKS = (
+    "Input is expected to be within the interval",
+    "unspecified launch failure",
+    "illegal instruction",
+    "device-side assert",
+)
 
 
 def to_host(stats: list[paddle.Tensor]) -> np.ndarray:
@@ -551,8 +618,9 @@ def train(cfg: TrainConfig) -> dict[str, list[float]]:
     if cfg.visualdl and main_proc:
         require_visualdl()  # before any work
 
-    loader = make_loader(cfg.data, batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed, drop_last=True,
-                         num_workers=cfg.num_workers)  # fmt: skip
+    loader = make_loader(
+        cfg.data, batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed, drop_last=True, num_workers=cfg.num_workers
+    )
     loader, data_note = on_device(loader, cfg.data_on_device, device)
     nb = len(loader)
     trainer = Trainer(cfg, device, world_size, rank)
@@ -567,11 +635,14 @@ def train(cfg: TrainConfig) -> dict[str, list[float]]:
         if mode != "off" and not trainer.amp:
             amp_note = f" (--amp {mode} ignored: mixed precision is for GPU)"
         where = f"{world_size} processes, " if world_size > 1 else ""
-        print(f"train.py: device {device}{amp_note}, convolutions on {network.conv_backend(device)}, "
-              f"{where}{len(loader.dataset)} images in {cfg.data} ({data_note}), "
-              f"{nb} iterations per epoch, losses fetched every {log_interval(cfg, device)}; "
-              f"{'resuming at iteration ' + str(trainer.iteration) if ckpt else 'starting'}; {total} iterations in all -> {out}/",
-              flush=True)  # fmt: skip
+        print(
+            f"train.py: device {device}{amp_note}, convolutions on {network.conv_backend(device)}, "
+            f"{where}{len(loader.dataset)} images in {cfg.data} ({data_note}), "
+            f"{nb} iterations per epoch, losses fetched every {log_interval(cfg, device)}; "
+            f"{'resuming at iteration ' + str(trainer.iteration) if ckpt else 'starting'}; {total} "
+            f"iterations in all -> {out}/",
+            flush=True,
+        )
         write_log_csv(out / "log.csv", trainer.history, nb)
         log_file = open(out / "log.csv", "a", encoding="utf-8", newline="")
         log = csv.writer(log_file)
@@ -611,9 +682,11 @@ def train(cfg: TrainConfig) -> dict[str, list[float]]:
         except (RuntimeError, OSError) as e:  # an error of a kernel queued since the last fetch surfaces here
             if not any(m in str(e) for m in DEVICE_TRAP_MARKS):
                 raise
-            raise TrainingDiverged(f"iterations {first_it}-{trainer.iteration}: the GPU stopped on an error (Paddle's BCE "
-                                   "kernel stops the device when D's output is NaN: training diverged); the last good "
-                                   f"checkpoint stays in {ckpt_path} (try a lower --lr)") from None  # fmt: skip
+            raise TrainingDiverged(
+                f"iterations {first_it}-{trainer.iteration}: the GPU stopped on an error (Paddle's BCE "
+                "kernel stops the device when D's output is NaN: training diverged); the last good "
+                f"checkpoint stays in {ckpt_path} (try a lower --lr)"
+            ) from None
         now = time.perf_counter()
         img_s = window["images"] / max(now - window["t"], 1e-9)  # the window's rate, on every row of it
         window.update(t=now, images=0, speed=img_s if window["speed"] == 0 else 0.9 * window["speed"] + 0.1 * img_s)
@@ -622,8 +695,10 @@ def train(cfg: TrainConfig) -> dict[str, list[float]]:
             if not np.all(np.isfinite(stats[:2])):
                 bad = "d_loss" if not np.isfinite(stats[0]) else "g_loss"
                 value = stats[0] if bad == "d_loss" else stats[1]
-                raise TrainingDiverged(f"iteration {it}: {bad} is {value}; stopped. The last good checkpoint stays "
-                                       f"in {ckpt_path} (try a lower --lr)")  # fmt: skip
+                raise TrainingDiverged(
+                    f"iteration {it}: {bad} is {value}; stopped. The last good checkpoint stays "
+                    f"in {ckpt_path} (try a lower --lr)"
+                )
             for k, v in zip(HISTORY_KEYS, stats, strict=True):
                 trainer.history[k].append(float(v))
             if main_proc:
@@ -634,8 +709,10 @@ def train(cfg: TrainConfig) -> dict[str, list[float]]:
             log_file.flush()
             if bar is not None:
                 st = values[-1]
-                bar.set_postfix_str(f"D {st[0]:.3f} G {st[1]:.3f} D(x) {st[2]:.2f} D(G(z)) {st[3]:.2f} "
-                                    f"{window['speed']:.1f} img/s", refresh=False)  # fmt: skip
+                bar.set_postfix_str(
+                    f"D {st[0]:.3f} G {st[1]:.3f} D(x) {st[2]:.2f} D(G(z)) {st[3]:.2f} {window['speed']:.1f} img/s",
+                    refresh=False,
+                )
 
     start_epoch = trainer.iteration // nb
     last_epoch = math.ceil(total / nb)  # the last epoch this run reaches (--max-iters may stop it early)
@@ -647,8 +724,15 @@ def train(cfg: TrainConfig) -> dict[str, list[float]]:
             trainer.epoch = epoch
             loader.set_epoch(epoch)
             first = trainer.iteration - epoch * nb
-            bar = tqdm(total=nb, initial=first, desc=f"epoch {epoch + 1}/{last_epoch}", unit="it",
-                       disable=not (main_proc and cfg.progress), dynamic_ncols=True, leave=keep_bars)  # fmt: skip
+            bar = tqdm(
+                total=nb,
+                initial=first,
+                desc=f"epoch {epoch + 1}/{last_epoch}",
+                unit="it",
+                disable=not (main_proc and cfg.progress),
+                dynamic_ncols=True,
+                leave=keep_bars,
+            )
             window.update(t=time.perf_counter(), images=0)
             for batch in loader.iter_from(first):
                 real = batch[0] if isinstance(batch, (list, tuple)) else batch
@@ -660,8 +744,10 @@ def train(cfg: TrainConfig) -> dict[str, list[float]]:
                     if "Illegal input" not in str(e) and "nan" not in str(e).lower():
                         raise
                     fetch()  # the iterations before it: logged, or an earlier NaN named
-                    raise TrainingDiverged(f"iteration {trainer.iteration + 1}: D's output became NaN (training diverged); "
-                                           f"stopped. The last good checkpoint stays in {ckpt_path} (try a lower --lr)") from None
+                    raise TrainingDiverged(
+                        f"iteration {trainer.iteration + 1}: D's output became NaN (training diverged); "
+                        f"stopped. The last good checkpoint stays in {ckpt_path} (try a lower --lr)"
+                    ) from None
                 trainer.iteration += 1
                 window["images"] += real.shape[0] * world_size
                 if len(pending) >= every:
@@ -698,8 +784,10 @@ def train(cfg: TrainConfig) -> dict[str, list[float]]:
     if main_proc:
         h = trainer.history
         last = f"; last D loss {h['d_loss'][-1]:.3f}, G loss {h['g_loss'][-1]:.3f}" if h["d_loss"] else ""
-        print(f"train.py: done, {trainer.iteration} iterations{last}. "
-              f"Faces: python generator.py --ckpt {out / GENERATOR_FILE}")
+        print(
+            f"train.py: done, {trainer.iteration} iterations{last}. "
+            f"Faces: python generator.py --ckpt {out / GENERATOR_FILE}"
+        )
     return trainer.history
 
 
@@ -713,8 +801,10 @@ def check(cfg: TrainConfig, iters: int = 5, batch_size: int = 16, width: int = 1
 
     v, cuda = paddle.version, paddle.device.is_compiled_with_cuda()
     build = f"CUDA {v.cuda()}, cuDNN {v.cudnn()}" if cuda else "CPU build"
-    print(f"paddle: {paddle.__version__} ({build}, commit {v.commit[:10]}); "
-          f"Python {platform.python_version()}, {platform.platform()}")
+    print(
+        f"paddle: {paddle.__version__} ({build}, commit {v.commit[:10]}); "
+        f"Python {platform.python_version()}, {platform.platform()}"
+    )
     device = pick_device(cfg.device)
     print(f"device: {device} (--device {cfg.device}; GPUs visible: {paddle.device.cuda.device_count() if cuda else 0})")
     paddle.set_device(device)
@@ -722,13 +812,21 @@ def check(cfg: TrainConfig, iters: int = 5, batch_size: int = 16, width: int = 1
         p = paddle.device.cuda.get_device_properties()
         print(f"gpu: {p.name}, {p.total_memory / 2**30:.1f} GiB, compute capability {p.major}.{p.minor}")
     sup = amp_support(device)
-    print("amp: " + (", ".join(f"{k} {'yes' if ok else 'no'}" for k, ok in sup.items()) if device == "gpu" else
-                     "none on a CPU (--amp is for GPUs; CPU runs are float32)"))  # fmt: skip
+    print(
+        "amp: "
+        + (
+            ", ".join(f"{k} {'yes' if ok else 'no'}" for k, ok in sup.items())
+            if device == "gpu"
+            else "none on a CPU (--amp is for GPUs; CPU runs are float32)"
+        )
+    )
     if Path(cfg.data).exists():
         try:
             ds = FaceDataset(cfg.data)
-            print(f"data: {cfg.data}, {len(ds)} images; --data-on-device {cfg.data_on_device}: "
-                  f"{plan_on_device(len(ds), ds._source is None, cfg.data_on_device, device)[1]}")  # fmt: skip
+            print(
+                f"data: {cfg.data}, {len(ds)} images; --data-on-device {cfg.data_on_device}: "
+                f"{plan_on_device(len(ds), ds._source is None, cfg.data_on_device, device)[1]}"
+            )
         except UserError as e:
             print(f"data: {e}")
     else:
@@ -748,9 +846,11 @@ def check(cfg: TrainConfig, iters: int = 5, batch_size: int = 16, width: int = 1
     img_s = iters * batch_size / (time.perf_counter() - t)
     finite = bool(np.all(np.isfinite(values)))
     precision = trainer.amp["dtype"] + " autocast" if trainer.amp else "float32"
-    print(f"run: {iters} iterations, ngf = ndf = {width}, batch {batch_size}, {precision} on {device}: "
-          f"{img_s:.1f} img/s; losses {'finite' if finite else 'NOT FINITE'} "
-          f"(last D {values[-1, 0]:.3f}, G {values[-1, 1]:.3f})")
+    print(
+        f"run: {iters} iterations, ngf = ndf = {width}, batch {batch_size}, {precision} on {device}: "
+        f"{img_s:.1f} img/s; losses {'finite' if finite else 'NOT FINITE'} "
+        f"(last D {values[-1, 0]:.3f}, G {values[-1, 1]:.3f})"
+    )
     return finite
 
 
@@ -758,8 +858,9 @@ def main(argv: list[str] | None = None) -> None:
     cfg = utils.parse_config(TrainConfig, argv, description=__doc__)
     if cfg.check:
         if not check(cfg):
-            raise UserError("--check: the losses of the small model were not finite "
-                            "(paste the lines above into a bug report)")
+            raise UserError(
+                "--check: the losses of the small model were not finite (paste the lines above into a bug report)"
+            )
         return
     train(cfg)
 

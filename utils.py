@@ -141,9 +141,11 @@ def save_state(path: str | os.PathLike, tree: dict) -> None:
 
 
 def _pickle_refused(path) -> str:
-    return (f"{path}: this is a pickle (an old-style .pdparams?), and loading a pickle can run any code it holds; "
-            "if you trust it (your own file from an earlier version) pass --allow-pickle "
-            f"(allow_pickle=True in Python), or convert it once: python network.py --convert {path} NEW.safetensors")
+    return (
+        f"{path}: this is a pickle (an old-style .pdparams?), and loading a pickle can run any code it holds; "
+        "if you trust it (your own file from an earlier version) pass --allow-pickle "
+        f"(allow_pickle=True in Python), or convert it once: python network.py --convert {path} NEW.safetensors"
+    )
 
 
 def read_state(path: str | os.PathLike, allow_pickle: bool = False) -> dict:
@@ -266,12 +268,17 @@ def parse_config(cls, argv=None, description: str | None = None, epilog: str | N
     restricts values; `metadata={"const": v}` lets the flag stand alone for v. The CLI holds no logic of its
     own: it only fills the dataclass.
     """
-    parser = argparse.ArgumentParser(description=description, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=description, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     for f in dataclasses.fields(cls):
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         flag = "--" + f.name.replace("_", "-")
         help_ = f.metadata.get("help", "")
-        kw: dict = {"default": default, "help": f"{help_} (default: %(default)s)" if help_ else "(default: %(default)s)"}
+        kw: dict = {
+            "default": default,
+            "help": f"{help_} (default: %(default)s)" if help_ else "(default: %(default)s)",
+        }
         if isinstance(default, bool):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
             continue

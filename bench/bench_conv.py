@@ -95,7 +95,10 @@ def worker_paddle(specs: list[dict], batch: int, reps: int, layout: str) -> list
             if s["transpose"]:
                 w, cols = paddle.randn([s["cout"] * k2, s["cin"]]), paddle.randn([batch, s["cin"], s["hw"] ** 2])
             else:
-                w, cols = paddle.randn([s["cout"], s["cin"] * k2]), paddle.randn([batch, s["cin"] * k2, s["out_hw"] ** 2])
+                w, cols = (
+                    paddle.randn([s["cout"], s["cin"] * k2]),
+                    paddle.randn([batch, s["cin"] * k2, s["out_hw"] ** 2]),
+                )
             r["gemm"] = timed(functools.partial(paddle.matmul, w, cols), reps)
         out.append(r)
     return out
@@ -117,8 +120,18 @@ def worker_torch(specs: list[dict], batch: int, reps: int) -> list[dict]:
 
 def run_worker(kind: str, batch: int, reps: int, ngf: int) -> list[dict] | None:
     env = dict(os.environ, PYTHONWARNINGS="ignore")
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", kind, "--batch", str(batch), "--reps", str(reps),
-           "--ngf", str(ngf)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--worker",
+        kind,
+        "--batch",
+        str(batch),
+        "--reps",
+        str(reps),
+        "--ngf",
+        str(ngf),
+    ]
     try:
         return worker_result(cmd, env, f"{kind} worker")[0]
     except RuntimeError as e:
@@ -138,14 +151,20 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.worker:
         specs = layer_specs(args.ngf)
-        res = worker_torch(specs, args.batch, args.reps) if args.worker == "torch" else \
-            worker_paddle(specs, args.batch, args.reps, args.worker)  # fmt: skip
+        res = (
+            worker_torch(specs, args.batch, args.reps)
+            if args.worker == "torch"
+            else worker_paddle(specs, args.batch, args.reps, args.worker)
+        )
         print("RESULT " + json.dumps(res), flush=True)
         return 0
 
     kinds = ["NCHW", "NHWC", "oneDNN"] + (["torch"] if not args.no_torch and have_torch() else [])
-    print(f"bench_conv.py: {cpu_name()}, {cores()} usable cores; ngf = ndf = {args.ngf}, batch {args.batch}, "
-          f"{args.reps} timed calls per layer; {', '.join(kinds)}", flush=True)  # fmt: skip
+    print(
+        f"bench_conv.py: {cpu_name()}, {cores()} usable cores; ngf = ndf = {args.ngf}, batch {args.batch}, "
+        f"{args.reps} timed calls per layer; {', '.join(kinds)}",
+        flush=True,
+    )
     specs = layer_specs(args.ngf)
     res = {k: run_worker(k, args.batch, args.reps, args.ngf) for k in kinds}
     if res["oneDNN"] is None:
@@ -155,31 +174,59 @@ def main(argv=None) -> int:
     rows, tot = [], {k: [0.0, 0.0] for k in kinds}
     for i, s in enumerate(specs):
         p, n = res["NCHW"][i], res["NHWC"][i]
-        name = f"{s['net']} {'convT' if s['transpose'] else 'conv'} {s['cin']}->{s['cout']}, {s['hw']}->{s['out_hw']} px"
-        row = [name, ms(p["fwd"]), ms(p["gemm"]), ms(p["fb"]), f"{args.batch * s['fb_flop'] / p['fb'] / 1e9:.0f}",
-               ms(n["fb"]), f"{p['fb'] / n['fb']:.2f}x"]  # fmt: skip
+        name = (
+            f"{s['net']} {'convT' if s['transpose'] else 'conv'} {s['cin']}->{s['cout']}, {s['hw']}->{s['out_hw']} px"
+        )
+        row = [
+            name,
+            ms(p["fwd"]),
+            ms(p["gemm"]),
+            ms(p["fb"]),
+            f"{args.batch * s['fb_flop'] / p['fb'] / 1e9:.0f}",
+            ms(n["fb"]),
+            f"{p['fb'] / n['fb']:.2f}x",
+        ]
         if "oneDNN" in res:
             d = res["oneDNN"][i]
             gflops = f"{args.batch * s['fb_flop'] / d['fb'] / 1e9:.0f}"
             row += [ms(d["fwd"]), ms(d["fb"]), gflops, f"{p['fb'] / d['fb']:.2f}x"]
         if "torch" in res:
             t = res["torch"][i]
-            row += [ms(t["fwd"]), ms(t["fb"]), f"{args.batch * s['fb_flop'] / t['fb'] / 1e9:.0f}", f"**{t['fb'] / p['fb']:.2f}x**"]
+            row += [
+                ms(t["fwd"]),
+                ms(t["fb"]),
+                f"{args.batch * s['fb_flop'] / t['fb'] / 1e9:.0f}",
+                f"**{t['fb'] / p['fb']:.2f}x**",
+            ]
             row += [f"**{t['fb'] / d['fb']:.2f}x**"] if "oneDNN" in res else []
         rows.append(row)
         for k in kinds:
             tot[k][0] += res[k][i]["fwd"]
             tot[k][1] += res[k][i]["fb"]
-    total = ["all", ms(tot["NCHW"][0]), ms(sum(x["gemm"] for x in res["NCHW"])), ms(tot["NCHW"][1]), "",
-             ms(tot["NHWC"][1]), f"{tot['NCHW'][1] / tot['NHWC'][1]:.2f}x"]  # fmt: skip
+    total = [
+        "all",
+        ms(tot["NCHW"][0]),
+        ms(sum(x["gemm"] for x in res["NCHW"])),
+        ms(tot["NCHW"][1]),
+        "",
+        ms(tot["NHWC"][1]),
+        f"{tot['NCHW'][1] / tot['NHWC'][1]:.2f}x",
+    ]
     if "oneDNN" in res:
         total += [ms(tot["oneDNN"][0]), ms(tot["oneDNN"][1]), "", f"{tot['NCHW'][1] / tot['oneDNN'][1]:.2f}x"]
     if "torch" in res:
         total += [ms(tot["torch"][0]), ms(tot["torch"][1]), "", f"**{tot['torch'][1] / tot['NCHW'][1]:.2f}x**"]
         total += [f"**{tot['torch'][1] / tot['oneDNN'][1]:.2f}x**"] if "oneDNN" in res else []
     rows.append(total)
-    header = [f"layer (ngf {args.ngf}, batch {args.batch})", "Paddle fwd ms", "its gemm only ms", "Paddle fwd+bwd ms",
-              "GFLOP/s", "NHWC fwd+bwd ms", "NHWC speed-up"]  # fmt: skip
+    header = [
+        f"layer (ngf {args.ngf}, batch {args.batch})",
+        "Paddle fwd ms",
+        "its gemm only ms",
+        "Paddle fwd+bwd ms",
+        "GFLOP/s",
+        "NHWC fwd+bwd ms",
+        "NHWC speed-up",
+    ]
     if "oneDNN" in res:
         header += ["oneDNN fwd ms", "oneDNN fwd+bwd ms", "GFLOP/s", "oneDNN speed-up"]
     if "torch" in res:

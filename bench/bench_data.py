@@ -55,10 +55,14 @@ def synth_face(rng: np.random.Generator, noise: np.ndarray) -> Image.Image:
     for _ in range(rng.integers(3, 8)):
         x0, y0 = rng.integers(-40, W), rng.integers(-40, H)
         box = (x0, y0, x0 + rng.integers(20, 120), y0 + rng.integers(20, 120))
-        (draw.ellipse if rng.random() < 0.6 else draw.rectangle)(box, fill=tuple(int(v) for v in rng.integers(0, 256, 3)))
+        (draw.ellipse if rng.random() < 0.6 else draw.rectangle)(
+            box, fill=tuple(int(v) for v in rng.integers(0, 256, 3))
+        )
     img = img.filter(ImageFilter.BoxBlur(int(rng.integers(1, 3))))
     off = rng.integers(0, len(noise) - H * W * 3)
-    return Image.fromarray(np.clip(np.asarray(img) + noise[off : off + H * W * 3].reshape(H, W, 3), 0, 255).astype(np.uint8))
+    return Image.fromarray(
+        np.clip(np.asarray(img) + noise[off : off + H * W * 3].reshape(H, W, 3), 0, 255).astype(np.uint8)
+    )
 
 
 def make_corpus(n: int) -> Path:
@@ -117,8 +121,11 @@ def main(argv: list[str] | None = None) -> None:
     sizes = [p.stat().st_size for p in names]  # also warms the page cache for both methods
     for p in names:
         p.read_bytes()
-    print(f"corpus: {len(names)} JPEGs, {W}x{H}, mean {np.mean(sizes) / 1024:.1f} KB; {len(os.sched_getaffinity(0))} cores, "
-          f"load average {os.getloadavg()[0]:.2f} (other processes share the cores)")  # fmt: skip
+    print(
+        f"corpus: {len(names)} JPEGs, {W}x{H}, mean {np.mean(sizes) / 1024:.1f} KB; "
+        f"{len(os.sched_getaffinity(0))} cores, "
+        f"load average {os.getloadavg()[0]:.2f} (other processes share the cores)"
+    )
 
     base_out = CACHE / "baseline_out"
 
@@ -136,8 +143,13 @@ def main(argv: list[str] | None = None) -> None:
     base_rate, ours_rate = n_base / t_base, summary.processed / t_ours
     # img per CPU-second: the work per image, which other processes on the machine disturb less than wall time
     ours = f"pretreat.py ({ours_cfg.workers or 'all'} workers):"
-    print(f"{'pretreat, tutorial method (8 threads):':39s} {base_rate:8.0f} img/s   {n_base / c_base:6.0f} img per CPU-s")
-    print(f"{ours:39s} {ours_rate:8.0f} img/s   {summary.processed / c_ours:6.0f} img per CPU-s   {ours_rate / base_rate:.2f}x tutorial")
+    print(
+        f"{'pretreat, tutorial method (8 threads):':39s} {base_rate:8.0f} img/s   {n_base / c_base:6.0f} img per CPU-s"
+    )
+    print(
+        f"{ours:39s} {ours_rate:8.0f} img/s   {summary.processed / c_ours:6.0f} img per CPU-s   "
+        f"{ours_rate / base_rate:.2f}x tutorial"
+    )
 
     from dataReader import make_loader  # imports paddle (~2 s), so after the pretreat timings
 

@@ -69,15 +69,29 @@ def main(argv: list[str] | None = None) -> int:
     res: dict[str, list[dict]] = {k: [] for k in kinds}
     for r in range(args.rounds):
         for kind in list(kinds)[:: 1 if r % 2 == 0 else -1]:
-            cmd = [kinds[kind], str(Path(__file__).resolve()), "--worker", kind, "--num", str(args.num), "--batch", str(args.batch)]
+            cmd = [
+                kinds[kind],
+                str(Path(__file__).resolve()),
+                "--worker",
+                kind,
+                "--num",
+                str(args.num),
+                "--batch",
+                str(args.batch),
+            ]
             out, _ = worker_result(cmd, env, f"{kind} worker")
             res[kind].append(out)
             print(f"round {r + 1}: {kind:7s} {out['img_s']:6.2f} img/s (others used {out['others']:.0%} of the CPUs)")
     speed = {k: median([x["img_s"] for x in v]) for k, v in res.items()}
-    print(f"\n{cpu_name()}, {os.cpu_count()} cores; {args.num} images, batch {args.batch}, {args.rounds} rounds (median)")
+    print(
+        f"\n{cpu_name()}, {os.cpu_count()} cores; {args.num} images, batch {args.batch}, {args.rounds} rounds (median)"
+    )
     print(f"fid.py (Paddle): {speed['paddle']:.2f} img/s")
     if "torch" in speed:
-        print(f"pytorch-fid:     {speed['torch']:.2f} img/s; fid.py / pytorch-fid = {speed['paddle'] / speed['torch']:.2f}")
+        print(
+            f"pytorch-fid:     {speed['torch']:.2f} img/s; fid.py / pytorch-fid = "
+            f"{speed['paddle'] / speed['torch']:.2f}"
+        )
     return 0
 
 

@@ -127,14 +127,29 @@ def conv_layers(G, D, nz: int) -> list[dict]:
             cin, cout, k = x.shape[1], output.shape[1], layer.weight.shape[2:]
             hw = (x.shape[2] * x.shape[3]) if t else (output.shape[2] * output.shape[3])
             pad = layer._padding if isinstance(layer._padding, int) else layer._padding[0]
-            layers.append({"net": name, "transpose": t, "cin": cin, "cout": cout, "k": k[0], "stride": layer._stride[0],
-                           "padding": pad, "hw": x.shape[2], "out_hw": output.shape[2],
-                           "flop": 2 * cin * cout * k[0] * k[1] * hw})  # fmt: skip
+            layers.append(
+                {
+                    "net": name,
+                    "transpose": t,
+                    "cin": cin,
+                    "cout": cout,
+                    "k": k[0],
+                    "stride": layer._stride[0],
+                    "padding": pad,
+                    "hw": x.shape[2],
+                    "out_hw": output.shape[2],
+                    "flop": 2 * cin * cout * k[0] * k[1] * hw,
+                }
+            )
 
         return f
 
-    handles = [layer.register_forward_post_hook(hook(name)) for name, net in (("G", G), ("D", D))
-               for layer in net.sublayers() if isinstance(layer, (nn.Conv2D, nn.Conv2DTranspose))]  # fmt: skip
+    handles = [
+        layer.register_forward_post_hook(hook(name))
+        for name, net in (("G", G), ("D", D))
+        for layer in net.sublayers()
+        if isinstance(layer, (nn.Conv2D, nn.Conv2DTranspose))
+    ]
     was = G.training, D.training
     G.eval(), D.eval()
     try:
@@ -223,9 +238,10 @@ def gpu_table(support: dict[str, bool]) -> list[tuple[str, str, str, dict]]:
     base = {"data": "host", "log_every": 1}
     rows = [("fp32", "", "float32; batches from host memory; stats fetched every iteration", dict(base))]
     rows += [(m, "fp32", f"--amp {m}", {**base, "amp": m}) for m in ("fp16", "bf16") if support.get(m)]
-    rows += [("log-every", "fp32", "--log-every 20 (one transfer per 20 iterations)", {**base, "log_every": 20}),
-             ("on-device", "fp32", "--data-on-device on (batches gathered in device memory)",
-              {**base, "data": "device"})]  # fmt: skip
+    rows += [
+        ("log-every", "fp32", "--log-every 20 (one transfer per 20 iterations)", {**base, "log_every": 20}),
+        ("on-device", "fp32", "--data-on-device on (batches gathered in device memory)", {**base, "data": "device"}),
+    ]
     best = "bf16" if support.get("bf16") else "fp16" if support.get("fp16") else None
     both = {"data": "device", "log_every": 20, **({"amp": best} if best else {})}
     amp = f"--amp {best} + " if best else ""
@@ -314,11 +330,25 @@ def worker_paddle(args) -> dict:
             times = [sum(times) / len(times)] * len(times)
     peak = paddle_peak(paddle)
     med = sorted(times)[len(times) // 2]
-    return {"framework": "paddle", "version": paddle.__version__, "device": device, "batch": args.batch, "times": times, "median": med,
-            "img_s": args.batch / med, "first": first, "build": t_build, "startup": first - med, "others": m.others,
-            "flops": flops, "peak_gflops": peak, "amp_support": train.amp_support(device), "amp": trainer.amp,
-            "conv_backend": sys.modules["network"].conv_backend(device),
-            "env": {k: os.environ.get(k) for k in ENV_SHOWN}}  # fmt: skip
+    return {
+        "framework": "paddle",
+        "version": paddle.__version__,
+        "device": device,
+        "batch": args.batch,
+        "times": times,
+        "median": med,
+        "img_s": args.batch / med,
+        "first": first,
+        "build": t_build,
+        "startup": first - med,
+        "others": m.others,
+        "flops": flops,
+        "peak_gflops": peak,
+        "amp_support": train.amp_support(device),
+        "amp": trainer.amp,
+        "conv_backend": sys.modules["network"].conv_backend(device),
+        "env": {k: os.environ.get(k) for k in ENV_SHOWN},
+    }
 
 
 def worker_torch(args) -> dict:
@@ -334,19 +364,37 @@ def worker_torch(args) -> dict:
     nz, ngf, ndf, b, seed = 100, args.ngf, args.ngf, args.batch, 1
     bn = lambda c: nn.BatchNorm2d(c, momentum=0.5)  # noqa: E731  running = 0.5 running + 0.5 batch, as Paddle's 0.5
     G = nn.Sequential(
-        nn.ConvTranspose2d(nz, ngf * 8, 4, 1, 0, bias=False), bn(ngf * 8), nn.ReLU(),
-        nn.ConvTranspose2d(ngf * 8, ngf * 4, 4, 2, 1, bias=False), bn(ngf * 4), nn.ReLU(),
-        nn.ConvTranspose2d(ngf * 4, ngf * 2, 4, 2, 1, bias=False), bn(ngf * 2), nn.ReLU(),
-        nn.ConvTranspose2d(ngf * 2, ngf, 4, 2, 1, bias=False), bn(ngf), nn.ReLU(),
-        nn.ConvTranspose2d(ngf, 3, 4, 2, 1, bias=False), nn.Tanh(),
-    )  # fmt: skip
+        nn.ConvTranspose2d(nz, ngf * 8, 4, 1, 0, bias=False),
+        bn(ngf * 8),
+        nn.ReLU(),
+        nn.ConvTranspose2d(ngf * 8, ngf * 4, 4, 2, 1, bias=False),
+        bn(ngf * 4),
+        nn.ReLU(),
+        nn.ConvTranspose2d(ngf * 4, ngf * 2, 4, 2, 1, bias=False),
+        bn(ngf * 2),
+        nn.ReLU(),
+        nn.ConvTranspose2d(ngf * 2, ngf, 4, 2, 1, bias=False),
+        bn(ngf),
+        nn.ReLU(),
+        nn.ConvTranspose2d(ngf, 3, 4, 2, 1, bias=False),
+        nn.Tanh(),
+    )
     D = nn.Sequential(
-        nn.Conv2d(3, ndf, 4, 2, 1, bias=False), nn.LeakyReLU(0.2),
-        nn.Conv2d(ndf, ndf * 2, 4, 2, 1, bias=False), bn(ndf * 2), nn.LeakyReLU(0.2),
-        nn.Conv2d(ndf * 2, ndf * 4, 4, 2, 1, bias=False), bn(ndf * 4), nn.LeakyReLU(0.2),
-        nn.Conv2d(ndf * 4, ndf * 8, 4, 2, 1, bias=False), bn(ndf * 8), nn.LeakyReLU(0.2),
-        nn.Conv2d(ndf * 8, 1, 4, 1, 0, bias=False), nn.Sigmoid(), nn.Flatten(0),
-    )  # fmt: skip
+        nn.Conv2d(3, ndf, 4, 2, 1, bias=False),
+        nn.LeakyReLU(0.2),
+        nn.Conv2d(ndf, ndf * 2, 4, 2, 1, bias=False),
+        bn(ndf * 2),
+        nn.LeakyReLU(0.2),
+        nn.Conv2d(ndf * 2, ndf * 4, 4, 2, 1, bias=False),
+        bn(ndf * 4),
+        nn.LeakyReLU(0.2),
+        nn.Conv2d(ndf * 4, ndf * 8, 4, 2, 1, bias=False),
+        bn(ndf * 8),
+        nn.LeakyReLU(0.2),
+        nn.Conv2d(ndf * 8, 1, 4, 1, 0, bias=False),
+        nn.Sigmoid(),
+        nn.Flatten(0),
+    )
     for m in [*G.modules(), *D.modules()]:
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
             nn.init.normal_(m.weight, 0.0, 0.02)
@@ -392,9 +440,19 @@ def worker_torch(args) -> dict:
     with Meter() as m:
         times = [one() for _ in range(args.iters)]
     med = sorted(times)[len(times) // 2]
-    return {"framework": "torch", "version": torch.__version__, "device": "gpu" if dev.type == "cuda" else "cpu", "batch": b,
-            "times": times, "median": med, "img_s": b / med, "first": first, "startup": first - med, "others": m.others,
-            "threads": torch.get_num_threads()}  # fmt: skip
+    return {
+        "framework": "torch",
+        "version": torch.__version__,
+        "device": "gpu" if dev.type == "cuda" else "cpu",
+        "batch": b,
+        "times": times,
+        "median": med,
+        "img_s": b / med,
+        "first": first,
+        "startup": first - med,
+        "others": m.others,
+        "threads": torch.get_num_threads(),
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -405,8 +463,16 @@ def worker_torch(args) -> dict:
 MALLOC_KEEP_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2**31 - 1)}
 
 
-def run_worker(kind: str, batch: int, iters: int, warmup: int, lever: dict | None = None, wait: float = 0.0,
-               device: str = "auto", ngf: int = 64) -> dict:  # fmt: skip
+def run_worker(
+    kind: str,
+    batch: int,
+    iters: int,
+    warmup: int,
+    lever: dict | None = None,
+    wait: float = 0.0,
+    device: str = "auto",
+    ngf: int = 64,
+) -> dict:
     if wait:
         wait_idle(wait)
     env = dict(os.environ)
@@ -418,9 +484,24 @@ def run_worker(kind: str, batch: int, iters: int, warmup: int, lever: dict | Non
         kind = "paddle"
         env.update(PADDLE_CONV)
     env.update((lever or {}).get("env", {}))  # there from the start: utils.py, glibc and OpenMP read it early
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", kind, "--batch", str(batch), "--iters", str(iters),
-           "--warmup", str(warmup), "--lever", json.dumps(lever or {}), "--device", device,
-           "--ngf", str(ngf)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--worker",
+        kind,
+        "--batch",
+        str(batch),
+        "--iters",
+        str(iters),
+        "--warmup",
+        str(warmup),
+        "--lever",
+        json.dumps(lever or {}),
+        "--device",
+        device,
+        "--ngf",
+        str(ngf),
+    ]
     res, out = worker_result(cmd, env, f"{kind} worker (batch {batch})")
     if env.get("ONEDNN_VERBOSE"):  # oneDNN logs each primitive it runs: did the flag reach any kernel?
         res["onednn_primitives"] = sum(",primitive,exec," in x for x in out)
@@ -460,36 +541,90 @@ def lever_table() -> list[tuple[str, str, str, dict]]:
     n = str(cores())
     tuned_env = {"env": {**MALLOC_DEFAULT, **PADDLE_CONV}}
     old = {**MALLOC_DEFAULT, **PADDLE_CONV}  # the rows up to "all" use Paddle's convolution kernels
-    return [  # fmt: skip
-        ("raw", "", "Paddle as pip installs it: 1 thread, MKL's generic path on AMD, glibc malloc defaults, old step",
-         {"unset": ["MKL_NUM_THREADS", "MKL_DEBUG_CPU_TYPE"], "env": {"OMP_NUM_THREADS": "1", **old}, **BEFORE}),
-        ("threads", "raw", f"MKL_NUM_THREADS={n} (threads = cores)",
-         {"unset": ["MKL_DEBUG_CPU_TYPE"], "env": {"MKL_NUM_THREADS": n, **old}, **BEFORE}),
-        ("mkl-avx2", "raw", "MKL_DEBUG_CPU_TYPE=5 (MKL's AVX2 path on AMD)",
-         {"unset": ["MKL_NUM_THREADS"], "env": {"OMP_NUM_THREADS": "1", "MKL_DEBUG_CPU_TYPE": "5", **old}, **BEFORE}),
+    return [
+        (
+            "raw",
+            "",
+            "Paddle as pip installs it: 1 thread, MKL's generic path on AMD, glibc malloc defaults, old step",
+            {"unset": ["MKL_NUM_THREADS", "MKL_DEBUG_CPU_TYPE"], "env": {"OMP_NUM_THREADS": "1", **old}, **BEFORE},
+        ),
+        (
+            "threads",
+            "raw",
+            f"MKL_NUM_THREADS={n} (threads = cores)",
+            {"unset": ["MKL_DEBUG_CPU_TYPE"], "env": {"MKL_NUM_THREADS": n, **old}, **BEFORE},
+        ),
+        (
+            "mkl-avx2",
+            "raw",
+            "MKL_DEBUG_CPU_TYPE=5 (MKL's AVX2 path on AMD)",
+            {"unset": ["MKL_NUM_THREADS"], "env": {"OMP_NUM_THREADS": "1", "MKL_DEBUG_CPU_TYPE": "5", **old}, **BEFORE},
+        ),
         ("tuned", "raw", "threads + MKL path: utils.py before issue 6", {**tuned_env, **BEFORE}),
-        ("malloc", "tuned", "glibc keeps freed memory (MALLOC_MMAP_MAX_=0, MALLOC_TRIM_THRESHOLD_=2^31-1)",
-         {"env": {**MALLOC_KEEP_ENV, **PADDLE_CONV}, **BEFORE}),
-        ("step", "tuned", "Trainer.step now: D frozen in the G steps (no weight gradients for D there)", dict(tuned_env)),
-        ("to_static", "tuned", "paddle.jit.to_static(G) and (D), full_graph=True", {**tuned_env, **BEFORE, "to_static": True}),
-        ("onednn", "tuned", "FLAGS_use_onednn=1",
-         {"env": {"FLAGS_use_onednn": "1", "ONEDNN_VERBOSE": "1", **old}, **BEFORE}),
-        ("conv", "tuned", "the convolutions on oneDNN (onednn_conv; everything else as tuned)",
-         {"env": dict(MALLOC_DEFAULT), **BEFORE}),
+        (
+            "malloc",
+            "tuned",
+            "glibc keeps freed memory (MALLOC_MMAP_MAX_=0, MALLOC_TRIM_THRESHOLD_=2^31-1)",
+            {"env": {**MALLOC_KEEP_ENV, **PADDLE_CONV}, **BEFORE},
+        ),
+        (
+            "step",
+            "tuned",
+            "Trainer.step now: D frozen in the G steps (no weight gradients for D there)",
+            dict(tuned_env),
+        ),
+        (
+            "to_static",
+            "tuned",
+            "paddle.jit.to_static(G) and (D), full_graph=True",
+            {**tuned_env, **BEFORE, "to_static": True},
+        ),
+        (
+            "onednn",
+            "tuned",
+            "FLAGS_use_onednn=1",
+            {"env": {"FLAGS_use_onednn": "1", "ONEDNN_VERBOSE": "1", **old}, **BEFORE},
+        ),
+        (
+            "conv",
+            "tuned",
+            "the convolutions on oneDNN (onednn_conv; everything else as tuned)",
+            {"env": dict(MALLOC_DEFAULT), **BEFORE},
+        ),
         ("all", "tuned", "train.py's defaults now: tuned + step + convolutions on oneDNN", {}),
         ("paddle-conv", "all", "DCGAN_ONEDNN=0 (Paddle's own convolution kernels)", {"env": dict(PADDLE_CONV)}),
-        ("omp", "all", f"OMP_NUM_THREADS={n} as well (Paddle's OpenMP loops and oneDNN's team; a warning at import)",
-         {"env": {"OMP_NUM_THREADS": n}}),
-        ("blocktime0", "all", "KMP_BLOCKTIME=0 (OpenMP threads sleep at once instead of spinning 200 ms)", {"env": {"KMP_BLOCKTIME": "0"}}),
-        ("omp-passive", "all", "OMP_WAIT_POLICY=PASSIVE (idle OpenMP threads of oneDNN's libgomp and MKL's libiomp5 sleep)",
-         {"env": {"OMP_WAIT_POLICY": "PASSIVE"}}),
-        ("affinity", "all", "KMP_AFFINITY=granularity=fine,compact,1,0 (threads pinned to cores)",
-         {"env": {"KMP_AFFINITY": "granularity=fine,compact,1,0"}}),
-    ]  # fmt: skip
+        (
+            "omp",
+            "all",
+            f"OMP_NUM_THREADS={n} as well (Paddle's OpenMP loops and oneDNN's team; a warning at import)",
+            {"env": {"OMP_NUM_THREADS": n}},
+        ),
+        (
+            "blocktime0",
+            "all",
+            "KMP_BLOCKTIME=0 (OpenMP threads sleep at once instead of spinning 200 ms)",
+            {"env": {"KMP_BLOCKTIME": "0"}},
+        ),
+        (
+            "omp-passive",
+            "all",
+            "OMP_WAIT_POLICY=PASSIVE (idle OpenMP threads of oneDNN's libgomp and MKL's libiomp5 sleep)",
+            {"env": {"OMP_WAIT_POLICY": "PASSIVE"}},
+        ),
+        (
+            "affinity",
+            "all",
+            "KMP_AFFINITY=granularity=fine,compact,1,0 (threads pinned to cores)",
+            {"env": {"KMP_AFFINITY": "granularity=fine,compact,1,0"}},
+        ),
+    ]
 
 
 def fmt_table(rows: list[list[str]], header: list[str]) -> str:
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" if i == 0 else "--:" for i in range(len(header))) + "|"]
+    out = [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("---" if i == 0 else "--:" for i in range(len(header))) + "|",
+    ]
     out += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(out)
 
@@ -497,19 +632,36 @@ def fmt_table(rows: list[list[str]], header: list[str]) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=list(DEFAULT_BATCHES), help="(default: %(default)s)")
-    ap.add_argument("--rounds", type=int, default=3, help="Paddle/PyTorch alternations per batch size (default: %(default)s)")
+    ap.add_argument(
+        "--rounds", type=int, default=3, help="Paddle/PyTorch alternations per batch size (default: %(default)s)"
+    )
     ap.add_argument("--iters", type=int, default=0, help="timed iterations per worker (default: 6, --quick 3)")
     ap.add_argument("--warmup", type=int, default=0, help="untimed iterations first, compile included (default: 2)")
     ap.add_argument("--quick", action="store_true", help="1 round, 3 timed iterations")
     ap.add_argument("--levers", action="store_true", help="also time each Paddle speed lever alone (first batch size)")
-    ap.add_argument("--lever-batch", type=int, default=0, help="batch size of the --levers table (default: the first of --batch-sizes)")
+    ap.add_argument(
+        "--lever-batch",
+        type=int,
+        default=0,
+        help="batch size of the --levers table (default: the first of --batch-sizes)",
+    )
     ap.add_argument("--only", nargs="+", default=[], metavar="LEVER", help="with --levers: only these rows")
-    ap.add_argument("--gpu-levers", action="store_true", help="the GPU's lever table (precision, --log-every, "
-                    "--data-on-device) on any device; on a GPU it is the default")  # fmt: skip
+    ap.add_argument(
+        "--gpu-levers",
+        action="store_true",
+        help="the GPU's lever table (precision, --log-every, "
+        "--data-on-device) on any device; on a GPU it is the default",
+    )
     ap.add_argument("--no-torch", action="store_true", help="time Paddle only")
-    ap.add_argument("--torch-malloc", action="store_true", help="also time PyTorch with the malloc settings Paddle gets")
-    ap.add_argument("--wait-idle", type=float, default=0, metavar="S", help="wait up to S s for an idle machine before each worker")
-    ap.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto", help="auto: GPU if any (default: %(default)s)")
+    ap.add_argument(
+        "--torch-malloc", action="store_true", help="also time PyTorch with the malloc settings Paddle gets"
+    )
+    ap.add_argument(
+        "--wait-idle", type=float, default=0, metavar="S", help="wait up to S s for an idle machine before each worker"
+    )
+    ap.add_argument(
+        "--device", choices=["auto", "cpu", "gpu"], default="auto", help="auto: GPU if any (default: %(default)s)"
+    )
     ap.add_argument("--ngf", type=int, default=64, help="G's and D's width, ngf = ndf (default: %(default)s)")
     ap.add_argument("--no-backend-row", action="store_true", help="skip the Paddle-kernels (DCGAN_ONEDNN=0) workers")
     ap.add_argument("--json", default="", help="also write every worker's result to this file")
@@ -529,10 +681,16 @@ def main(argv=None) -> int:
     warmup = args.warmup or 2
     torch_ok = not args.no_torch and have_torch()
     if not args.no_torch and not torch_ok:
-        print("bench_train.py: PyTorch is not installed, so only Paddle is timed. For the reference: "
-              "pip install -r requirements-bench.txt   (a CPU build of torch; not a project dependency)", flush=True)  # fmt: skip
-    print(f"bench_train.py: {cpu_name()}, {cores()} usable cores; batch sizes {args.batch_sizes}, {rounds} round(s) of "
-          f"{warmup} warm-up + {iters} timed iterations per worker", flush=True)  # fmt: skip
+        print(
+            "bench_train.py: PyTorch is not installed, so only Paddle is timed. For the reference: "
+            "pip install -r requirements-bench.txt   (a CPU build of torch; not a project dependency)",
+            flush=True,
+        )
+    print(
+        f"bench_train.py: {cpu_name()}, {cores()} usable cores; batch sizes {args.batch_sizes}, {rounds} round(s) of "
+        f"{warmup} warm-up + {iters} timed iterations per worker",
+        flush=True,
+    )
     results: list[dict] = []
     for r in range(rounds):
         for b in args.batch_sizes:
@@ -544,9 +702,12 @@ def main(argv=None) -> int:
                 res = run_worker(kind, b, iters, warmup, wait=args.wait_idle, device=args.device, ngf=args.ngf)
                 res["round"], res["kind"] = r, kind
                 results.append(res)
-                print(f"  round {r + 1} batch {b:4d} {kind:14s} ({res['device']}): {res['img_s']:6.2f} img/s "
-                      f"(median {res['median']:.3f} s/it, first {res['first']:.2f} s, "
-                      f"others used {100 * res['others']:.0f}% of the CPUs)", flush=True)  # fmt: skip
+                print(
+                    f"  round {r + 1} batch {b:4d} {kind:14s} ({res['device']}): {res['img_s']:6.2f} img/s "
+                    f"(median {res['median']:.3f} s/it, first {res['first']:.2f} s, "
+                    f"others used {100 * res['others']:.0f}% of the CPUs)",
+                    flush=True,
+                )
 
     lever_rows = []
     # on a GPU the CPU levers (MKL, malloc, OpenMP) mean nothing: its table is precision, fetching and data placement
@@ -561,20 +722,26 @@ def main(argv=None) -> int:
         for r in range(rounds):
             seq = levers if r % 2 == 0 else levers[::-1]
             for name, _, _, lever in seq:
-                res = run_worker("paddle", b, iters, warmup, lever, wait=args.wait_idle, device=args.device,
-                                 ngf=args.ngf)
+                res = run_worker(
+                    "paddle", b, iters, warmup, lever, wait=args.wait_idle, device=args.device, ngf=args.ngf
+                )
                 res["round"], res["lever"] = r, name
                 lever_res[name].append(res)
                 results.append(res)
-                print(f"  round {r + 1} {name:11s}: {res['img_s']:6.2f} img/s (first {res['first']:.2f} s, "
-                      f"others {100 * res['others']:.0f}%)", flush=True)  # fmt: skip
+                print(
+                    f"  round {r + 1} {name:11s}: {res['img_s']:6.2f} img/s (first {res['first']:.2f} s, "
+                    f"others {100 * res['others']:.0f}%)",
+                    flush=True,
+                )
         speed = {n: median([x["img_s"] for x in v]) for n, v in lever_res.items()}
         start = {n: median([x["startup"] for x in v]) for n, v in lever_res.items()}
         for name, ref, what, _ in levers:
             gain = f"**{speed[name] / speed[ref]:.2f}x** vs {ref}" if ref in speed else ""
             ran = [x["onednn_primitives"] for x in lever_res[name] if "onednn_primitives" in x]
             what += f" (oneDNN primitives run: {max(ran)})" if ran else ""
-            lever_rows.append([name, (f"{ref} + " if ref else "") + what, f"{speed[name]:.1f}", gain, f"{start[name]:+.1f}"])
+            lever_rows.append(
+                [name, (f"{ref} + " if ref else "") + what, f"{speed[name]:.1f}", gain, f"{start[name]:+.1f}"]
+            )
 
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
@@ -594,21 +761,32 @@ def main(argv=None) -> int:
             return "-"
 
     print()
-    print(f"**Machine** {cpu_name()}, {cores()} cores, {time.strftime('%Y-%m-%d')}; Python {platform.python_version()}, "
-          f"paddlepaddle {pd[0]['version']}, torch {version('torch') if torch_ok else 'not installed'}, numpy {version('numpy')}. "
-          f"Paddle: {', '.join(f'{k}={v}' for k, v in pd[0]['env'].items() if v)}, PyTorch: "
-          f"{pt[0]['threads'] if pt else '-'} threads. **Network** ngf = ndf = {args.ngf}. "
-          f"**Convolutions** {pd[0]['conv_backend']}. **Device** Paddle {pd[0]['device']}"
-          f"{', PyTorch ' + pt[0]['device'] if pt else ''}.  ")  # fmt: skip
+    print(
+        f"**Machine** {cpu_name()}, {cores()} cores, {time.strftime('%Y-%m-%d')}; Python {platform.python_version()}, "
+        f"paddlepaddle {pd[0]['version']}, torch {version('torch') if torch_ok else 'not installed'}, "
+        f"numpy {version('numpy')}. "
+        f"Paddle: {', '.join(f'{k}={v}' for k, v in pd[0]['env'].items() if v)}, PyTorch: "
+        f"{pt[0]['threads'] if pt else '-'} threads. **Network** ngf = ndf = {args.ngf}. "
+        f"**Convolutions** {pd[0]['conv_backend']}. **Device** Paddle {pd[0]['device']}"
+        f"{', PyTorch ' + pt[0]['device'] if pt else ''}.  "
+    )
     same_device = not pt or pt[0]["device"] == pd[0]["device"]
     if not same_device:
-        print("(Paddle and PyTorch ran on different devices, so no ratio: install a torch build for this device, "
-              "or use --device cpu)")  # fmt: skip
-    print(f"**Work** {flops['iteration'] / 1e9:.2f} GFLOP per real image per iteration (G forward {flops['G_fwd'] / 1e6:.1f} MFLOP, "
-          f"D forward {flops['D_fwd'] / 1e6:.1f} MFLOP; 1 D step + 2 G steps, backward = 2x forward). "
-          f"**Matmul peak** ({PEAK_N}² float32, Paddle, same environment): {peak:.0f} GFLOP/s.  ")  # fmt: skip
-    print(f"Medians over {rounds} round(s) of {iters} timed iterations after {warmup} warm-up; each framework in its own process, "
-          f"alternating.\n")  # fmt: skip
+        print(
+            "(Paddle and PyTorch ran on different devices, so no ratio: install a torch build for this device, "
+            "or use --device cpu)"
+        )
+    print(
+        f"**Work** {flops['iteration'] / 1e9:.2f} GFLOP per real image per iteration (G forward "
+        f"{flops['G_fwd'] / 1e6:.1f} MFLOP, "
+        f"D forward {flops['D_fwd'] / 1e6:.1f} MFLOP; 1 D step + 2 G steps, backward = 2x forward). "
+        f"**Matmul peak** ({PEAK_N}² float32, Paddle, same environment): {peak:.0f} GFLOP/s.  "
+    )
+    print(
+        f"Medians over {rounds} round(s) of {iters} timed iterations after {warmup} warm-up; each "
+        "framework in its own process, "
+        f"alternating.\n"
+    )
     rows = []
     pct = lambda s: f"{100 * s * flops['iteration'] / 1e9 / peak:.0f}%"  # noqa: E731
     for b in args.batch_sizes:
@@ -623,8 +801,10 @@ def main(argv=None) -> int:
         if ptm:
             tm = median([x["img_s"] for x in ptm if x["batch"] == b])
             row += [f"{tm:.1f}", f"{p / tm:.2f}x"]
-        row += [f"{median([x['startup'] for x in pd if x['batch'] == b]):.1f} s",
-                f"{100 * max(x['others'] for x in results if x['batch'] == b and 'lever' not in x):.0f}%"]  # fmt: skip
+        row += [
+            f"{median([x['startup'] for x in pd if x['batch'] == b]):.1f} s",
+            f"{100 * max(x['others'] for x in results if x['batch'] == b and 'lever' not in x):.0f}%",
+        ]
         rows.append(row)
     header = ["batch", "Paddle img/s", "PyTorch img/s", "Paddle / PyTorch", "Paddle % of peak", "PyTorch % of peak"]
     if pk:
@@ -633,7 +813,10 @@ def main(argv=None) -> int:
         header += ["PyTorch + same malloc img/s", "Paddle / that"]
     print(fmt_table(rows, header + ["Paddle first-iteration extra", "max CPU used by others"]))
     if lever_rows:
-        print(f"\nSpeed levers at batch {args.lever_batch or args.batch_sizes[0]} (Paddle, medians; each alone against the row named):\n")
+        print(
+            f"\nSpeed levers at batch {args.lever_batch or args.batch_sizes[0]} (Paddle, medians; each "
+            "alone against the row named):\n"
+        )
         print(fmt_table(lever_rows, ["lever", "what", "img/s", "gain", "first-iteration extra (s)"]))
     return 0
 

@@ -62,8 +62,9 @@ def golden_images() -> list[np.ndarray]:
 
     def smooth(h: int, w: int) -> np.ndarray:
         yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
-        ch = [127.5 + 120 * np.sin(rng.uniform(2, 9) * xx + rng.uniform(2, 9) * yy + rng.uniform(0, 6))
-              for _ in range(3)]  # fmt: skip
+        ch = [
+            127.5 + 120 * np.sin(rng.uniform(2, 9) * xx + rng.uniform(2, 9) * yy + rng.uniform(0, 6)) for _ in range(3)
+        ]
         return np.clip(np.stack(ch, axis=2), 0, 255).astype(np.uint8)
 
     noise = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
@@ -110,11 +111,14 @@ def _torch_tiny():
 
     base = torch.arange(24, dtype=torch.float32).reshape(4, 6) / 7
     return {
-        "w": base, "w_t": base.t(), "row": base[2, 1:5], "steps": torch.tensor(7),
+        "w": base,
+        "w_t": base.t(),
+        "row": base[2, 1:5],
+        "steps": torch.tensor(7),
         "half": torch.tensor([0.5, -2.0, 3.25], dtype=torch.float16),
         "bf16": torch.tensor([1.0, -0.5, 256.0], dtype=torch.bfloat16),
         "flags": torch.tensor([True, False, True]),
-    }  # fmt: skip
+    }
 
 
 class _Evil:
@@ -175,10 +179,14 @@ def write_golden() -> None:
     feats = np.concatenate([reference_features(model, im) for im in imgs])
     stats = golden_statistics()
     np.savez_compressed(
-        DATA / "fid_golden.npz", images_sha256=images_sha256(imgs),
-        features=feats[:, ::FEATURE_STRIDE].astype(np.float32), feature_sums=feats.sum(1), seed=GOLDEN_SEED,
-        frechet=calculate_frechet_distance(*stats), torch_version=torch.__version__,
-    )  # fmt: skip
+        DATA / "fid_golden.npz",
+        images_sha256=images_sha256(imgs),
+        features=feats[:, ::FEATURE_STRIDE].astype(np.float32),
+        feature_sums=feats.sum(1),
+        seed=GOLDEN_SEED,
+        frechet=calculate_frechet_distance(*stats),
+        torch_version=torch.__version__,
+    )
     torch.save(_torch_tiny(), DATA / "fid_tiny.pth")
     torch.save(_torch_tiny(), DATA / "fid_tiny_legacy.pth", _use_new_zipfile_serialization=False)
     torch.save({"w": torch.zeros(2), "payload": _Evil()}, DATA / "fid_malicious.pth")
@@ -217,10 +225,14 @@ def live(num: int) -> int:
     stats = [(f.mean(0), np.cov(f, rowvar=False)) for f in (ref_a, ref_b)]
     ref_fid = float(calculate_frechet_distance(*stats[0], *stats[1]))
     our_fid = fid.fid(got_a, got_b)
-    print(f"{num} + {num} images, random weights via torch.save .pth: largest feature difference {rel:.2e} of the "
-          f"largest feature; FID pytorch-fid {ref_fid:.6f}, fid.py {our_fid:.6f} "
-          f"(relative {abs(our_fid - ref_fid) / abs(ref_fid):.2e})")
-    print(f"({2 * num / t_ref:.2f} and {2 * num / t_ours:.2f} img/s in one process: bench/bench_fid.py times them apart)")
+    print(
+        f"{num} + {num} images, random weights via torch.save .pth: largest feature difference {rel:.2e} of the "
+        f"largest feature; FID pytorch-fid {ref_fid:.6f}, fid.py {our_fid:.6f} "
+        f"(relative {abs(our_fid - ref_fid) / abs(ref_fid):.2e})"
+    )
+    print(
+        f"({2 * num / t_ref:.2f} and {2 * num / t_ours:.2f} img/s in one process: bench/bench_fid.py times them apart)"
+    )
     return 0 if rel < 1e-4 else 1
 
 

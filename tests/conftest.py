@@ -21,7 +21,9 @@ def celeba_like(seed: int, w: int = 178, h: int = 218) -> np.ndarray:
     """A smooth random uint8 (h, w, 3) picture: JPEG-friendly, different for every seed."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:h, 0:w] / max(w, h)
-    chans = [127.5 + 120 * np.sin(rng.uniform(2, 9) * xx + rng.uniform(2, 9) * yy + rng.uniform(0, 6)) for _ in range(3)]
+    chans = [
+        127.5 + 120 * np.sin(rng.uniform(2, 9) * xx + rng.uniform(2, 9) * yy + rng.uniform(0, 6)) for _ in range(3)
+    ]
     return np.clip(np.stack(chans, axis=2), 0, 255).astype(np.uint8)
 
 

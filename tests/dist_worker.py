@@ -26,7 +26,9 @@ def main(data: str, out: str) -> None:
     seen = {}
     for epoch in (0, 1):
         loader.set_epoch(epoch)
-        seen[f"ids_epoch{epoch}"] = np.concatenate([np.rint((b[0][:, 0, 0, 0].numpy() + 1) * 127.5) for b in loader]).astype(int)
+        seen[f"ids_epoch{epoch}"] = np.concatenate(
+            [np.rint((b[0][:, 0, 0, 0].numpy() + 1) * 127.5) for b in loader]
+        ).astype(int)
 
     writes = []
     orig_atomic_path = utils.atomic_path  # every file train() writes goes through it (log.csv rows are appended after)
@@ -36,8 +38,20 @@ def main(data: str, out: str) -> None:
         return orig_atomic_path(path)
 
     utils.atomic_path = record
-    cfg = train_mod.TrainConfig(data=data, out=str(out_dir / "run"), epochs=1, batch_size=4, ngf=8, ndf=8, nz=16, seed=7,
-                                progress=False, max_iters=3, save_every=1, ema=0.5)  # fmt: skip
+    cfg = train_mod.TrainConfig(
+        data=data,
+        out=str(out_dir / "run"),
+        epochs=1,
+        batch_size=4,
+        ngf=8,
+        ndf=8,
+        nz=16,
+        seed=7,
+        progress=False,
+        max_iters=3,
+        save_every=1,
+        ema=0.5,
+    )
     train_mod.train(cfg)
     tr = train_mod.Trainer(cfg, "cpu", world, rank)  # a fresh pair of models, stepped by hand: compare weights after
     loader.set_epoch(0)
@@ -45,7 +59,9 @@ def main(data: str, out: str) -> None:
         if i == 3:
             break
         tr.step(batch[0])
-    weights = {f"G.{k}": v.numpy() for k, v in tr.G.state_dict().items()} | {f"D.{k}": v.numpy() for k, v in tr.D.state_dict().items()}
+    weights = {f"G.{k}": v.numpy() for k, v in tr.G.state_dict().items()} | {
+        f"D.{k}": v.numpy() for k, v in tr.D.state_dict().items()
+    }
     np.savez(out_dir / f"rank{rank}.npz", world=world, **seen, **weights)
     (out_dir / f"rank{rank}.writes.txt").write_text("\n".join(writes))
 

@@ -12,8 +12,21 @@ NUM = r"([0-9]+(?:\.[0-9]+)?)"
 
 
 def test_bench_train_table_and_the_onednn_lever_reports_what_ran(capsys):
-    argv = ["--batch-sizes", "2", "--quick", "--iters", "1", "--warmup", "1", "--no-torch", "--device", "cpu",
-            "--levers", "--only", "onednn"]  # fmt: skip
+    argv = [
+        "--batch-sizes",
+        "2",
+        "--quick",
+        "--iters",
+        "1",
+        "--warmup",
+        "1",
+        "--no-torch",
+        "--device",
+        "cpu",
+        "--levers",
+        "--only",
+        "onednn",
+    ]
     assert bench_train.main(argv) == 0
     out = capsys.readouterr().out
     assert "**Device** Paddle cpu." in out
@@ -21,7 +34,9 @@ def test_bench_train_table_and_the_onednn_lever_reports_what_ran(capsys):
     assert row, out
     assert float(row.group(1)) > 0 and float(row.group(2)) > 0 and float(row.group(3)) > 0  # oneDNN on, and off
     # the lever's row says how many oneDNN primitives ran (ONEDNN_VERBOSE), so a no-op flag shows as one
-    lever = re.search(rf"^\| onednn \| tuned \+ FLAGS_use_onednn=1 \(oneDNN primitives run: (\d+)\) \| {NUM} \|", out, re.M)
+    lever = re.search(
+        rf"^\| onednn \| tuned \+ FLAGS_use_onednn=1 \(oneDNN primitives run: (\d+)\) \| {NUM} \|", out, re.M
+    )
     assert lever, out
     assert float(lever.group(2)) > 0
 
@@ -33,10 +48,18 @@ def test_bench_conv_times_every_convolution_of_the_network(capsys):
     paddle_cols = rf" \| {NUM} \| {NUM} \| {NUM} \| \d+ \| {NUM} \| {NUM}x"
     rows = re.findall(rf"^\| ([GD] conv\S* \d+->\d+, \d+->\d+ px){paddle_cols}{onednn} \|$", out, re.M)
     names = [r[0] for r in rows]
-    assert names == ["G convT 100->512, 1->4 px", "G convT 512->256, 4->8 px", "G convT 256->128, 8->16 px",
-                     "G convT 128->64, 16->32 px", "G convT 64->3, 32->64 px", "D conv 3->64, 64->32 px",
-                     "D conv 64->128, 32->16 px", "D conv 128->256, 16->8 px", "D conv 256->512, 8->4 px",
-                     "D conv 512->1, 4->1 px"], out  # fmt: skip
+    assert names == [
+        "G convT 100->512, 1->4 px",
+        "G convT 512->256, 4->8 px",
+        "G convT 256->128, 8->16 px",
+        "G convT 128->64, 16->32 px",
+        "G convT 64->3, 32->64 px",
+        "D conv 3->64, 64->32 px",
+        "D conv 64->128, 32->16 px",
+        "D conv 128->256, 16->8 px",
+        "D conv 256->512, 8->4 px",
+        "D conv 512->1, 4->1 px",
+    ], out
     onednn = r" \| \d+ \| \d+ \|  \| [0-9.]+x" if onednn_conv.available() else ""
     assert re.search(rf"^\| all \| \d+ \| \d+ \| \d+ \|  \| \d+ \| [0-9.]+x{onednn} \|$", out, re.M), out
 
@@ -64,8 +87,19 @@ def test_bench_batches_from_host_and_device_are_the_same_batches():
 @pytest.mark.slow
 def test_bench_train_gpu_levers_run_on_the_cpu(capsys):
     """The GPU table's code paths (host loader, device copy, a fetch every 20) on the CPU, where amp is float32."""
-    argv = ["--batch-sizes", "2", "--quick", "--iters", "2", "--warmup", "1", "--no-torch", "--device", "cpu",
-            "--gpu-levers"]  # fmt: skip
+    argv = [
+        "--batch-sizes",
+        "2",
+        "--quick",
+        "--iters",
+        "2",
+        "--warmup",
+        "1",
+        "--no-torch",
+        "--device",
+        "cpu",
+        "--gpu-levers",
+    ]
     assert bench_train.main(argv) == 0
     out = capsys.readouterr().out
     for name in ("fp32", "log-every", "on-device", "gpu-all"):

@@ -52,9 +52,15 @@ def test_items_are_float32_chw_in_minus_one_to_one(faces_npy):
     assert isinstance(x, np.ndarray) and x.dtype == np.float32 and x.shape == (3, 64, 64)
     assert x.min() >= -1 and x.max() <= 1 and x.min() == -1  # row 0 / column 0 are 0 -> -1
     assert np.allclose(x[0], 42 / 127.5 - 1, atol=1e-6)  # red: the index
-    assert np.allclose(x[1], (np.arange(64) * 4 / 127.5 - 1)[:, None] + np.zeros((1, 64)), atol=1e-6)  # green: varies down the rows (H)
-    assert np.allclose(x[2], (np.arange(64) * 4 / 127.5 - 1)[None, :] + np.zeros((64, 1)), atol=1e-6)  # blue: along the columns (W)
-    assert np.array_equal(utils.to_uint8(x[None]), np.transpose(indexed_faces(40)[7:8], (0, 3, 1, 2)))  # exact round trip
+    assert np.allclose(
+        x[1], (np.arange(64) * 4 / 127.5 - 1)[:, None] + np.zeros((1, 64)), atol=1e-6
+    )  # green: varies down the rows (H)
+    assert np.allclose(
+        x[2], (np.arange(64) * 4 / 127.5 - 1)[None, :] + np.zeros((64, 1)), atol=1e-6
+    )  # blue: along the columns (W)
+    assert np.array_equal(
+        utils.to_uint8(x[None]), np.transpose(indexed_faces(40)[7:8], (0, 3, 1, 2))
+    )  # exact round trip
     batch = ds[np.array([9, 2, 5])]
     assert batch.shape == (3, 3, 64, 64) and ids(batch) == [9, 2, 5]
 
@@ -66,7 +72,11 @@ def test_batches_are_paddle_float32_nchw(faces_npy):
     assert len(batches) == 2
     for batch in batches:
         images = batch[0]
-        assert isinstance(images, paddle.Tensor) and images.dtype == paddle.float32 and list(images.shape) == [16, 3, 64, 64]
+        assert (
+            isinstance(images, paddle.Tensor)
+            and images.dtype == paddle.float32
+            and list(images.shape) == [16, 3, 64, 64]
+        )
         assert float(images.min()) >= -1 and float(images.max()) <= 1
         assert ids(images) == sorted(ids(images))  # each batch is one forward read of the file
     got = sum(epoch_ids(loader), [])
@@ -103,7 +113,9 @@ def test_same_seed_same_order_other_seed_other_order(faces_npy):
     b = epoch_ids(make_loader(faces_npy, batch_size=8, seed=1))
     c = epoch_ids(make_loader(faces_npy, batch_size=8, seed=2))
     assert a == b and a != c
-    assert epoch_ids(make_loader(faces_npy, batch_size=8)) != epoch_ids(make_loader(faces_npy, batch_size=8))  # seed=None: drawn
+    assert epoch_ids(make_loader(faces_npy, batch_size=8)) != epoch_ids(
+        make_loader(faces_npy, batch_size=8)
+    )  # seed=None: drawn
     assert a != [list(range(i, i + 8)) for i in range(0, 40, 8)]  # shuffled at all
     with pytest.raises(UserError, match="seed must be a non-negative integer"):
         make_loader(faces_npy, batch_size=8, seed=-1)
@@ -201,9 +213,13 @@ def test_bad_data_is_one_clear_error_naming_the_file(tmp_path, case, message):
         np.save(tmp_path / "x.npy", indexed_faces(9))
         (tmp_path / "x.npy").rename(path)
     elif case in ("float", "shape", "empty", "few", "object"):
-        arrays = {"float": np.zeros((4, 64, 64, 3), np.float32), "shape": np.zeros((4, 3, 64, 64), np.uint8),
-                  "empty": np.zeros((0, 64, 64, 3), np.uint8), "few": indexed_faces(5),
-                  "object": np.array([None, 1], dtype=object)}  # fmt: skip
+        arrays = {
+            "float": np.zeros((4, 64, 64, 3), np.float32),
+            "shape": np.zeros((4, 3, 64, 64), np.uint8),
+            "empty": np.zeros((0, 64, 64, 3), np.uint8),
+            "few": indexed_faces(5),
+            "object": np.array([None, 1], dtype=object),
+        }
         np.save(path, arrays[case], allow_pickle=True)
     elif case == "empty_dir":
         path = tmp_path / "empty"
@@ -232,7 +248,9 @@ def test_cli_writes_one_batch_the_right_way_up(faces_npy, tmp_path, capsys):
 
 def test_cli_missing_data_is_one_line(tmp_path):
     args = ["--data", str(tmp_path / "none.npy"), "--out", str(tmp_path / "g.png")]
-    r = subprocess.run([sys.executable, str(ROOT / "dataReader.py"), *args], capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "dataReader.py"), *args], capture_output=True, text=True, timeout=120
+    )
     assert r.returncode == 2 and "Traceback" not in r.stderr
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith("dataReader.py: error: ") and "none.npy" in last and "pretreat.py" in last

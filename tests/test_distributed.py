@@ -13,7 +13,16 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def launch(tmp_path, *args, timeout=240):
-    cmd = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2", "--log_dir", str(tmp_path / "log"), *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "paddle.distributed.launch",
+        "--nproc_per_node",
+        "2",
+        "--log_dir",
+        str(tmp_path / "log"),
+        *args,
+    ]
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
     if r.returncode != 0:
         logs = "\n".join(p.read_text()[-3000:] for p in sorted((tmp_path / "log").glob("workerlog.*")))
@@ -72,13 +81,30 @@ def test_only_rank0_writes_files(worker_run):
 
 def test_launched_train_checkpoint_resumes_in_one_process(tmp_path, numbered_faces):
     out = tmp_path / "run"
-    common = ["--data", str(numbered_faces), "--out", str(out), "--batch-size", "4", "--ngf", "8", "--ndf", "8", "--nz", "16",
-              "--no-progress", "--epochs", "3"]  # fmt: skip
+    common = [
+        "--data",
+        str(numbered_faces),
+        "--out",
+        str(out),
+        "--batch-size",
+        "4",
+        "--ngf",
+        "8",
+        "--ndf",
+        "8",
+        "--nz",
+        "16",
+        "--no-progress",
+        "--epochs",
+        "3",
+    ]
     r = launch(tmp_path, str(ROOT / "train.py"), *common, "--max-iters", "4")
     ckpt = utils.read_state(out / "checkpoint.safetensors")
     assert ckpt["iteration"] == 4 and not any(k.startswith("_layers") for k in ckpt["G"])
     assert r.returncode == 0
-    r1 = subprocess.run([sys.executable, "train.py", *common, "--resume", "--max-iters", "7"], cwd=ROOT, capture_output=True, text=True)
+    r1 = subprocess.run(
+        [sys.executable, "train.py", *common, "--resume", "--max-iters", "7"], cwd=ROOT, capture_output=True, text=True
+    )
     assert r1.returncode == 0, r1.stderr
     assert "resuming at iteration 4" in r1.stdout
     assert utils.read_state(out / "checkpoint.safetensors")["iteration"] == 7

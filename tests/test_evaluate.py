@@ -20,7 +20,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def _lfw_rgb64(gray25: np.ndarray) -> np.ndarray:
     # as pretreat.py --demo: bicubic 25 -> 64 in float, rounded once, gray copied to RGB
-    up = np.stack([np.asarray(Image.fromarray(g.astype(np.float32), "F").resize((64, 64), Image.Resampling.BICUBIC)) for g in gray25])
+    up = np.stack(
+        [
+            np.asarray(Image.fromarray(g.astype(np.float32), "F").resize((64, 64), Image.Resampling.BICUBIC))
+            for g in gray25
+        ]
+    )
     return np.repeat(np.clip(np.rint(up * 255), 0, 255).astype(np.uint8)[..., None], 3, axis=3)
 
 
@@ -85,7 +90,10 @@ def _literal_swd(real, fake, seed, per_image=128, dir_repeats=4, dirs_per_repeat
     """metrics/sliced_wasserstein.py of tkarras/progressive_growing_of_gans with loops, np.random replaced
     by Generator(seed); images in byte order, as evaluate.swd takes them."""
     rng = np.random.default_rng(seed)
-    gaussian = np.float32([[1, 4, 6, 4, 1], [4, 16, 24, 16, 4], [6, 24, 36, 24, 6], [4, 16, 24, 16, 4], [1, 4, 6, 4, 1]]) / 256.0
+    gaussian = (
+        np.float32([[1, 4, 6, 4, 1], [4, 16, 24, 16, 4], [6, 24, 36, 24, 6], [4, 16, 24, 16, 4], [1, 4, 6, 4, 1]])
+        / 256.0
+    )
 
     def pyr_down(mb):
         return scipy.ndimage.convolve(mb, gaussian[np.newaxis, np.newaxis], mode="mirror")[:, :, ::2, ::2]
@@ -159,7 +167,9 @@ def files(tmp_path, lfw):
     for i in range(11):
         Image.fromarray(faces[50 + i]).save(folder / f"face_{i:04d}.png")
     Image.fromarray(faces[70]).resize((100, 120)).save(folder / "big.JPG", quality=95)  # center-cropped, resized to 64
-    Image.fromarray(np.zeros((130, 130, 3), np.uint8)).save(folder / "grid.png")  # generator.py's contact sheet: skipped
+    Image.fromarray(np.zeros((130, 130, 3), np.uint8)).save(
+        folder / "grid.png"
+    )  # generator.py's contact sheet: skipped
     (folder / "notes.txt").write_text("not an image")
     return data, folder
 
@@ -167,7 +177,9 @@ def files(tmp_path, lfw):
 def test_cli_json_and_images_folder(files, tmp_path, capsys):
     data, folder = files
     out = tmp_path / "sub" / "eval.json"
-    result = evaluate.main(["--data", str(data), "--images", str(folder), "--num", "20", "--json", str(out), "--seed", "1"])
+    result = evaluate.main(
+        ["--data", str(data), "--images", str(folder), "--num", "20", "--json", str(out), "--seed", "1"]
+    )
     saved = json.loads(out.read_text())
     assert saved == result
     assert {"face_rate_real", "face_rate_fake", "swd", "swd_avg", "num_real", "num_fake", "seconds"} <= set(saved)
@@ -202,7 +214,9 @@ def test_cli_with_checkpoint(files, tmp_path):
 
     assert result["num_fake"] == result["num_real"] == 8 and result["fake"] == str(ckpt)
     assert result["face_rate_fake"] == evaluate.face_rate(generate(str(ckpt), 8, 2))
-    assert result["swd"] == pytest.approx(evaluate.swd(evaluate.load_real(str(data), 8, 2), generate(str(ckpt), 8, 2), seed=2), rel=1e-6)
+    assert result["swd"] == pytest.approx(
+        evaluate.swd(evaluate.load_real(str(data), 8, 2), generate(str(ckpt), 8, 2), seed=2), rel=1e-6
+    )
 
 
 @pytest.mark.parametrize("case", ["no data", "bad npy", "not npy", "no folder", "empty folder", "bad image"])
@@ -232,8 +246,16 @@ def test_errors_name_the_file(case, files, tmp_path):
 def test_cli_error_is_one_line(tmp_path):
     missing = str(tmp_path / "missing.npy")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, "evaluate.py", "--data", missing, "--images", str(tmp_path)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "evaluate.py", "--data", missing, "--images", str(tmp_path)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == [f"evaluate.py: error: {missing}: no such file; make it with python pretreat.py "
-                                                "(or pretreat.py --demo for data/demo64.npy)"]  # fmt: skip
+    assert proc.stderr.strip().splitlines() == [
+        f"evaluate.py: error: {missing}: no such file; make it with python pretreat.py "
+        "(or pretreat.py --demo for data/demo64.npy)"
+    ]

@@ -49,8 +49,10 @@ def test_features_equal_pytorch_fid(seeded):
     images = golden_images()
     assert images_sha256(images) == str(GOLDEN["images_sha256"])  # the same inputs as the reference run
     pair = np.concatenate(images[:2])  # the two 64x64 images in one batch (the reference ran one at a time)
-    feats = np.concatenate([evaluate.inception_features(pair, seeded[0], batch_size=2, progress=False)]
-                           + [fid.inception_features(im, seeded[0], progress=False) for im in images[2:]])  # fmt: skip
+    feats = np.concatenate(
+        [evaluate.inception_features(pair, seeded[0], batch_size=2, progress=False)]
+        + [fid.inception_features(im, seeded[0], progress=False) for im in images[2:]]
+    )
     assert feats.dtype == np.float64 and feats.shape == (4, 2048)
     ref = GOLDEN["features"].astype(np.float64)
     # measured 7.7e-7 of the largest feature (3.8e-5 absolute on features up to 117); sums 8e-7 relative
@@ -196,8 +198,11 @@ def test_weights_are_checked_key_by_key(seeded):
     with pytest.raises(UserError, match="unexpected key AuxLogits.fc.weight"):
         fid.set_weights(fresh, dict(sd, **{"AuxLogits.fc.weight": np.zeros(3, np.float32)}), "w.pth")
     # what pytorch-fid's file holds besides: the classifier and BatchNorm step counters, accepted and unused
-    extra = {"fc.weight": np.zeros((1008, 2048), np.float32), "fc.bias": np.zeros(1008, np.float32),
-             "Conv2d_1a_3x3.bn.num_batches_tracked": np.array(0, np.int64)}  # fmt: skip
+    extra = {
+        "fc.weight": np.zeros((1008, 2048), np.float32),
+        "fc.bias": np.zeros(1008, np.float32),
+        "Conv2d_1a_3x3.bn.num_batches_tracked": np.array(0, np.int64),
+    }
     fid.set_weights(fresh, dict(sd, **extra), "w.pth")
     k = "Mixed_5b.branch5x5_2.bn._variance"
     np.testing.assert_array_equal(fresh.state_dict()[k].numpy(), model.state_dict()[k].numpy())
@@ -253,8 +258,20 @@ def test_cli_fid_kid_and_the_statistics_cache(weights_file, tmp_path, capsys, mo
     monkeypatch.setattr(evaluate, "frechet_distance", frechet_32)
     data, folder = _tiny_sets(tmp_path)
     stats, out = tmp_path / "real_stats.npz", tmp_path / "eval.json"
-    argv = ["--data", str(data), "--images", str(folder), "--num", "3", "--fid-weights", str(weights_file),
-            "--fid-stats", str(stats), "--json", str(out)]  # fmt: skip
+    argv = [
+        "--data",
+        str(data),
+        "--images",
+        str(folder),
+        "--num",
+        "3",
+        "--fid-weights",
+        str(weights_file),
+        "--fid-stats",
+        str(stats),
+        "--json",
+        str(out),
+    ]
     first = evaluate.main(argv)
     table = capsys.readouterr().out
     assert "FID" in table and "KID x1e3" in table and "3 real (computed) vs 3 generated" in table
@@ -287,8 +304,20 @@ def test_cli_rejects_a_foreign_statistics_file(weights_file, tmp_path):
     bad = tmp_path / "bad.npz"
     np.savez(bad, something=np.zeros(3))
     with pytest.raises(UserError, match="bad.npz: not a statistics file of evaluate.py"):
-        evaluate.main(["--data", str(data), "--images", str(folder), "--num", "3", "--fid-weights",
-                       str(weights_file), "--fid-stats", str(bad)])  # fmt: skip
+        evaluate.main(
+            [
+                "--data",
+                str(data),
+                "--images",
+                str(folder),
+                "--num",
+                "3",
+                "--fid-weights",
+                str(weights_file),
+                "--fid-stats",
+                str(bad),
+            ]
+        )
     assert os.path.getsize(bad) > 0  # left alone
 
 

@@ -71,7 +71,20 @@ def cli(G, tmp_path_factory) -> dict[str, subprocess.CompletedProcess]:
     wrong["ngf"] = 16  # ngf=8 weights claimed as ngf=16
     utils.save_state(d / "wrong.safetensors", wrong)
     cases = {
-        "ok": ["--ckpt", "generator.safetensors", "--num", "5", "--seed", "3", "--out", "faces", "--interpolate", "4", "--pairs", "2"],
+        "ok": [
+            "--ckpt",
+            "generator.safetensors",
+            "--num",
+            "5",
+            "--seed",
+            "3",
+            "--out",
+            "faces",
+            "--interpolate",
+            "4",
+            "--pairs",
+            "2",
+        ],
         "missing": ["--ckpt", "output/generator.safetensors"],
         "text": ["--ckpt", "notes.txt"],
         "pickle": ["--ckpt", "dict.pkl"],
@@ -79,7 +92,9 @@ def cli(G, tmp_path_factory) -> dict[str, subprocess.CompletedProcess]:
         "shapes": ["--ckpt", "wrong.safetensors"],
     }
     pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
-    procs = {k: subprocess.Popen([sys.executable, str(ROOT / "generator.py"), *a], cwd=d, **pipes) for k, a in cases.items()}
+    procs = {
+        k: subprocess.Popen([sys.executable, str(ROOT / "generator.py"), *a], cwd=d, **pipes) for k, a in cases.items()
+    }
     results = {}
     for k, p in procs.items():
         out, err = p.communicate(timeout=120)
@@ -98,7 +113,9 @@ def test_cli_writes_faces_grid_and_interpolation(cli, G):
         assert np.array_equal(np.asarray(Image.open(faces / f"face_{i:04d}.png")), expected[i])
     assert np.array_equal(np.asarray(Image.open(faces / "grid.png")), utils.make_grid(expected))
     rows = interpolate(G, steps=4, pairs=2, seed=3)
-    assert np.array_equal(np.asarray(Image.open(faces / "interpolation.png")), utils.make_grid(rows.reshape(8, 64, 64, 3), nrow=4))
+    assert np.array_equal(
+        np.asarray(Image.open(faces / "interpolation.png")), utils.make_grid(rows.reshape(8, 64, 64, 3), nrow=4)
+    )
 
 
 @pytest.mark.parametrize(
@@ -203,8 +220,15 @@ def test_generate_from_path_equals_generate_from_layer(G, ckpt):
 def test_ema_flag_picks_weights(tmp_path):
     G_plain, G_ema = tiny_generator(1), tiny_generator(2)
     path = tmp_path / "checkpoint.safetensors"
-    utils.save_state(path, {"format": network.CHECKPOINT_FORMAT, "G": G_plain.state_dict(), "G_ema": G_ema.state_dict(),
-                            "config": {"nz": 100, "ngf": 8}})  # fmt: skip
+    utils.save_state(
+        path,
+        {
+            "format": network.CHECKPOINT_FORMAT,
+            "G": G_plain.state_dict(),
+            "G_ema": G_ema.state_dict(),
+            "config": {"nz": 100, "ngf": 8},
+        },
+    )
     assert np.array_equal(generate(path, 3, use_ema=True), generate(G_ema, 3))
     assert np.array_equal(generate(path, 3, use_ema=False), generate(G_plain, 3))
     assert utils.parse_config(GeneratorConfig, ["--no-ema"]).ema is False
@@ -285,7 +309,9 @@ def test_export_matches_eager(G, tmp_path, bn):
     files, diff = export(G, tmp_path / "inference", bn=bn)
     assert diff <= 1e-5
     assert {f.name for f in files} >= {"generator.pdiparams"} and all(f.is_file() for f in files)
-    assert sorted(p.name for p in (tmp_path / "inference").iterdir()) == sorted(f.name for f in files)  # no temp dir left
+    assert sorted(p.name for p in (tmp_path / "inference").iterdir()) == sorted(
+        f.name for f in files
+    )  # no temp dir left
     loaded = paddle.jit.load(str(tmp_path / "inference" / "generator"))
     loaded.eval()
     z = paddle.to_tensor(latent(5, 100, seed=21))  # a batch size the export check did not use

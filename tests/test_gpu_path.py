@@ -62,8 +62,25 @@ def test_amp_is_float32_on_cpu_or_off_and_the_flag_alone_is_fp16(tmp_path, faces
     assert parse_config(train_mod.TrainConfig, []).amp == "off"
     trainer = train_mod.Trainer(tiny(tmp_path, faces, amp="bf16"), "cpu")
     assert trainer.amp is None and not trainer.scalerG.is_enable()
-    r = run_cli("--data", str(faces), "--out", str(tmp_path / "o"), "--batch-size", "8", "--ngf", "8", "--ndf", "8", "--nz", "16",
-                "--max-iters", "1", "--amp", "bf16", "--no-progress")  # fmt: skip
+    r = run_cli(
+        "--data",
+        str(faces),
+        "--out",
+        str(tmp_path / "o"),
+        "--batch-size",
+        "8",
+        "--ngf",
+        "8",
+        "--ndf",
+        "8",
+        "--nz",
+        "16",
+        "--max-iters",
+        "1",
+        "--amp",
+        "bf16",
+        "--no-progress",
+    )
     assert r.returncode == 0 and "device cpu (--amp bf16 ignored: mixed precision is for GPU)" in r.stdout, r.stderr
 
 

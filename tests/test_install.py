@@ -19,7 +19,8 @@ with open(sys.argv[0] + ".log", "a") as f:
 if "paddlepaddle" in args:  # "install" the CPU build: a stub that imports
     pkg = pathlib.Path(sysconfig.get_paths()["purelib"]) / "paddle"
     pkg.mkdir(parents=True, exist_ok=True)
-    (pkg / "__init__.py").write_text("__version__ = '0.0-cpu-stub'\\ndef is_compiled_with_cuda():\\n    return False\\n")
+    stub = "__version__ = '0.0-cpu-stub'\\ndef is_compiled_with_cuda():\\n    return False\\n"
+    (pkg / "__init__.py").write_text(stub)
 """
 
 
@@ -29,8 +30,12 @@ def venv_with(tmp_path, paddle_init: str | None):
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env_dir)], check=True)
     py = env_dir / "bin" / "python"
     if paddle_init is not None:
-        purelib = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                                 capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+        purelib = subprocess.run(
+            [str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
         (Path(purelib) / "paddle").mkdir(parents=True)
         (Path(purelib) / "paddle" / "__init__.py").write_text(paddle_init)
     fake = tmp_path / "fake_pip.py"
@@ -41,8 +46,14 @@ def venv_with(tmp_path, paddle_init: str | None):
 def make_install(env_dir, py, fake):
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "MAKEFLAGS", "MFLAGS")}
     env["VIRTUAL_ENV"] = str(env_dir)  # as inside an activated venv: no .venv is made
-    r = subprocess.run(["make", "-s", "install", f"PY={py}", f"PIP={py} {fake}"], cwd=ROOT, capture_output=True, text=True,
-                       env=env, timeout=120)  # fmt: skip
+    r = subprocess.run(
+        ["make", "-s", "install", f"PY={py}", f"PIP={py} {fake}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     log = Path(str(fake) + ".log")
     calls = log.read_text().splitlines() if log.exists() else []
     return r, calls
@@ -73,13 +84,17 @@ def test_a_paddle_that_does_not_import_is_reported_not_replaced(tmp_path):
 
 
 def test_pip_runs_with_the_constraints_and_requirements_hold_no_paddle():
-    r = subprocess.run(["make", "-n", "install", "install-dev", "VIRTUAL_ENV=x", "PY=python"], cwd=ROOT, capture_output=True,
-                       text=True)  # fmt: skip
+    r = subprocess.run(
+        ["make", "-n", "install", "install-dev", "VIRTUAL_ENV=x", "PY=python"], cwd=ROOT, capture_output=True, text=True
+    )
     pip_lines = [x for x in r.stdout.splitlines() if " -m pip install" in x]
     assert len(pip_lines) >= 3 and all("-c constraints.txt" in x for x in pip_lines), r.stdout
     for req in ("requirements.txt", "requirements-dev.txt"):
-        names = [re.split(r"[<>=\[; ]", x.strip())[0].lower() for x in (ROOT / req).read_text().splitlines()
-                 if x.strip() and not x.startswith("#")]  # fmt: skip
+        names = [
+            re.split(r"[<>=\[; ]", x.strip())[0].lower()
+            for x in (ROOT / req).read_text().splitlines()
+            if x.strip() and not x.startswith("#")
+        ]
         assert not any(n.startswith("paddle") for n in names), req
         pins = {
             x.split("==")[0].lower().replace("_", "-")

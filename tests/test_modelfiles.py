@@ -28,8 +28,22 @@ from utils import UserError
 
 ROOT = Path(__file__).resolve().parent.parent
 GENERATOR_METADATA = {"format", "version", "nz", "ngf"}  # as docs/ documents them
-CHECKPOINT_METADATA = {"format", "version", "G", "D", "G_ema", "optG", "optD", "scalerG", "scalerD", "epoch", "iteration",
-                       "rng", "config", "history"}  # fmt: skip
+CHECKPOINT_METADATA = {
+    "format",
+    "version",
+    "G",
+    "D",
+    "G_ema",
+    "optG",
+    "optD",
+    "scalerG",
+    "scalerD",
+    "epoch",
+    "iteration",
+    "rng",
+    "config",
+    "history",
+}
 
 
 class Payload:
@@ -86,15 +100,22 @@ def legacy_files(out: Path, dest: Path) -> tuple[Path, Path]:
     gen = utils.read_state(out / network.GENERATOR_FILE)
 
     def to_paddle(tree):
-        return {k: to_paddle(v) if isinstance(v, dict) else paddle.to_tensor(v) if isinstance(v, np.ndarray) else v
-                for k, v in tree.items()}  # fmt: skip
+        return {
+            k: to_paddle(v) if isinstance(v, dict) else paddle.to_tensor(v) if isinstance(v, np.ndarray) else v
+            for k, v in tree.items()
+        }
 
     old = {k: v for k, v in ckpt.items() if k not in ("format", "version", "fixed_noise", "history")}
     history = {k: list(map(float, v)) for k, v in ckpt["history"].items()}  # lists, as the old train.py kept them
     old = to_paddle(old) | {"fixed_noise": ckpt["fixed_noise"], "history": history}
     weights = {k: paddle.to_tensor(v) for k, v in gen.items() if isinstance(v, np.ndarray)}
-    old_gen = {"format": network.GENERATOR_FORMAT, "version": 1, "nz": gen["nz"], "ngf": gen["ngf"],
-               "state_dict": weights}  # fmt: skip
+    old_gen = {
+        "format": network.GENERATOR_FORMAT,
+        "version": 1,
+        "nz": gen["nz"],
+        "ngf": gen["ngf"],
+        "state_dict": weights,
+    }
     paddle.save(old_gen, str(dest / "generator.pdparams"))
     paddle.save(old, str(dest / "checkpoint.pdparams"))
     assert (dest / "checkpoint.pdparams").read_bytes()[:1] == b"\x80"  # really pickles, as Paddle 3.3.1 writes them
@@ -190,8 +211,20 @@ def test_malicious_pickle_never_runs_from_the_command_lines(tmp_path, trained):
     evil = evil_pickle(tmp_path / "evil.pdparams", marker)
     evil_pickle(tmp_path / "run_new" / network.CHECKPOINT_FILE, marker)  # a pickle under the new name
     evil_pickle(tmp_path / "run_old" / "checkpoint.pdparams", marker)  # an earlier version's run
-    base = ["--data", str(faces), "--batch-size", "8", "--ngf", "8", "--ndf", "8", "--nz", "16", "--no-progress",
-            "--resume"]  # fmt: skip
+    base = [
+        "--data",
+        str(faces),
+        "--batch-size",
+        "8",
+        "--ngf",
+        "8",
+        "--ndf",
+        "8",
+        "--nz",
+        "16",
+        "--no-progress",
+        "--resume",
+    ]
     cmds = {
         "generator": [str(ROOT / "generator.py"), "--ckpt", str(evil), "--out", str(tmp_path / "faces")],
         "evaluate": [str(ROOT / "evaluate.py"), "--ckpt", str(evil), "--data", str(faces), "--num", "4"],
@@ -258,8 +291,12 @@ def test_allow_pickle_loads_old_files_and_resumes_them_bit_for_bit(tmp_path, tra
 def test_convert_turns_old_files_into_new_ones(tmp_path, trained, capsys):
     out, _ = trained
     old_gen, old_ckpt = legacy_files(out, tmp_path / "old")
-    r = subprocess.run([sys.executable, str(ROOT / "network.py"), "--convert", str(old_gen), str(tmp_path / "g.safetensors")],
-                       capture_output=True, text=True, timeout=300)  # fmt: skip
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "network.py"), "--convert", str(old_gen), str(tmp_path / "g.safetensors")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     assert "unpickling" in r.stdout and "a pickle can run code" in r.stdout
     network.main(["--convert", str(old_ckpt), str(tmp_path / "c.safetensors")])
@@ -365,10 +402,28 @@ def test_bad_files_on_the_command_line_and_resume(tmp_path, trained):
     run = tmp_path / "run"
     run.mkdir()
     (run / network.CHECKPOINT_FILE).write_bytes((out / network.CHECKPOINT_FILE).read_bytes()[:5000])
-    args = ["--data", str(faces), "--out", str(run), "--batch-size", "8", "--ngf", "8", "--ndf", "8", "--nz", "16",
-            "--no-progress"]  # fmt: skip
-    r = run_all({"gen": [str(ROOT / "generator.py"), "--ckpt", str(truncated)],
-                 "train": [str(ROOT / "train.py"), *args, "--resume"]}, tmp_path)  # fmt: skip
+    args = [
+        "--data",
+        str(faces),
+        "--out",
+        str(run),
+        "--batch-size",
+        "8",
+        "--ngf",
+        "8",
+        "--ndf",
+        "8",
+        "--nz",
+        "16",
+        "--no-progress",
+    ]
+    r = run_all(
+        {
+            "gen": [str(ROOT / "generator.py"), "--ckpt", str(truncated)],
+            "train": [str(ROOT / "train.py"), *args, "--resume"],
+        },
+        tmp_path,
+    )
     assert f"{truncated}: corrupt or truncated" in one_line_error(r["gen"], "generator.py")
     assert f"{run / network.CHECKPOINT_FILE}: corrupt or truncated" in one_line_error(r["train"], "train.py")
 
@@ -403,16 +458,28 @@ def test_resume_checks_every_part_before_setting_it(case, tmp_path, trained):
 def test_state_tree_round_trip_keeps_every_kind_of_leaf(tmp_path):
     """What a checkpoint may hold (an AMP scaler's state, an LR scheduler's, empty and None parts) comes back as it was:
     arrays bit for bit with their dtype and shape, the rest through JSON."""
-    scaler = {"scale": np.array([32768.0], np.float32), "incr_ratio": 2.0, "decr_ratio": 0.5,
-              "incr_every_n_steps": 1000, "incr_count": 7, "use_dynamic_loss_scaling": True}  # fmt: skip
+    scaler = {
+        "scale": np.array([32768.0], np.float32),
+        "incr_ratio": 2.0,
+        "decr_ratio": 0.5,
+        "incr_every_n_steps": 1000,
+        "incr_count": 7,
+        "use_dynamic_loss_scaling": True,
+    }
     tree = {
-        "format": "x", "version": 1, "scalerG": scaler, "scalerD": {}, "G_ema": None,
+        "format": "x",
+        "version": 1,
+        "scalerG": scaler,
+        "scalerD": {},
+        "G_ema": None,
         "optG": {"w_moment1_0": paddle.to_tensor([[1.5, -0.0]]), "LR_Scheduler": {"last_epoch": 3, "last_lr": 1e-4}},
         "history": {"d_loss": np.array([0.1, float(np.float32(0.3))], np.float64), "empty": np.zeros(0)},
-        "zero_d": np.array(np.int64(5)), "noise": np.random.default_rng(0).standard_normal((2, 3)).astype(np.float32),
-        "rng": {"seed": np.int64(3), "iteration": 9}, "tags": ["a", "b"],
+        "zero_d": np.array(np.int64(5)),
+        "noise": np.random.default_rng(0).standard_normal((2, 3)).astype(np.float32),
+        "rng": {"seed": np.int64(3), "iteration": 9},
+        "tags": ["a", "b"],
         "nested": {"deeper": {"t": np.ones(2, np.uint8)}},
-    }  # fmt: skip
+    }
     utils.save_state(tmp_path / "s.safetensors", tree)
     back = utils.read_state(tmp_path / "s.safetensors")
     optG = {**tree["optG"], "w_moment1_0": tree["optG"]["w_moment1_0"].numpy()}

@@ -40,7 +40,9 @@ def test_shapes_and_ranges_at_default_widths(nets):
 def test_parameter_counts_match_spec_table(nets):
     G, D = nets
     assert (parameter_count(G), parameter_count(D)) == spec_param_counts() == (3576704, 2765568)
-    assert (parameter_count(Generator(nz=10, ngf=8)), parameter_count(Discriminator(ndf=8))) == spec_param_counts(10, 8, 8)
+    assert (parameter_count(Generator(nz=10, ngf=8)), parameter_count(Discriminator(ndf=8))) == spec_param_counts(
+        10, 8, 8
+    )
 
 
 def test_layer_sequence_matches_spec(nets):
@@ -95,7 +97,12 @@ def test_batchnorm_running_stats_move_halfway():
 
 
 def _check_init(G, D):
-    convs = [l.weight.numpy().ravel() for m in (G, D) for l in m.sublayers() if isinstance(l, (nn.Conv2D, nn.Conv2DTranspose))]
+    convs = [
+        l.weight.numpy().ravel()
+        for m in (G, D)
+        for l in m.sublayers()
+        if isinstance(l, (nn.Conv2D, nn.Conv2DTranspose))
+    ]
     w = np.concatenate(convs)
     se = 0.02 / np.sqrt(w.size)
     assert abs(w.mean()) < 5 * se

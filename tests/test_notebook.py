@@ -25,9 +25,11 @@ def test_notebook_runs_end_to_end(tmp_path):
     params = nb.cells[[c.cell_type for c in nb.cells].index("code")]
     assert "parameters" in params.metadata["tags"]
     visualdl = importlib.util.find_spec("visualdl") is not None
-    params.source = (f'import importlib.util\nDATA = "{tmp_path}/demo64.npy"\nOUT = "{tmp_path}/out"\nEPOCHS = 2\n'
-                     'MAX_ITERS = 6\nCHUNKS = 2\nBATCH_SIZE = 16\nNGF = NDF = 8\nEMA = 0.9\nDEVICE = "cpu"\nNUM_EVAL = 32\n'
-                     f'FID_WEIGHTS = "{tmp_path}/no_inception.pth"\nCOMPLETE_ITERS = 5\nVISUALDL = {visualdl}\n')  # fmt: skip
+    params.source = (
+        f'import importlib.util\nDATA = "{tmp_path}/demo64.npy"\nOUT = "{tmp_path}/out"\nEPOCHS = 2\n'
+        'MAX_ITERS = 6\nCHUNKS = 2\nBATCH_SIZE = 16\nNGF = NDF = 8\nEMA = 0.9\nDEVICE = "cpu"\nNUM_EVAL = 32\n'
+        f'FID_WEIGHTS = "{tmp_path}/no_inception.pth"\nCOMPLETE_ITERS = 5\nVISUALDL = {visualdl}\n'
+    )
     client = NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}})
     try:
         client.execute()

@@ -142,7 +142,11 @@ def test_box_overrides_the_crop(tmp_path):
     "size, blocks, gone",
     [
         # landscape 300x150 -> 128x64: the box's bottom (74) does not fit, centre crop x 32..96
-        ((300, 150), {(255, 0, 0): (100, 20, 140, 70), (0, 0, 255): (180, 80, 215, 140)}, {(0, 160, 0): (0, 40, 40, 110)}),
+        (
+            (300, 150),
+            {(255, 0, 0): (100, 20, 140, 70), (0, 0, 255): (180, 80, 215, 140)},
+            {(0, 160, 0): (0, 40, 40, 110)},
+        ),
         # square 200x200 -> 64x64: the whole image
         ((200, 200), {(255, 0, 0): (20, 120, 60, 180), (0, 0, 255): (150, 10, 190, 50)}, {}),
     ],
@@ -245,7 +249,9 @@ def converted(tmp_path, folder, name, write):
 
 def test_truncated_jpeg_is_skipped(tmp_path, tiny_celeba_dir):
     data = (tiny_celeba_dir / "000001.jpg").read_bytes()
-    assert_skipped(tmp_path, tiny_celeba_dir, "000005_cut.jpg", lambda p: p.write_bytes(data[: len(data) // 2]), "truncated")
+    assert_skipped(
+        tmp_path, tiny_celeba_dir, "000005_cut.jpg", lambda p: p.write_bytes(data[: len(data) // 2]), "truncated"
+    )
 
 
 def test_zero_byte_file_is_skipped(tmp_path, tiny_celeba_dir):
@@ -253,7 +259,9 @@ def test_zero_byte_file_is_skipped(tmp_path, tiny_celeba_dir):
 
 
 def test_text_file_named_jpg_is_skipped(tmp_path, tiny_celeba_dir):
-    assert_skipped(tmp_path, tiny_celeba_dir, "000005_text.JPG", lambda p: p.write_text("not a picture\n"), "not an image")
+    assert_skipped(
+        tmp_path, tiny_celeba_dir, "000005_text.JPG", lambda p: p.write_text("not a picture\n"), "not an image"
+    )
 
 
 def test_cmyk_jpeg_is_converted(tmp_path, tiny_celeba_dir):
@@ -312,7 +320,9 @@ def png_header_only(w: int, h: int) -> bytes:
 
 @pytest.mark.parametrize("side", [30000, 10000])  # over Pillow's hard limit (179 MP); between its warning and error
 def test_decompression_bomb_is_skipped(tmp_path, tiny_celeba_dir, side, recwarn):
-    assert_skipped(tmp_path, tiny_celeba_dir, "000005_bomb.png", lambda p: p.write_bytes(png_header_only(side, side)), "too large")
+    assert_skipped(
+        tmp_path, tiny_celeba_dir, "000005_bomb.png", lambda p: p.write_bytes(png_header_only(side, side)), "too large"
+    )
     assert not [w for w in recwarn if issubclass(w.category, Image.DecompressionBombWarning)]
 
 
@@ -320,7 +330,10 @@ def test_image_over_max_pixels_is_skipped(tmp_path, tiny_celeba_dir):
     (tiny_celeba_dir / "000005_big.jpg").write_bytes(jpeg_bytes(marked(400, 300)))
     summary, _, names, skipped = run(tiny_celeba_dir, tmp_path / "out.npy", max_pixels=100_000)
     assert summary.processed == 10 and "000005_big.jpg" not in names
-    assert skipped["000005_big.jpg"].startswith("too large: 400x300 = 120000 pixels") and "--max-pixels" in skipped["000005_big.jpg"]
+    assert (
+        skipped["000005_big.jpg"].startswith("too large: 400x300 = 120000 pixels")
+        and "--max-pixels" in skipped["000005_big.jpg"]
+    )
 
 
 def test_exif_rotated_photo_comes_out_upright(tmp_path):
@@ -409,8 +422,22 @@ def test_a_killed_run_leaves_no_output_and_no_temp_file(tmp_path, sig, code):
     for i in range(1, 300):
         (src / f"{i:04d}.png").write_bytes(data)
     out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, str(ROOT / "pretreat.py"), "--src", str(src), "--out", str(out / "faces.npy"),
-                             "--workers", "1", "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "pretreat.py"),
+            "--src",
+            str(src),
+            "--out",
+            str(out / "faces.npy"),
+            "--workers",
+            "1",
+            "--no-progress",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 20
     while not any(n.endswith(".tmp") for n in leftovers(out)) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -445,7 +472,9 @@ def test_demo_builds_200_faces_and_their_mirrors(tmp_path):
 
 
 def cli(*args, cwd):
-    return subprocess.run([sys.executable, str(ROOT / "pretreat.py"), *args], cwd=cwd, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "pretreat.py"), *args], cwd=cwd, capture_output=True, text=True, timeout=60
+    )
 
 
 @pytest.mark.parametrize("args", [(), ("--src", "nowhere.zip")])

@@ -1,4 +1,5 @@
-"""README.md and README_zh.md: the same commands, linked both ways, and standing alone (no link out of the repository)."""
+"""README.md and README_zh.md: the same commands, linked both ways, and standing alone (no link out of "
+"the repository)."""
 
 import re
 from pathlib import Path
@@ -79,4 +80,5 @@ def test_readme_stands_alone(lang):
             assert (ROOT / path).exists(), f"{READMES[lang].name}: {target} does not exist"
         if anchor:
             assert anchor in (anchors((ROOT / path).read_text(encoding="utf-8")) if path else heads), (
-                f"{READMES[lang].name}: no heading for {target}")  # fmt: skip
+                f"{READMES[lang].name}: no heading for {target}"
+            )

@@ -44,7 +44,9 @@ def faces(tmp_path):
 
 
 def tiny(tmp_path, data, **kw) -> TrainConfig:
-    base = dict(data=str(data), out=str(tmp_path / "out"), epochs=2, batch_size=8, ngf=8, ndf=8, nz=16, seed=3, progress=False)
+    base = dict(
+        data=str(data), out=str(tmp_path / "out"), epochs=2, batch_size=8, ngf=8, ndf=8, nz=16, seed=3, progress=False
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -54,7 +56,9 @@ def state_arrays(layer) -> dict:
 
 
 def run_cli(*args, timeout=120):
-    return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT
+    )
 
 
 # -- the schedule -------------------------------------------------------------------------------
@@ -114,7 +118,9 @@ def test_step_matches_the_textbook_step_bit_for_bit(tmp_path, faces):
     real = paddle.to_tensor(np.load(faces)[:8].transpose(0, 3, 1, 2).astype("float32") / 127.5 - 1)
     fast, plain = Trainer(tiny(tmp_path, faces, ema=0.9)), Trainer(tiny(tmp_path, faces, ema=0.9))
     for _ in range(3):
-        assert np.array_equal(fast.step(real).numpy(), legacy_step(plain, real).numpy())  # the logged losses and D outputs
+        assert np.array_equal(
+            fast.step(real).numpy(), legacy_step(plain, real).numpy()
+        )  # the logged losses and D outputs
         fast.iteration += 1
         plain.iteration += 1
     for a, b in ((fast.G, plain.G), (fast.D, plain.D), (fast.G_ema, plain.G_ema)):
@@ -122,7 +128,9 @@ def test_step_matches_the_textbook_step_bit_for_bit(tmp_path, faces):
         assert all(np.array_equal(sa[k], sb[k]) for k in sa)  # weights and BN running statistics
     assert all(not p.stop_gradient for p in fast.D_trainable)  # D trainable again after the G steps
     oa, ob = fast.optG.state_dict(), plain.optG.state_dict()
-    assert sorted(oa) == sorted(ob) and all(np.array_equal(np.asarray(oa[k]), np.asarray(ob[k])) for k in oa if k != "LR_Scheduler")
+    assert sorted(oa) == sorted(ob) and all(
+        np.array_equal(np.asarray(oa[k]), np.asarray(ob[k])) for k in oa if k != "LR_Scheduler"
+    )
 
 
 # -- outputs ------------------------------------------------------------------------------------
@@ -134,8 +142,16 @@ def test_short_run_writes_every_output(tmp_path, faces):
     out = Path(cfg.out)
     nb = 48 // 8
     assert {k: len(v) for k, v in history.items()} == {k: 2 * nb for k in ("d_loss", "g_loss", "d_real", "d_fake")}
-    for name in ["checkpoint.safetensors", "generator.safetensors", "loss.png", "log.csv", "samples/epoch_001.png",
-                 "samples/epoch_002.png", "samples/iter_000004.png", "samples/iter_000008.png"]:  # fmt: skip
+    for name in [
+        "checkpoint.safetensors",
+        "generator.safetensors",
+        "loss.png",
+        "log.csv",
+        "samples/epoch_001.png",
+        "samples/epoch_002.png",
+        "samples/iter_000004.png",
+        "samples/iter_000008.png",
+    ]:
         assert (out / name).is_file(), name
     grid = Image.open(out / "samples/epoch_002.png")
     assert grid.size == (8 * 66 + 2, 8 * 66 + 2) and grid.mode == "RGB"
@@ -235,9 +251,28 @@ def tensors_of(path) -> dict:
 def test_sigkill_mid_epoch_leaves_a_loadable_checkpoint(tmp_path):
     data = make_faces(tmp_path / "faces.npy", n=256)
     out = tmp_path / "out"
-    args = ["--data", str(data), "--out", str(out), "--batch-size", "8", "--ngf", "8", "--ndf", "8", "--nz", "16",
-            "--epochs", "50", "--save-every", "1", "--no-progress"]  # fmt: skip
-    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    args = [
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--batch-size",
+        "8",
+        "--ngf",
+        "8",
+        "--ndf",
+        "8",
+        "--nz",
+        "16",
+        "--epochs",
+        "50",
+        "--save-every",
+        "1",
+        "--no-progress",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     ckpt_path = out / "checkpoint.safetensors"
     deadline = time.time() + 90
     while time.time() < deadline and proc.poll() is None:
@@ -302,7 +337,19 @@ def test_bad_data_gives_one_clear_line(tmp_path, case, expect):
         np.save(path, np.zeros((5, 64, 64, 3), np.uint8))
     elif case == "not_npy":
         path.write_text("hello")
-    r = run_cli("--data", str(path), "--out", str(tmp_path / "out"), "--batch-size", "8", "--ngf", "8", "--ndf", "8", "--no-progress")
+    r = run_cli(
+        "--data",
+        str(path),
+        "--out",
+        str(tmp_path / "out"),
+        "--batch-size",
+        "8",
+        "--ngf",
+        "8",
+        "--ndf",
+        "8",
+        "--no-progress",
+    )
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("train.py: error: ") and "Traceback" not in r.stderr, r.stderr
@@ -311,8 +358,24 @@ def test_bad_data_gives_one_clear_line(tmp_path, case, expect):
 
 
 def test_amp_on_cpu_is_ignored_with_a_note_and_gpu_request_fails_clearly(tmp_path, faces):
-    r = run_cli("--data", str(faces), "--out", str(tmp_path / "o"), "--batch-size", "8", "--ngf", "8", "--ndf", "8", "--nz", "16",
-                "--max-iters", "2", "--amp", "--no-progress")  # fmt: skip
+    r = run_cli(
+        "--data",
+        str(faces),
+        "--out",
+        str(tmp_path / "o"),
+        "--batch-size",
+        "8",
+        "--ngf",
+        "8",
+        "--ndf",
+        "8",
+        "--nz",
+        "16",
+        "--max-iters",
+        "2",
+        "--amp",
+        "--no-progress",
+    )
     assert r.returncode == 0, r.stderr
     assert "device cpu (--amp fp16 ignored: mixed precision is for GPU)" in r.stdout  # the flag alone is fp16
     if not paddle.device.is_compiled_with_cuda():
@@ -323,7 +386,30 @@ def test_amp_on_cpu_is_ignored_with_a_note_and_gpu_request_fails_clearly(tmp_pat
 
 def test_cli_help_lists_the_flags():
     r = run_cli("--help")
-    for flag in ["--data", "--out", "--epochs", "--batch-size", "--lr", "--beta1", "--beta2", "--nz", "--ngf", "--ndf", "--g-steps",
-                 "--d-steps", "--seed", "--device", "--amp", "--resume", "--save-every", "--sample-every", "--num-workers",
-                 "--max-iters", "--ema", "--log-every", "--data-on-device", "--check"]:  # fmt: skip
+    for flag in [
+        "--data",
+        "--out",
+        "--epochs",
+        "--batch-size",
+        "--lr",
+        "--beta1",
+        "--beta2",
+        "--nz",
+        "--ngf",
+        "--ndf",
+        "--g-steps",
+        "--d-steps",
+        "--seed",
+        "--device",
+        "--amp",
+        "--resume",
+        "--save-every",
+        "--sample-every",
+        "--num-workers",
+        "--max-iters",
+        "--ema",
+        "--log-every",
+        "--data-on-device",
+        "--check",
+    ]:
         assert flag in r.stdout

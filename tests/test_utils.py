@@ -38,7 +38,13 @@ def test_make_grid_places_images_row_major_with_border():
     imgs = np.stack([np.full((4, 5, 3), i * 10, np.uint8) for i in range(5)])
     grid = utils.make_grid(imgs, nrow=3, padding=1, pad_value=255)
     assert grid.shape == (2 * 5 + 1, 3 * 6 + 1, 3)
-    assert grid[1, 1, 0] == 0 and grid[1, 7, 0] == 10 and grid[1, 13, 0] == 20 and grid[6, 1, 0] == 30 and grid[6, 7, 0] == 40
+    assert (
+        grid[1, 1, 0] == 0
+        and grid[1, 7, 0] == 10
+        and grid[1, 13, 0] == 20
+        and grid[6, 1, 0] == 30
+        and grid[6, 7, 0] == 40
+    )
     assert grid[6, 13, 0] == 255 and grid[0, 0, 0] == 255  # empty cell and border
     assert utils.make_grid(np.zeros((64, 8, 8, 3), np.uint8), padding=2).shape == (8 * 10 + 2, 8 * 10 + 2, 3)
 

@@ -21,8 +21,10 @@ SCALARS = ["d_loss", "g_loss", "d_real", "d_fake", "img_s"]
 def make_faces(path: Path, n: int = 48) -> Path:
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[0:64, 0:64] / 63.0
-    imgs = [np.clip((0.5 + 0.4 * np.sin(3 * a * xx + 3 * b * yy))[..., None] * rng.uniform(0.3, 1, 3) * 255, 0, 255)
-            for a, b in rng.uniform(-1, 1, (n, 2))]  # fmt: skip
+    imgs = [
+        np.clip((0.5 + 0.4 * np.sin(3 * a * xx + 3 * b * yy))[..., None] * rng.uniform(0.3, 1, 3) * 255, 0, 255)
+        for a, b in rng.uniform(-1, 1, (n, 2))
+    ]
     np.save(path, np.stack(imgs).astype(np.uint8))
     return path
 
@@ -31,8 +33,18 @@ def tiny(tmp_path: Path, **kw) -> TrainConfig:
     data = tmp_path / "faces.npy"
     if not data.exists():
         make_faces(data)
-    base = dict(data=str(data), out=str(tmp_path / "out"), epochs=2, batch_size=8, ngf=8, ndf=8, nz=16, seed=3,
-                progress=False, visualdl=True)  # fmt: skip
+    base = dict(
+        data=str(data),
+        out=str(tmp_path / "out"),
+        epochs=2,
+        batch_size=8,
+        ngf=8,
+        ndf=8,
+        nz=16,
+        seed=3,
+        progress=False,
+        visualdl=True,
+    )
     base.update(kw)
     return TrainConfig(**base)  # 48 faces / batch 8: 6 iterations per epoch
 
@@ -45,8 +57,10 @@ def read_records(out: Path):
     assert [f.name for f in files] == [VisualDLLog.FILE]
     reader = LogReader(file_path=str(files[0]))
     scalars = {k: [(r.id, r.value) for r in reader.get_data("scalar", f"train/{k}")] for k in SCALARS}
-    grids = [(r.id, np.asarray(Image.open(io.BytesIO(r.image.encoded_image_string))))
-             for r in reader.get_data("image", VisualDLLog.IMAGE_TAG)]  # fmt: skip
+    grids = [
+        (r.id, np.asarray(Image.open(io.BytesIO(r.image.encoded_image_string))))
+        for r in reader.get_data("image", VisualDLLog.IMAGE_TAG)
+    ]
     return scalars, grids
 
 
@@ -117,11 +131,18 @@ def test_without_visualdl_the_flag_says_how_to_install_it(tmp_path, monkeypatch)
     assert not (tmp_path / "out").exists()  # refused before any work
     assert train_mod.TrainConfig().visualdl is False  # optional: off by default
 
-    code = ("import sys, runpy; sys.modules['visualdl'] = None; sys.argv = ['train.py'] + sys.argv[1:]; "
-            "runpy.run_path('train.py', run_name='__main__')")  # fmt: skip
+    code = (
+        "import sys, runpy; sys.modules['visualdl'] = None; sys.argv = ['train.py'] + sys.argv[1:]; "
+        "runpy.run_path('train.py', run_name='__main__')"
+    )
     cfg = tiny(tmp_path)
-    p = subprocess.run([sys.executable, "-c", code, "--data", cfg.data, "--out", cfg.out, "--visualdl"],
-                       capture_output=True, text=True, timeout=120, cwd=ROOT)  # fmt: skip
+    p = subprocess.run(
+        [sys.executable, "-c", code, "--data", cfg.data, "--out", cfg.out, "--visualdl"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
     assert p.returncode == 2
     expect = "train.py: error: --visualdl needs VisualDL, which is not installed: pip install visualdl"
     assert p.stderr.strip().splitlines() == [expect]
