@@ -37,3 +37,7 @@ def tiny_celeba_dir(tmp_path):
     for i in range(10):
         Image.fromarray(celeba_like(i)).save(folder / f"{i + 1:06d}.jpg", quality=95)
     return folder
+
+
+# train.py flags of the tiny network the CLI tests train
+TINY_NET = ["--batch-size", "8", "--ngf", "8", "--ndf", "8", "--nz", "16"]

@@ -17,6 +17,7 @@ from utils import UserError, parse_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_train import make_faces, run_cli, tiny  # noqa: E402
+from conftest import TINY_NET
 
 
 @pytest.fixture
@@ -67,14 +68,7 @@ def test_amp_is_float32_on_cpu_or_off_and_the_flag_alone_is_fp16(tmp_path, faces
         str(faces),
         "--out",
         str(tmp_path / "o"),
-        "--batch-size",
-        "8",
-        "--ngf",
-        "8",
-        "--ndf",
-        "8",
-        "--nz",
-        "16",
+        *TINY_NET,
         "--max-iters",
         "1",
         "--amp",

@@ -25,6 +25,7 @@ from generator import generate
 from network import CHECKPOINT_FORMAT, Generator, load_discriminator, load_generator
 from test_train import assert_same_state, make_faces, tiny
 from utils import UserError
+from conftest import TINY_NET
 
 ROOT = Path(__file__).resolve().parent.parent
 GENERATOR_METADATA = {"format", "version", "nz", "ngf"}  # as docs/ documents them
@@ -214,14 +215,7 @@ def test_malicious_pickle_never_runs_from_the_command_lines(tmp_path, trained):
     base = [
         "--data",
         str(faces),
-        "--batch-size",
-        "8",
-        "--ngf",
-        "8",
-        "--ndf",
-        "8",
-        "--nz",
-        "16",
+        *TINY_NET,
         "--no-progress",
         "--resume",
     ]
@@ -407,14 +401,7 @@ def test_bad_files_on_the_command_line_and_resume(tmp_path, trained):
         str(faces),
         "--out",
         str(run),
-        "--batch-size",
-        "8",
-        "--ngf",
-        "8",
-        "--ndf",
-        "8",
-        "--nz",
-        "16",
+        *TINY_NET,
         "--no-progress",
     ]
     r = run_all(

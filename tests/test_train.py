@@ -18,6 +18,7 @@ import utils
 from network import load_generator
 from train import Trainer, TrainConfig, TrainingDiverged, train
 from utils import UserError
+from conftest import TINY_NET
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -256,14 +257,7 @@ def test_sigkill_mid_epoch_leaves_a_loadable_checkpoint(tmp_path):
         str(data),
         "--out",
         str(out),
-        "--batch-size",
-        "8",
-        "--ngf",
-        "8",
-        "--ndf",
-        "8",
-        "--nz",
-        "16",
+        *TINY_NET,
         "--epochs",
         "50",
         "--save-every",
@@ -363,14 +357,7 @@ def test_amp_on_cpu_is_ignored_with_a_note_and_gpu_request_fails_clearly(tmp_pat
         str(faces),
         "--out",
         str(tmp_path / "o"),
-        "--batch-size",
-        "8",
-        "--ngf",
-        "8",
-        "--ndf",
-        "8",
-        "--nz",
-        "16",
+        *TINY_NET,
         "--max-iters",
         "2",
         "--amp",
