@@ -10,8 +10,8 @@
 // dnnl_memory_create_v2, which dnnl::memory's C++ constructors call, so memories are made with the C API's
 // dnnl_memory_create (likewise dnnl_memory_desc_get_size, dnnl_memory_get_data_handle). Primitives pick their own
 // (blocked) layouts; NCHW tensors are reordered in and out, and primitives, reorders and their buffers are cached
-// per shape. Threads: oneDNN's OpenMP team follows OMP_NUM_THREADS as set before `import paddle` (Paddle sets it
-// to 1 when unset, and then every primitive runs on one thread).
+// per shape. Threads: oneDNN runs on the OpenMP runtime Paddle loads; `import paddle` pins it to one thread unless
+// OMP_NUM_THREADS was set, so onednn_conv/__init__.py sets its thread count to MKL_NUM_THREADS after loading.
 
 #include <array>
 #include <map>
