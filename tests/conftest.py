@@ -39,5 +39,21 @@ def tiny_celeba_dir(tmp_path):
     return folder
 
 
+def make_faces(path: Path, n: int = 48, seed: int = 0) -> Path:
+    """Smooth random uint8 images (N, 64, 64, 3): enough structure for D and G to have work."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:64, 0:64] / 63.0
+    imgs = []
+    for _ in range(n):
+        a, b, c = rng.uniform(-1, 1, 3)
+        base = 0.5 + 0.4 * np.sin(3 * a * xx + 3 * b * yy + c)
+        col = rng.uniform(0.3, 1.0, 3)
+        imgs.append(np.clip(base[..., None] * col * 255, 0, 255))
+    arr = np.stack(imgs).astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, arr)
+    return path
+
+
 # train.py flags of the tiny network the CLI tests train
 TINY_NET = ["--batch-size", "8", "--ngf", "8", "--ndf", "8", "--nz", "16"]

@@ -16,8 +16,8 @@ from train import TrainingDiverged, amp_settings, train, uses_grad_scaler
 from utils import UserError, parse_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_train import make_faces, run_cli, tiny  # noqa: E402
-from conftest import TINY_NET
+from test_train import run_cli, tiny  # noqa: E402
+from conftest import TINY_NET, make_faces
 
 
 @pytest.fixture

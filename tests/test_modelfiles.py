@@ -23,9 +23,9 @@ import network
 import train as train_mod
 from generator import generate
 from network import CHECKPOINT_FORMAT, Generator, load_discriminator, load_generator
-from test_train import assert_same_state, make_faces, tiny
+from test_train import assert_same_state, tiny
 from utils import UserError
-from conftest import TINY_NET
+from conftest import TINY_NET, make_faces
 
 ROOT = Path(__file__).resolve().parent.parent
 GENERATOR_METADATA = {"format", "version", "nz", "ngf"}  # as docs/ documents them

@@ -13,20 +13,10 @@ from PIL import Image
 import train as train_mod
 from train import TrainConfig, VisualDLLog, train
 from utils import UserError
+from conftest import make_faces
 
 ROOT = Path(__file__).resolve().parent.parent
 SCALARS = ["d_loss", "g_loss", "d_real", "d_fake", "img_s"]
-
-
-def make_faces(path: Path, n: int = 48) -> Path:
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[0:64, 0:64] / 63.0
-    imgs = [
-        np.clip((0.5 + 0.4 * np.sin(3 * a * xx + 3 * b * yy))[..., None] * rng.uniform(0.3, 1, 3) * 255, 0, 255)
-        for a, b in rng.uniform(-1, 1, (n, 2))
-    ]
-    np.save(path, np.stack(imgs).astype(np.uint8))
-    return path
 
 
 def tiny(tmp_path: Path, **kw) -> TrainConfig:
