@@ -23,9 +23,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-import utils  # (sets CPU thread defaults before paddle loads)
 import paddle
 import paddle.nn as nn
+
+import device  # noqa: F401  (CPU thread defaults: set before the first computation, whatever was imported first)
+import utils
 
 from utils import UserError
 from weightInit import bn_bias_attr, bn_weight_attr, conv_weight_attr
@@ -53,12 +55,12 @@ def _use_onednn(x: paddle.Tensor) -> bool:
     )
 
 
-def conv_backend(device: str | None = None) -> str:
-    """Which convolutions G and D run on `device` (default: Paddle's current device), for a start line:
+def conv_backend(place: str | None = None) -> str:
+    """Which convolutions G and D run on `place` (default: Paddle's current device), for a start line:
     'oneDNN 3.6.2 (onednn_conv)', or 'Paddle' and why not oneDNN. Builds or loads onednn_conv on first use."""
-    device = device or paddle.get_device()
-    if not device.startswith("cpu"):
-        return f"Paddle ({device.split(':')[0]})"
+    place = place or paddle.get_device()
+    if not place.startswith("cpu"):
+        return f"Paddle ({place.split(':')[0]})"
     if onednn_conv is None:
         return "Paddle (onednn_conv/ not found)"
     if not onednn_conv.available():

@@ -1,9 +1,5 @@
-"""Small helpers shared by the scripts: CPU tuning before paddle loads, atomic writes, image grids,
-and the one error type that scripts turn into a one-line message.
-
-Importing this module sets default environment variables for Paddle's CPU kernels (see
-`tune_cpu_env`); it must therefore be imported before `paddle` in every script.
-"""
+"""Small helpers shared by the scripts: the one error type that scripts turn into a one-line message, atomic
+writes, and the command line built from a config dataclass."""
 
 from __future__ import annotations
 
@@ -14,7 +10,6 @@ import json
 import os
 import sys
 import tempfile
-import warnings
 from pathlib import Path
 from collections.abc import Iterator
 
@@ -23,29 +18,6 @@ import numpy as np
 
 class UserError(Exception):
     """A problem with the user's input (a file, a flag): printed as one line, no traceback."""
-
-
-def tune_cpu_env() -> None:
-    """Defaults that make Paddle's CPU wheel use the whole machine; the user's environment wins.
-
-    - MKL_NUM_THREADS = usable cores: Paddle's CPU wheel runs MKL on one thread unless told
-      otherwise. (OMP_NUM_THREADS works as well, measured the same speed, but makes `import paddle`
-      print a warning; a user-set OMP_NUM_THREADS is left alone and MKL follows it.)
-    - MKL_DEBUG_CPU_TYPE=5: the MKL bundled with Paddle takes a generic code path on AMD processors;
-      this makes it use AVX2 (3x faster matmul there, no effect on Intel). MKL reads both when it
-      loads, so they only help if set before `import paddle`.
-    """
-    if "OMP_NUM_THREADS" not in os.environ:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        local_procs = int(os.environ.get("PADDLE_LOCAL_SIZE", "1") or 1)  # set by paddle.distributed.launch
-        os.environ.setdefault("MKL_NUM_THREADS", str(max(1, cores // max(1, local_procs))))
-    os.environ.setdefault("MKL_DEBUG_CPU_TYPE", "5")
-    os.environ.setdefault("GLOG_minloglevel", "2")  # Paddle's C++ INFO/WARNING lines (type promotion, PIR)
-    warnings.filterwarnings("ignore", message="No ccache found")  # printed by `import paddle`
-    warnings.filterwarnings("ignore", message="When training, we now always track global mean")  # every BN call
-
-
-tune_cpu_env()
 
 
 # ---------------------------------------------------------------------------------------------
