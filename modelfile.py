@@ -6,6 +6,8 @@ from __future__ import annotations
 import dataclasses
 import re
 
+from utils import UserError, read_state, save_state  # noqa: F401
+
 import numpy as np
 import paddle
 
@@ -20,7 +22,6 @@ from network import (  # noqa: F401
     read_model_file,
     save_generator,
 )
-from utils import UserError, read_state, save_state  # noqa: F401
 
 # ---------------------------------------------------------------------------------------------
 # the training checkpoint (train.py writes it, --resume reads it): everything a run needs to continue bit for bit

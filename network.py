@@ -21,15 +21,14 @@ import os
 import sys
 from dataclasses import dataclass, field
 
-import numpy as np
+import utils
+from utils import UserError
 
+import numpy as np
 import paddle
 import paddle.nn as nn
 
 import device  # noqa: F401  (CPU thread defaults: set before the first computation, whatever was imported first)
-import utils
-
-from utils import UserError
 from weightInit import bn_bias_attr, bn_weight_attr, conv_weight_attr
 
 try:

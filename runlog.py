@@ -19,12 +19,13 @@ import struct
 import time
 from pathlib import Path
 
+import utils
+from utils import UserError
+
 import numpy as np
 import paddle
 
 import faces
-import utils
-from utils import UserError
 
 CSV_FIELDS = ["epoch", "iteration", "d_loss", "g_loss", "d_real", "d_fake", "img_s"]
 HISTORY_KEYS = ["d_loss", "g_loss", "d_real", "d_fake"]

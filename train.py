@@ -25,6 +25,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from utils import UserError, parse_config, run_cli
+
 import numpy as np
 import paddle
 import paddle.distributed as dist
@@ -38,7 +40,6 @@ from generator import sample
 from modelfile import CHECKPOINT_FILE, GENERATOR_FILE
 from network import Discriminator, Generator, bce_loss, conv_backend
 from runlog import TrainingDiverged  # noqa: F401  (train.TrainingDiverged: what a diverged run raises)
-from utils import UserError, parse_config, run_cli
 
 # changing these between a run and its --resume would silently train something else
 RESUME_MUST_MATCH = ["data", "batch_size", "nz", "ngf", "ndf", "g_steps", "d_steps", "seed", "ema"]

@@ -1,5 +1,11 @@
 """Small helpers shared by the scripts: the one error type that scripts turn into a one-line message, atomic
-writes, and the command line built from a config dataclass."""
+writes, and the command line built from a config dataclass.
+
+`import paddle` warns "No ccache found" on stderr (its C++ extension module looks for ccache at import), which would
+be a stray line before every script's output: the filter below hides it. It only works when this module is imported
+before paddle, so ruff's import sorting puts `utils` in a section of its own before the third-party packages
+(pyproject.toml); nothing else depends on import order (the CPU thread settings are device.py's).
+"""
 
 from __future__ import annotations
 
@@ -10,10 +16,13 @@ import json
 import os
 import sys
 import tempfile
-from pathlib import Path
+import warnings
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
+
+warnings.filterwarnings("ignore", message="No ccache found")
 
 
 class UserError(Exception):

@@ -174,21 +174,20 @@ def flops_per_image(G, D, nz: int, g_steps: int, d_steps: int) -> dict:
 # computed in the G steps too, through DataParallel): the --levers table's rows without the new step, and the
 # reference tests/test_train.py holds the current step to, bit for bit.
 def legacy_step(self, real):
-    import numpy as np
     import paddle
 
     from network import bce_loss
 
     cfg, b = self.cfg, real.shape[0]
-    self.rng = np.random.default_rng([cfg.seed, self.rank, self.iteration])
+    z = iter(self.noise(b)[0])  # this iteration's noise batches: D's steps, then G's
     for _ in range(cfg.d_steps):
-        fake = self.netG(self.noise(b)).detach()
-        p_real, p_fake = self.netD(real), self.netD(fake)
+        fake = self.G_dp(next(z)).detach()
+        p_real, p_fake = self.D_dp(real), self.D_dp(fake)
         loss_d = bce_loss(p_real, 1.0) + bce_loss(p_fake, 0.0)
         self._update(loss_d, self.optD, self.scalerD)
     g_losses = []
     for _ in range(cfg.g_steps):
-        loss_g = bce_loss(self.netD(self.netG(self.noise(b))), 1.0)
+        loss_g = bce_loss(self.D_dp(self.G_dp(next(z))), 1.0)
         self._update(loss_g, self.optG, self.scalerG)
         g_losses.append(loss_g)
     if self.G_ema is not None:

@@ -5,18 +5,23 @@ import csv
 import sys
 from pathlib import Path
 
+from utils import UserError, parse_config
+
 import numpy as np
 import paddle
 import pytest
 
 import dataReader
+import modelfile
+import runlog
 import train as train_mod
 from dataReader import DeviceLoader, make_loader, on_device, plan_on_device
-from train import TrainingDiverged, amp_settings, train, uses_grad_scaler
-from utils import UserError, parse_config
+from device import amp_settings, check_amp, uses_grad_scaler
+from train import TrainingDiverged, train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_train import run_cli, tiny  # noqa: E402
+
 from conftest import TINY_NET, make_faces
 
 
@@ -84,9 +89,9 @@ def test_amp_the_gpu_cannot_run_is_one_clear_error(monkeypatch):
     with pytest.raises(
         UserError, match=r"^--amp bf16: Tesla V100-SXM2-32GB \(compute capability 7\.0\) cannot run it, .*--amp fp16$"
     ):
-        train_mod.check_amp("bf16", "gpu", {"fp16": True, "bf16": False})
-    train_mod.check_amp("fp16", "gpu", {"fp16": True, "bf16": False})
-    train_mod.check_amp("bf16", "cpu", {"fp16": False, "bf16": False})  # CPU: a note at start, not an error
+        check_amp("bf16", "gpu", {"fp16": True, "bf16": False})
+    check_amp("fp16", "gpu", {"fp16": True, "bf16": False})
+    check_amp("bf16", "cpu", {"fp16": False, "bf16": False})  # CPU: a note at start, not an error
 
 
 # -- deferred fetching --------------------------------------------------------------------------
@@ -106,8 +111,8 @@ def test_log_every_5_trains_logs_and_saves_exactly_what_log_every_1_does(tmp_pat
     ra, rb = csv_rows(Path(a.out)), csv_rows(Path(b.out))
     assert ra == rb and [int(r["iteration"]) for r in rb] == list(range(1, 12))
     ca, cb = (
-        train_mod.utils.read_state(Path(a.out) / "checkpoint.safetensors"),
-        train_mod.utils.read_state(Path(b.out) / "checkpoint.safetensors"),
+        modelfile.read_state(Path(a.out) / "checkpoint.safetensors"),
+        modelfile.read_state(Path(b.out) / "checkpoint.safetensors"),
     )
     assert ca.keys() == cb.keys()
     for key in ca:
@@ -122,24 +127,21 @@ def test_log_every_5_trains_logs_and_saves_exactly_what_log_every_1_does(tmp_pat
             np.testing.assert_array_equal(np.asarray(ca[key]), np.asarray(cb[key]), err_msg=key)
 
 
-def test_prefetched_noise_is_the_noise_each_step_draws(tmp_path, faces):
+def test_a_windows_noise_is_the_noise_each_step_draws(tmp_path, faces):
+    """train() sends a log window's noise to the device in one copy: iteration i's part of it is, bit for bit, what
+    i's own draws are (default_rng([seed, rank, i]), one batch after another: D's steps, then G's)."""
     cfg = tiny(tmp_path, faces, d_steps=2, g_steps=3)
-    plain, pre = train_mod.Trainer(cfg), train_mod.Trainer(cfg)
-    drawn = {"plain": [], "pre": []}
-    for name, t in (("plain", plain), ("pre", pre)):
-        orig = t.noise
-        t.noise = lambda n, orig=orig, name=name: (
-            drawn[name].append(orig(n).numpy()) or paddle.to_tensor(drawn[name][-1])
-        )
-    real = paddle.to_tensor(np.load(faces)[:8].transpose(0, 3, 1, 2).astype("float32") / 127.5 - 1)
-    pre.prefetch_noise(3, 8)
-    for t in (plain, pre):
-        for _ in range(3):
-            t.step(real)
-            t.iteration += 1
-    assert len(drawn["pre"]) == len(drawn["plain"]) == 3 * 5
-    assert all(a.tobytes() == b.tobytes() for a, b in zip(drawn["plain"], drawn["pre"], strict=True))
-    assert pre._noise_i == 5 and len(pre._noise) == 3
+    t = train_mod.Trainer(cfg)
+    window = t.noise(8, first=0, count=3).numpy()
+    drawn, pre = [], []
+    for i in range(3):
+        rng = np.random.default_rng([cfg.seed, 0, i])
+        drawn += [rng.standard_normal((8, cfg.nz, 1, 1), dtype=np.float32) for _ in range(5)]
+        pre += list(window[i])
+        t.iteration = i
+        assert t.noise(8)[0].numpy().tobytes() == window[i].tobytes()  # one iteration's draw alone
+    assert len(pre) == len(drawn) == 3 * 5
+    assert all(a.tobytes() == b.tobytes() for a, b in zip(drawn, pre, strict=True))
 
 
 @pytest.mark.parametrize("k", [6, 7, 10])
@@ -154,7 +156,7 @@ def test_nan_at_k_stops_by_k_plus_4_and_no_checkpoint_holds_it(tmp_path, faces, 
 
     monkeypatch.setattr(train_mod, "bce_loss", poisoned)
     saved = []
-    real_save = train_mod.utils.save_state
+    real_save = modelfile.save_state
 
     def spy(path, obj):
         if Path(path).name.startswith("checkpoint"):
@@ -162,7 +164,7 @@ def test_nan_at_k_stops_by_k_plus_4_and_no_checkpoint_holds_it(tmp_path, faces, 
             saved.append(obj["iteration"])
         real_save(path, obj)
 
-    monkeypatch.setattr(train_mod.utils, "save_state", spy)
+    monkeypatch.setattr(modelfile, "save_state", spy)
     cfg = tiny(tmp_path, faces, epochs=3, log_every=5, save_every=5)  # 6 iterations per epoch
     with pytest.raises(TrainingDiverged, match=rf"^iteration {k}: g_loss is nan; stopped\."):
         train(cfg)
@@ -171,7 +173,7 @@ def test_nan_at_k_stops_by_k_plus_4_and_no_checkpoint_holds_it(tmp_path, faces, 
     # NaN weights give in the next iteration (the CPU kernel checks its input)
     assert 4 * k <= calls["n"] <= 4 * next_fetch <= 4 * (k + 4)
     assert saved and max(saved) < k  # every checkpoint written was checked first
-    ckpt = train_mod.utils.read_state(Path(cfg.out) / "checkpoint.safetensors")
+    ckpt = modelfile.read_state(Path(cfg.out) / "checkpoint.safetensors")
     assert ckpt["iteration"] == max(saved) and len(ckpt["history"]["d_loss"]) == max(saved)
     rows = csv_rows(Path(cfg.out))
     assert [int(r["iteration"]) for r in rows] == list(range(1, k))  # the checked iterations before it, logged
@@ -258,7 +260,7 @@ def test_check_prints_the_setup_and_runs_a_small_model(tmp_path, faces):
 
 def test_a_gpu_kernel_trap_at_a_fetch_is_one_clear_line(tmp_path, faces, monkeypatch):
     """On a GPU a NaN probability makes Paddle's BCE kernel stop the device; the error surfaces at the next fetch."""
-    real = train_mod.to_host
+    real = runlog.to_host
     calls = {"n": 0}
 
     def failing(stats):
@@ -267,13 +269,13 @@ def test_a_gpu_kernel_trap_at_a_fetch_is_one_clear_line(tmp_path, faces, monkeyp
             raise OSError("(External) CUDA error(719), unspecified launch failure.")
         return real(stats)
 
-    monkeypatch.setattr(train_mod, "to_host", failing)
+    monkeypatch.setattr(runlog, "to_host", failing)
     cfg = tiny(tmp_path, faces, epochs=3, log_every=4, save_every=4)  # fetches at 4, then 6 (the epoch's end)
     with pytest.raises(TrainingDiverged, match=r"^iterations 5-6: the GPU stopped on an error .*NaN") as err:
         train(cfg)
     assert "\n" not in str(err.value)
-    assert train_mod.utils.read_state(Path(cfg.out) / "checkpoint.safetensors")["iteration"] == 4
-    monkeypatch.setattr(train_mod, "to_host", lambda stats: (_ for _ in ()).throw(RuntimeError("something else")))
+    assert modelfile.read_state(Path(cfg.out) / "checkpoint.safetensors")["iteration"] == 4
+    monkeypatch.setattr(runlog, "to_host", lambda stats: (_ for _ in ()).throw(RuntimeError("something else")))
     with pytest.raises(RuntimeError, match="something else"):
         train(tiny(tmp_path / "b", faces, log_every=4))
 
@@ -285,9 +287,9 @@ def test_nothing_but_the_fetch_reads_device_values_during_the_loop(tmp_path, mon
     state = {"it": 0, "reads": []}
     real_step = train_mod.Trainer.step
 
-    def step(self, real):
+    def step(self, real, noise=None):
         state["it"] = self.iteration + 1
-        return real_step(self, real)
+        return real_step(self, real, noise)
 
     def spy(name):
         orig = getattr(paddle.Tensor, name)
@@ -300,15 +302,15 @@ def test_nothing_but_the_fetch_reads_device_values_during_the_loop(tmp_path, mon
 
     monkeypatch.setattr(train_mod.Trainer, "step", step)
     fetches = []
-    real_to_host = train_mod.to_host
-    monkeypatch.setattr(train_mod, "to_host", lambda stats: fetches.append(len(stats)) or real_to_host(stats))
+    real_to_host = runlog.to_host
+    monkeypatch.setattr(runlog, "to_host", lambda stats: fetches.append(len(stats)) or real_to_host(stats))
     done_reads = {}
 
-    def on_save(path, obj, orig=train_mod.utils.save_state):
+    def on_save(path, obj, orig=modelfile.save_state):
         done_reads.setdefault("before_first_save", list(state["reads"]))
         orig(path, obj)
 
-    monkeypatch.setattr(train_mod.utils, "save_state", on_save)
+    monkeypatch.setattr(modelfile, "save_state", on_save)
     for name in ("numpy", "item", "tolist", "__float__", "__int__", "__bool__"):
         monkeypatch.setattr(paddle.Tensor, name, spy(name))
     train(tiny(tmp_path, faces, epochs=1, max_iters=10, log_every=5))

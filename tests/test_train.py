@@ -8,17 +8,19 @@ import sys
 import time
 from pathlib import Path
 
+from utils import UserError
+
 import numpy as np
 import paddle
 import pytest
 from PIL import Image
 
+import device
+import modelfile
 import train as train_mod
-import utils
-from network import load_generator
-from train import Trainer, TrainConfig, TrainingDiverged, train
-from utils import UserError
 from conftest import TINY_NET, make_faces
+from network import load_generator
+from train import TrainConfig, Trainer, TrainingDiverged, train
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -81,13 +83,13 @@ def test_g_step_leaves_d_unchanged_and_d_step_leaves_g_unchanged(tmp_path, faces
     trainer = Trainer(tiny(tmp_path, faces))
     trainable = lambda m: {p.name: p.numpy().copy() for p in m.parameters() if p.trainable}  # noqa: E731
     d0, g0 = trainable(trainer.D), trainable(trainer.G)
-    loss_g = bce_loss(trainer.D(trainer.G(trainer.noise(8))), 1.0)
+    loss_g = bce_loss(trainer.D(trainer.G(trainer.noise(8)[0][0])), 1.0)
     trainer._update(loss_g, trainer.optG, trainer.scalerG)
     d1, g1 = trainable(trainer.D), trainable(trainer.G)
     assert all(np.array_equal(d0[k], d1[k]) for k in d0)
     assert any(not np.array_equal(g0[k], g1[k]) for k in g0)
     real = paddle.randn([8, 3, 64, 64]).clip(-1, 1)
-    loss_d = bce_loss(trainer.D(real), 1.0) + bce_loss(trainer.D(trainer.G(trainer.noise(8)).detach()), 0.0)
+    loss_d = bce_loss(trainer.D(real), 1.0) + bce_loss(trainer.D(trainer.G(trainer.noise(8)[0][0]).detach()), 0.0)
     trainer._update(loss_d, trainer.optD, trainer.scalerD)
     g2, d2 = trainable(trainer.G), trainable(trainer.D)
     assert all(np.array_equal(g1[k], g2[k]) for k in g1)
@@ -112,7 +114,8 @@ def test_step_matches_the_textbook_step_bit_for_bit(tmp_path, faces):
         sa, sb = state_arrays(a), state_arrays(b)
         assert all(np.array_equal(sa[k], sb[k]) for k in sa)  # weights and BN running statistics
     assert all(not p.stop_gradient for p in fast.D_trainable)  # D trainable again after the G steps
-    oa, ob = fast.optG.state_dict(), plain.optG.state_dict()
+    oa = modelfile.optimizer_state(fast.optG, modelfile.trainable(fast.G))  # by parameter order: the two
+    ob = modelfile.optimizer_state(plain.optG, modelfile.trainable(plain.G))  # trainers' parameter names differ
     assert sorted(oa) == sorted(ob) and all(
         np.array_equal(np.asarray(oa[k]), np.asarray(ob[k])) for k in oa if k != "LR_Scheduler"
     )
@@ -148,7 +151,7 @@ def test_short_run_writes_every_output(tmp_path, faces):
     assert [int(r["epoch"]) for r in rows] == [1] * nb + [2] * nb
     np.testing.assert_allclose([float(r["d_loss"]) for r in rows], history["d_loss"], rtol=1e-5)
     assert all(0 < float(r["d_real"]) < 1 and float(r["img_s"]) > 0 for r in rows)
-    ckpt = utils.read_state(out / "checkpoint.safetensors")
+    ckpt = modelfile.read_state(out / "checkpoint.safetensors")
     assert {"G", "D", "optG", "optD", "epoch", "iteration", "fixed_noise", "rng", "config", "history"} <= set(ckpt)
     assert ckpt["iteration"] == 2 * nb and ckpt["epoch"] == 2 and ckpt["config"]["ngf"] == 8
     G = load_generator(str(out / "generator.safetensors"))
@@ -160,7 +163,7 @@ def test_max_iters_stops_mid_epoch_and_leaves_a_checkpoint(tmp_path, faces):
     cfg = tiny(tmp_path, faces, epochs=8, max_iters=9)
     history = train(cfg)
     assert len(history["d_loss"]) == 9
-    ckpt = utils.read_state(Path(cfg.out) / "checkpoint.safetensors")
+    ckpt = modelfile.read_state(Path(cfg.out) / "checkpoint.safetensors")
     assert ckpt["iteration"] == 9
     assert (Path(cfg.out) / "samples/iter_000009.png").is_file()
 
@@ -168,8 +171,8 @@ def test_max_iters_stops_mid_epoch_and_leaves_a_checkpoint(tmp_path, faces):
 def test_ema_generator_is_saved_and_differs_from_g(tmp_path, faces):
     cfg = tiny(tmp_path, faces, epochs=1, ema=0.9)
     train(cfg)
-    ckpt = utils.read_state(Path(cfg.out) / "checkpoint.safetensors")
-    gen = utils.read_state(Path(cfg.out) / "generator.safetensors")
+    ckpt = modelfile.read_state(Path(cfg.out) / "checkpoint.safetensors")
+    gen = modelfile.read_state(Path(cfg.out) / "generator.safetensors")
     key = "main.0.weight"
     assert ckpt["G_ema"]
     np.testing.assert_array_equal(gen[key], ckpt["G_ema"][key])
@@ -185,8 +188,8 @@ def test_resume_is_bit_identical(tmp_path, faces):
     first = tiny(tmp_path / "b", faces, max_iters=5, ema=0.5)
     train(first)
     h_resumed = train(tiny(tmp_path / "b", faces, max_iters=10, ema=0.5, resume=True))
-    a = utils.read_state(Path(straight.out) / "checkpoint.safetensors")
-    b = utils.read_state(Path(first.out) / "checkpoint.safetensors")
+    a = modelfile.read_state(Path(straight.out) / "checkpoint.safetensors")
+    b = modelfile.read_state(Path(first.out) / "checkpoint.safetensors")
     assert_same_state(a, b)
     for name in ("checkpoint.safetensors", "generator.safetensors"):  # the files' tensors, bit for bit
         ta, tb = tensors_of(Path(straight.out) / name), tensors_of(Path(first.out) / name)
@@ -260,13 +263,13 @@ def test_sigkill_mid_epoch_leaves_a_loadable_checkpoint(tmp_path):
     assert proc.poll() is None, proc.stderr.read().decode()
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    ckpt = utils.read_state(ckpt_path)
+    ckpt = modelfile.read_state(ckpt_path)
     it = ckpt["iteration"]
     assert 0 < it < 32  # killed mid-epoch 1 (32 iterations per epoch)
     r = run_cli(*args, "--resume", "--max-iters", str(it + 3))
     assert r.returncode == 0, r.stderr
     assert f"resuming at iteration {it}" in r.stdout
-    assert utils.read_state(ckpt_path)["iteration"] == it + 3
+    assert modelfile.read_state(ckpt_path)["iteration"] == it + 3
     rows = list(csv.DictReader(open(out / "log.csv")))
     assert [int(r["iteration"]) for r in rows] == list(range(1, it + 4))
 
@@ -295,7 +298,7 @@ def test_nan_stops_cleanly_and_keeps_last_good_checkpoint(tmp_path, faces, monke
     with pytest.raises(TrainingDiverged, match=msg) as err:
         train(cfg)
     assert "last good checkpoint stays in" in str(err.value) and "\n" not in str(err.value)
-    assert utils.read_state(Path(cfg.out) / "checkpoint.safetensors")["iteration"] == 4
+    assert modelfile.read_state(Path(cfg.out) / "checkpoint.safetensors")["iteration"] == 4
 
 
 @pytest.mark.parametrize(
@@ -351,8 +354,8 @@ def test_amp_on_cpu_is_ignored_with_a_note_and_gpu_request_fails_clearly(tmp_pat
     assert "device cpu (--amp fp16 ignored: mixed precision is for GPU)" in r.stdout  # the flag alone is fp16
     if not paddle.device.is_compiled_with_cuda():
         with pytest.raises(UserError, match="--device gpu"):
-            train_mod.pick_device("gpu")
-        assert train_mod.pick_device("auto") == "cpu"
+            device.pick_device("gpu")
+        assert device.pick_device("auto") == "cpu"
 
 
 def test_cli_help_lists_the_flags():

@@ -6,14 +6,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+from utils import UserError
+
 import numpy as np
 import pytest
 from PIL import Image
 
 import train as train_mod
-from train import TrainConfig, VisualDLLog, train
-from utils import UserError
 from conftest import make_faces
+from runlog import VisualDLLog
+from train import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parent.parent
 SCALARS = ["d_loss", "g_loss", "d_real", "d_fake", "img_s"]
