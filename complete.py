@@ -1,5 +1,6 @@
 """Fill the missing part of faces with the trained DCGAN (Yeh et al. 2017, "Semantic Image Inpainting with
-Deep Generative Models"), project faces into z, and do the DCGAN paper's face arithmetic.
+Deep Generative Models"), and project faces into z; `--arithmetic` runs the DCGAN paper's face arithmetic instead
+(arithmetic.py).
 
     python complete.py --images photos/ --mask center --out output/completions     # a folder, any size
     python complete.py --images data/celeba64.npy --num 16 --mask random --missing 0.8
@@ -33,18 +34,20 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import utils  # before paddle: CPU thread defaults
+import utils
+from utils import UserError
+
 import numpy as np
 import paddle
 
+from arithmetic import Arithmetic, arithmetic, parse_arithmetic  # noqa: F401  (documented as complete.arithmetic)
+from arithmetic import run as arithmetic_run
 from network import CHECKPOINT_FILE, Discriminator, Generator, load_discriminator, load_generator
-from utils import UserError
 
 SIZE = 64
 WINDOW = 7  # the paper: "We use a window size of 7 in all experiments"
@@ -396,69 +399,6 @@ def invert(
 
 
 # ---------------------------------------------------------------------------------------------
-# face arithmetic (Radford et al. 2015, Fig. 7)
-
-
-@dataclass
-class Arithmetic:
-    faces: np.ndarray  # uint8 [1 + neighbours, 64, 64, 3]: G(mean(A) - mean(B) + mean(C)), then its neighbours
-    z: np.ndarray  # float32 [nz, 1, 1]: mean(A) - mean(B) + mean(C)
-    grid: np.ndarray  # uint8 image: a row per group (its faces, then G of its mean z), then the result row
-
-
-def arithmetic(
-    ckpt,
-    a,
-    b,
-    c,
-    seed: int = 0,
-    neighbours: int = 8,
-    noise: float = 0.25,
-    iters: int = 1500,
-    restarts: int = 8,
-    use_ema: bool = True,
-    allow_pickle: bool = False,
-) -> Arithmetic:
-    """G(mean(A) - mean(B) + mean(C)) and `neighbours` faces at z + noise * N(0, I) (the paper's 0.25).
-
-    Each group is a list of indices of generator.generate(ckpt, seed=seed) faces, or uint8 [k, 64, 64, 3]
-    real faces, projected into z with invert(). The means are not rescaled: the paper averages its z as is."""
-    from generator import latent, sample
-
-    G, _ = _models(ckpt, False, use_ema, allow_pickle)
-    groups = []
-    for name, g in (("A", a), ("B", b), ("C", c)):
-        if isinstance(g, np.ndarray) and g.dtype == np.uint8:
-            groups.append(invert(G, g, iters=iters, seed=seed, restarts=restarts))
-            continue
-        idx = np.asarray(list(g), dtype=np.int64)
-        if idx.ndim != 1 or not len(idx) or idx.min() < 0:
-            raise UserError(f"group {name}: needs face indices >= 0 or uint8 [k, 64, 64, 3] images, got {g!r}")
-        groups.append(latent(int(idx.max()) + 1, G.nz, seed)[idx])
-    means = [z.mean(axis=0) for z in groups]
-    z = (means[0] - means[1] + means[2]).astype(np.float32)
-    jitter = noise * np.random.default_rng([seed, 7]).standard_normal((neighbours, *z.shape)).astype(np.float32)
-    faces = sample(G, np.concatenate([z[None], z[None] + jitter]))
-    ncol = max(max(len(g) for g in groups) + 1, len(faces))
-    blank = np.full((SIZE, SIZE, 3), 255, np.uint8)
-    cells = []
-    for g, m in zip(groups, means, strict=True):
-        row = list(sample(G, np.concatenate([g, m[None]])))
-        cells += row[:-1] + [blank] * (ncol - len(row)) + row[-1:]
-    cells += list(faces) + [blank] * (ncol - len(faces))
-    return Arithmetic(faces, z, utils.make_grid(np.stack(cells), nrow=ncol))
-
-
-def parse_arithmetic(text: str) -> tuple[list[int], list[int], list[int]]:
-    """ "3,5,9-1,2+4,8" -> ([3, 5, 9], [1, 2], [4, 8])"""
-    m = re.fullmatch(r"\s*([\d,\s]+)-([\d,\s]+)\+([\d,\s]+)", text)
-    groups = [[int(v) for v in g.replace(",", " ").split()] for g in m.groups()] if m else []
-    if not m or not all(groups):
-        raise UserError(f"--arithmetic {text!r}: expected A-B+C with comma-separated face indices, e.g. 3,5,9-1,2+4,8")
-    return groups[0], groups[1], groups[2]
-
-
-# ---------------------------------------------------------------------------------------------
 # baselines and metrics
 
 
@@ -571,18 +511,19 @@ def comparison_grid(rows: list[np.ndarray], ncol: int = GRID_COLS) -> np.ndarray
 
 
 def run(cfg: CompleteConfig) -> dict:
+    """complete.py's job: with --arithmetic, face arithmetic (arithmetic.py); otherwise the completion."""
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} exists and is not a folder")
     if cfg.arithmetic:
-        a, b, c = parse_arithmetic(cfg.arithmetic)
-        result = arithmetic(cfg.ckpt, a, b, c, seed=cfg.seed, use_ema=cfg.ema, allow_pickle=cfg.allow_pickle)
-        utils.save_png(result.grid, out / "arithmetic.png")
-        print(
-            f"G(mean {a} - mean {b} + mean {c}) of generate(seed={cfg.seed}) faces, and 8 neighbours "
-            f"-> {out / 'arithmetic.png'}"
-        )
+        arithmetic_run(cfg.ckpt, cfg.arithmetic, cfg.out, cfg.seed, cfg.ema, cfg.allow_pickle)
         return {}
+    return run_completion(cfg)
+
+
+def run_completion(cfg: CompleteConfig) -> dict:
+    """Complete --images where --mask says; write the outputs and metrics.json; return the metrics."""
+    out = Path(cfg.out)
     if cfg.iters < 0 or cfg.restarts < 1 or cfg.lam < 0 or not cfg.lr > 0:
         raise UserError(
             "need --iters >= 0, --restarts >= 1, --lam >= 0, --lr > 0 "

@@ -193,3 +193,10 @@ def load_checkpoint(path, ckpt: dict, trainer) -> None:
     t.iteration = int(ckpt["iteration"])
     t.fixed_noise = np.asarray(ckpt["fixed_noise"], dtype=np.float32)
     t.history = {k: list(map(float, ckpt["history"][k])) for k in HISTORY_KEYS}
+
+
+def generator_of(ckpt, use_ema: bool = True, allow_pickle: bool = False):
+    """TEMPORARY (house-modelfile has the real one)."""
+    import paddle.nn as nn
+
+    return ckpt if isinstance(ckpt, nn.Layer) else load_generator(str(ckpt), use_ema=use_ema, allow_pickle=allow_pickle)
