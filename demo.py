@@ -19,7 +19,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import utils  # noqa: F401  (sets CPU thread defaults before paddle loads)
+import utils
+
 import numpy as np
 
 import complete
@@ -27,8 +28,7 @@ import evaluate
 import generator
 import pretreat
 import train
-from network import CHECKPOINT_FILE, GENERATOR_FILE
-
+from modelfile import CHECKPOINT_FILE, GENERATOR_FILE
 
 # complete.py's defaults are 1500 iterations x 8 starts at lr 0.01; fewer, faster steps fit make demo's 10 minutes
 COMPLETE_ITERS, COMPLETE_RESTARTS, COMPLETE_LR = 150, 4, 0.05
@@ -50,14 +50,36 @@ class DemoConfig:
 
 
 def run(cfg: DemoConfig) -> dict:
+    """The whole demo; returns (and writes to OUT/metrics.json) its measurements."""
     t0 = time.perf_counter()
     out = Path(cfg.out)
     if not Path(cfg.data).is_file():
         print(pretreat.pretreat(pretreat.PretreatConfig(demo=True, out=cfg.data, progress=False)))
+    train_demo(cfg)
+    t_train = time.perf_counter() - t0
+    ckpt = str(out / GENERATOR_FILE)
+    generator.run(generator.GeneratorConfig(ckpt=ckpt, out=str(out / "faces"), num=64, interpolate=8, pairs=4))
+    result = evaluate.evaluate(evaluate.EvaluateConfig(ckpt=ckpt, data=cfg.data, num=200))
+    print(evaluate.format_table(result))
+    if cfg.complete:
+        t1 = time.perf_counter()
+        done = complete_demo(cfg)
+        result["completion"] = {k: done[k] for k in ("dcgan", "biharmonic", "mean_fill", "images", "iters", "restarts")}
+        result["completion_seconds"] = round(time.perf_counter() - t1, 1)
+    result["train_seconds"] = round(t_train, 1)
+    result["demo_seconds"] = round(time.perf_counter() - t0, 1)
+    result["config"] = {k: getattr(cfg, k) for k in ("iters", "width", "batch_size", "ema", "seed")}
+    utils.atomic_write_text(out / "metrics.json", json.dumps(result, indent=2) + "\n")
+    print(summary(cfg, result))
+    return result
+
+
+def train_demo(cfg: DemoConfig) -> None:
+    """train.py on the demo set: --iters iterations (the epochs they need), a grid every quarter of the run."""
     epochs = math.ceil(cfg.iters / (len(np.load(cfg.data, mmap_mode="r", allow_pickle=False)) // cfg.batch_size))
     tcfg = train.TrainConfig(
         data=cfg.data,
-        out=str(out),
+        out=cfg.out,
         epochs=epochs,
         max_iters=cfg.iters,
         batch_size=cfg.batch_size,
@@ -70,14 +92,13 @@ def run(cfg: DemoConfig) -> dict:
         progress=cfg.progress,
     )
     train.train(tcfg)
-    t_train = time.perf_counter() - t0
-    ckpt = str(out / GENERATOR_FILE)
-    generator.run(generator.GeneratorConfig(ckpt=ckpt, out=str(out / "faces"), num=64, interpolate=8, pairs=4))
-    result = evaluate.evaluate(evaluate.EvaluateConfig(ckpt=ckpt, data=cfg.data, num=200))
-    print(evaluate.format_table(result))
-    if cfg.complete:
-        t1 = time.perf_counter()
-        ccfg = complete.CompleteConfig(
+
+
+def complete_demo(cfg: DemoConfig) -> dict:
+    """complete.py on the first --complete demo faces, center mask, the demo's fast search; its metrics."""
+    out = Path(cfg.out)
+    return complete.run(
+        complete.CompleteConfig(
             ckpt=str(out / CHECKPOINT_FILE),
             images=cfg.data,
             num=cfg.complete,
@@ -88,30 +109,22 @@ def run(cfg: DemoConfig) -> dict:
             out=str(out / "completions"),
             progress=cfg.progress,
         )
-        done = complete.run(ccfg)
-        result["completion"] = {k: done[k] for k in ("dcgan", "biharmonic", "mean_fill", "images", "iters", "restarts")}
-        result["completion_seconds"] = round(time.perf_counter() - t1, 1)
-    result["train_seconds"] = round(t_train, 1)
-    result["demo_seconds"] = round(time.perf_counter() - t0, 1)
-    result["config"] = {
-        "iters": cfg.iters,
-        "width": cfg.width,
-        "batch_size": cfg.batch_size,
-        "ema": cfg.ema,
-        "seed": cfg.seed,
-    }
-    utils.atomic_write_text(out / "metrics.json", json.dumps(result, indent=2) + "\n")
+    )
+
+
+def summary(cfg: DemoConfig, result: dict) -> str:
+    """Where every output is, one line each."""
+    out, ckpt = Path(cfg.out), str(Path(cfg.out) / GENERATOR_FILE)
     grids = sorted((out / "samples").glob("*.png"))
-    print(f"""
-demo done in {result["demo_seconds"]:.0f} s (training {t_train:.0f} s). Outputs:
+    return f"""
+demo done in {result["demo_seconds"]:.0f} s (training {result["train_seconds"]:.0f} s). Outputs:
   {cfg.data:<34} the demo set: 200 faces, 64x64 (pretreat.py --demo)
   {str(out / "samples" / grids[-1].name) if grids else "":<34} fixed-noise samples during training ({len(grids)} grids in {out / "samples"})
   {str(out / "loss.png"):<34} losses and D outputs per iteration; per-iteration numbers in {out / "log.csv"}
   {ckpt:<34} the generator (python generator.py --ckpt {ckpt})
   {str(out / "faces" / "grid.png"):<34} 64 new faces, one PNG each beside it
   {str(out / "faces" / "interpolation.png"):<34} 4 interpolation rows of 8 steps
-{completion_line(out, result)}  {str(out / "metrics.json"):<34} face rate {result["face_rate_fake"]:.2f} (real demo faces: {result["face_rate_real"]:.2f}), SWD avg {result["swd_avg"]:.1f}""")  # noqa: E501
-    return result
+{completion_line(out, result)}  {str(out / "metrics.json"):<34} face rate {result["face_rate_fake"]:.2f} (real demo faces: {result["face_rate_real"]:.2f}), SWD avg {result["swd_avg"]:.1f}"""  # noqa: E501
 
 
 def completion_line(out: Path, result: dict) -> str:

@@ -7,7 +7,6 @@ network.py builds its layers with these attributes; `init_weights` re-draws them
 
 from __future__ import annotations
 
-import utils  # noqa: F401  (sets CPU thread defaults before paddle loads)
 import paddle
 import paddle.nn as nn
 
