@@ -27,7 +27,7 @@ import evaluate
 import generator
 import pretreat
 import train
-from network import CHECKPOINT_FILE, GENERATOR_FILE
+from modelfile import CHECKPOINT_FILE, GENERATOR_FILE
 
 
 # complete.py's defaults are 1500 iterations x 8 starts at lr 0.01; fewer, faster steps fit make demo's 10 minutes

@@ -36,7 +36,8 @@ from scipy.ndimage import convolve1d
 
 import fid as fidlib  # numpy only at import: paddle loads when the Inception is built
 from fid import frechet_distance, kid  # noqa: F401  (part of evaluate's API)
-from utils import CHECKPOINT_FILE, GENERATOR_FILE, UserError
+from modelfile import CHECKPOINT_FILE, GENERATOR_FILE
+from utils import UserError
 
 IMAGE_SIZE = 64
 IMAGE_EXTS = {".png", ".jpg", ".jpeg"}

@@ -37,8 +37,10 @@ import paddle
 import paddle.distributed as dist
 
 from dataReader import make_loader, on_device
+import modelfile
 import network
-from network import CHECKPOINT_FILE, GENERATOR_FILE, Discriminator, Generator, bce_loss, generator_payload
+from modelfile import CHECKPOINT_FILE, GENERATOR_FILE, generator_payload
+from network import Discriminator, Generator, bce_loss
 from utils import UserError
 
 CSV_FIELDS = ["epoch", "iteration", "d_loss", "g_loss", "d_real", "d_fake", "img_s"]
@@ -339,11 +341,11 @@ class Trainer:
     # -- checkpoints ------------------------------------------------------------------------
 
     def state_dict(self) -> dict:
-        """Everything --resume needs, as saved in checkpoint.safetensors (utils.save_state: arrays become tensors,
+        """Everything --resume needs, as saved in checkpoint.safetensors (modelfile.save_state: arrays become tensors,
         the rest JSON metadata)."""
         return {
-            "format": network.CHECKPOINT_FORMAT,
-            "version": network.FORMAT_VERSION,
+            "format": modelfile.CHECKPOINT_FORMAT,
+            "version": modelfile.FORMAT_VERSION,
             "G": self.G.state_dict(),
             "D": self.D.state_dict(),
             "G_ema": self.G_ema.state_dict() if self.G_ema is not None else None,
@@ -360,7 +362,7 @@ class Trainer:
         }
 
     def load_state_dict(self, ckpt: dict, source: str = "checkpoint") -> None:
-        """Restore a state_dict() (as read back by network.read_model_file); UserError naming `source` when a part
+        """Restore a state_dict() (as read back by modelfile.read_model_file); UserError naming `source` when a part
         is missing or does not fit these models."""
         _check_state(self, ckpt, source)
         self.G.set_state_dict(ckpt["G"])
@@ -503,10 +505,10 @@ def _check_state(trainer: Trainer, ckpt: dict, source) -> None:
         if part not in ckpt:
             raise UserError(f"{source}: not a complete train.py checkpoint (no {part!r})")
     cfg = trainer.cfg
-    network.check_weights(source, trainer.G, ckpt.get("G"), "G", f" for nz={cfg.nz}, ngf={cfg.ngf}")
-    network.check_weights(source, trainer.D, ckpt.get("D"), "D", f" for ndf={cfg.ndf}")
+    modelfile.check_weights(source, trainer.G, ckpt.get("G"), "G", f" for nz={cfg.nz}, ngf={cfg.ngf}")
+    modelfile.check_weights(source, trainer.D, ckpt.get("D"), "D", f" for ndf={cfg.ndf}")
     if trainer.G_ema is not None and ckpt.get("G_ema"):
-        network.check_weights(source, trainer.G_ema, ckpt["G_ema"], "G_ema", f" for nz={cfg.nz}, ngf={cfg.ngf}")
+        modelfile.check_weights(source, trainer.G_ema, ckpt["G_ema"], "G_ema", f" for nz={cfg.nz}, ngf={cfg.ngf}")
     for name, model in (("optG", trainer.G), ("optD", trainer.D)):
         state = ckpt[name]
         if not isinstance(state, dict):
@@ -554,7 +556,7 @@ def _check_resume(cfg: TrainConfig, ckpt_path: Path) -> tuple[dict | None, Path]
         ckpt_path = old_path  # refused below unless --allow-pickle
     if not ckpt_path.exists():
         raise UserError(f"{ckpt_path}: no checkpoint to resume from (train without --resume first)")
-    kind, ckpt = network.read_model_file(ckpt_path, allow_pickle=cfg.allow_pickle)
+    kind, ckpt = modelfile.read_model_file(ckpt_path, allow_pickle=cfg.allow_pickle)
     if kind != "checkpoint" or not isinstance(ckpt.get("config"), dict):
         raise UserError(f"{ckpt_path}: not a train.py checkpoint (a {kind} file)")
     saved = ckpt["config"]
@@ -653,8 +655,8 @@ def train(cfg: TrainConfig) -> dict[str, list[float]]:
             return
         if vdl:
             vdl.flush()  # the records up to a checkpoint are on disk with it
-        utils.save_state(ckpt_path, trainer.state_dict())  # one file each, atomic: no sidecar to keep in step
-        utils.save_state(out / GENERATOR_FILE, trainer.generator_payload())
+        modelfile.save_state(ckpt_path, trainer.state_dict())  # one file each, atomic: no sidecar to keep in step
+        modelfile.save_state(out / GENERATOR_FILE, trainer.generator_payload())
 
     def sample(name: str) -> None:
         if main_proc:

@@ -203,11 +203,12 @@ def test_cli_with_checkpoint(files, tmp_path):
         pytest.skip("generator.py (generator.generate) is not in the tree yet")
     import paddle
 
+    import modelfile
     import network
 
     paddle.seed(0)
     ckpt = tmp_path / "generator.safetensors"
-    network.save_generator(ckpt, network.Generator(ngf=8))
+    modelfile.save_generator(ckpt, network.Generator(ngf=8))
     data, _ = files
     result = evaluate.main(["--ckpt", str(ckpt), "--data", str(data), "--num", "8", "--seed", "2"])
     from generator import generate

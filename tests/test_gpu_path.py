@@ -106,8 +106,8 @@ def test_log_every_5_trains_logs_and_saves_exactly_what_log_every_1_does(tmp_pat
     ra, rb = csv_rows(Path(a.out)), csv_rows(Path(b.out))
     assert ra == rb and [int(r["iteration"]) for r in rb] == list(range(1, 12))
     ca, cb = (
-        train_mod.utils.read_state(Path(a.out) / "checkpoint.safetensors"),
-        train_mod.utils.read_state(Path(b.out) / "checkpoint.safetensors"),
+        train_mod.modelfile.read_state(Path(a.out) / "checkpoint.safetensors"),
+        train_mod.modelfile.read_state(Path(b.out) / "checkpoint.safetensors"),
     )
     assert ca.keys() == cb.keys()
     for key in ca:
@@ -154,7 +154,7 @@ def test_nan_at_k_stops_by_k_plus_4_and_no_checkpoint_holds_it(tmp_path, faces, 
 
     monkeypatch.setattr(train_mod, "bce_loss", poisoned)
     saved = []
-    real_save = train_mod.utils.save_state
+    real_save = train_mod.modelfile.save_state
 
     def spy(path, obj):
         if Path(path).name.startswith("checkpoint"):
@@ -162,7 +162,7 @@ def test_nan_at_k_stops_by_k_plus_4_and_no_checkpoint_holds_it(tmp_path, faces, 
             saved.append(obj["iteration"])
         real_save(path, obj)
 
-    monkeypatch.setattr(train_mod.utils, "save_state", spy)
+    monkeypatch.setattr(train_mod.modelfile, "save_state", spy)
     cfg = tiny(tmp_path, faces, epochs=3, log_every=5, save_every=5)  # 6 iterations per epoch
     with pytest.raises(TrainingDiverged, match=rf"^iteration {k}: g_loss is nan; stopped\."):
         train(cfg)
@@ -171,7 +171,7 @@ def test_nan_at_k_stops_by_k_plus_4_and_no_checkpoint_holds_it(tmp_path, faces, 
     # NaN weights give in the next iteration (the CPU kernel checks its input)
     assert 4 * k <= calls["n"] <= 4 * next_fetch <= 4 * (k + 4)
     assert saved and max(saved) < k  # every checkpoint written was checked first
-    ckpt = train_mod.utils.read_state(Path(cfg.out) / "checkpoint.safetensors")
+    ckpt = train_mod.modelfile.read_state(Path(cfg.out) / "checkpoint.safetensors")
     assert ckpt["iteration"] == max(saved) and len(ckpt["history"]["d_loss"]) == max(saved)
     rows = csv_rows(Path(cfg.out))
     assert [int(r["iteration"]) for r in rows] == list(range(1, k))  # the checked iterations before it, logged
@@ -272,7 +272,7 @@ def test_a_gpu_kernel_trap_at_a_fetch_is_one_clear_line(tmp_path, faces, monkeyp
     with pytest.raises(TrainingDiverged, match=r"^iterations 5-6: the GPU stopped on an error .*NaN") as err:
         train(cfg)
     assert "\n" not in str(err.value)
-    assert train_mod.utils.read_state(Path(cfg.out) / "checkpoint.safetensors")["iteration"] == 4
+    assert train_mod.modelfile.read_state(Path(cfg.out) / "checkpoint.safetensors")["iteration"] == 4
     monkeypatch.setattr(train_mod, "to_host", lambda stats: (_ for _ in ()).throw(RuntimeError("something else")))
     with pytest.raises(RuntimeError, match="something else"):
         train(tiny(tmp_path / "b", faces, log_every=4))
@@ -304,11 +304,11 @@ def test_nothing_but_the_fetch_reads_device_values_during_the_loop(tmp_path, mon
     monkeypatch.setattr(train_mod, "to_host", lambda stats: fetches.append(len(stats)) or real_to_host(stats))
     done_reads = {}
 
-    def on_save(path, obj, orig=train_mod.utils.save_state):
+    def on_save(path, obj, orig=train_mod.modelfile.save_state):
         done_reads.setdefault("before_first_save", list(state["reads"]))
         orig(path, obj)
 
-    monkeypatch.setattr(train_mod.utils, "save_state", on_save)
+    monkeypatch.setattr(train_mod.modelfile, "save_state", on_save)
     for name in ("numpy", "item", "tolist", "__float__", "__int__", "__bool__"):
         monkeypatch.setattr(paddle.Tensor, name, spy(name))
     train(tiny(tmp_path, faces, epochs=1, max_iters=10, log_every=5))

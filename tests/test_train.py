@@ -14,8 +14,8 @@ import pytest
 from PIL import Image
 
 import train as train_mod
-import utils
-from network import load_generator
+import modelfile
+from modelfile import load_generator
 from train import Trainer, TrainConfig, TrainingDiverged, train
 from utils import UserError
 from conftest import TINY_NET, make_faces
@@ -148,7 +148,7 @@ def test_short_run_writes_every_output(tmp_path, faces):
     assert [int(r["epoch"]) for r in rows] == [1] * nb + [2] * nb
     np.testing.assert_allclose([float(r["d_loss"]) for r in rows], history["d_loss"], rtol=1e-5)
     assert all(0 < float(r["d_real"]) < 1 and float(r["img_s"]) > 0 for r in rows)
-    ckpt = utils.read_state(out / "checkpoint.safetensors")
+    ckpt = modelfile.read_state(out / "checkpoint.safetensors")
     assert {"G", "D", "optG", "optD", "epoch", "iteration", "fixed_noise", "rng", "config", "history"} <= set(ckpt)
     assert ckpt["iteration"] == 2 * nb and ckpt["epoch"] == 2 and ckpt["config"]["ngf"] == 8
     G = load_generator(str(out / "generator.safetensors"))
@@ -160,7 +160,7 @@ def test_max_iters_stops_mid_epoch_and_leaves_a_checkpoint(tmp_path, faces):
     cfg = tiny(tmp_path, faces, epochs=8, max_iters=9)
     history = train(cfg)
     assert len(history["d_loss"]) == 9
-    ckpt = utils.read_state(Path(cfg.out) / "checkpoint.safetensors")
+    ckpt = modelfile.read_state(Path(cfg.out) / "checkpoint.safetensors")
     assert ckpt["iteration"] == 9
     assert (Path(cfg.out) / "samples/iter_000009.png").is_file()
 
@@ -168,8 +168,8 @@ def test_max_iters_stops_mid_epoch_and_leaves_a_checkpoint(tmp_path, faces):
 def test_ema_generator_is_saved_and_differs_from_g(tmp_path, faces):
     cfg = tiny(tmp_path, faces, epochs=1, ema=0.9)
     train(cfg)
-    ckpt = utils.read_state(Path(cfg.out) / "checkpoint.safetensors")
-    gen = utils.read_state(Path(cfg.out) / "generator.safetensors")
+    ckpt = modelfile.read_state(Path(cfg.out) / "checkpoint.safetensors")
+    gen = modelfile.read_state(Path(cfg.out) / "generator.safetensors")
     key = "main.0.weight"
     assert ckpt["G_ema"]
     np.testing.assert_array_equal(gen[key], ckpt["G_ema"][key])
@@ -185,8 +185,8 @@ def test_resume_is_bit_identical(tmp_path, faces):
     first = tiny(tmp_path / "b", faces, max_iters=5, ema=0.5)
     train(first)
     h_resumed = train(tiny(tmp_path / "b", faces, max_iters=10, ema=0.5, resume=True))
-    a = utils.read_state(Path(straight.out) / "checkpoint.safetensors")
-    b = utils.read_state(Path(first.out) / "checkpoint.safetensors")
+    a = modelfile.read_state(Path(straight.out) / "checkpoint.safetensors")
+    b = modelfile.read_state(Path(first.out) / "checkpoint.safetensors")
     assert_same_state(a, b)
     for name in ("checkpoint.safetensors", "generator.safetensors"):  # the files' tensors, bit for bit
         ta, tb = tensors_of(Path(straight.out) / name), tensors_of(Path(first.out) / name)
@@ -260,13 +260,13 @@ def test_sigkill_mid_epoch_leaves_a_loadable_checkpoint(tmp_path):
     assert proc.poll() is None, proc.stderr.read().decode()
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    ckpt = utils.read_state(ckpt_path)
+    ckpt = modelfile.read_state(ckpt_path)
     it = ckpt["iteration"]
     assert 0 < it < 32  # killed mid-epoch 1 (32 iterations per epoch)
     r = run_cli(*args, "--resume", "--max-iters", str(it + 3))
     assert r.returncode == 0, r.stderr
     assert f"resuming at iteration {it}" in r.stdout
-    assert utils.read_state(ckpt_path)["iteration"] == it + 3
+    assert modelfile.read_state(ckpt_path)["iteration"] == it + 3
     rows = list(csv.DictReader(open(out / "log.csv")))
     assert [int(r["iteration"]) for r in rows] == list(range(1, it + 4))
 
@@ -295,7 +295,7 @@ def test_nan_stops_cleanly_and_keeps_last_good_checkpoint(tmp_path, faces, monke
     with pytest.raises(TrainingDiverged, match=msg) as err:
         train(cfg)
     assert "last good checkpoint stays in" in str(err.value) and "\n" not in str(err.value)
-    assert utils.read_state(Path(cfg.out) / "checkpoint.safetensors")["iteration"] == 4
+    assert modelfile.read_state(Path(cfg.out) / "checkpoint.safetensors")["iteration"] == 4
 
 
 @pytest.mark.parametrize(
