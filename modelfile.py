@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from utils import UserError, atomic_path
+import utils
+from utils import UserError
 
 if TYPE_CHECKING:
     from network import Discriminator, Generator
@@ -82,7 +83,7 @@ def save_state(path: str | os.PathLike, tree: dict) -> None:
     tensors: dict[str, np.ndarray] = {}
     skeleton = _pack(tree, "", tensors)
     metadata = {k: json.dumps(v) for k, v in skeleton.items()}
-    with atomic_path(path) as tmp:
+    with utils.atomic_path(path) as tmp:  # looked up on use: tests/dist_worker.py records every write through it
         save_file(tensors, tmp, metadata=metadata)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
