@@ -394,8 +394,8 @@ def convert(old: str | os.PathLike, new: str | os.PathLike) -> str:
     for use_ema in (False, True):  # G, G_ema and D must load before anything is written
         _generator_from(old, kind, tree, use_ema)
     _discriminator_from(old, kind, tree)
-    tree = {**tree, "format": CHECKPOINT_FORMAT, "version": FORMAT_VERSION}
-    if isinstance(tree.get("history"), dict):  # lists of floats in the old file; float64 arrays now
+    tree = _current_checkpoint(old, {**tree, "format": CHECKPOINT_FORMAT, "version": FORMAT_VERSION})
+    if isinstance(tree.get("history"), dict):  # float64, as train.py writes it
         tree["history"] = {k: np.asarray(v, np.float64) for k, v in tree["history"].items()}
     save_state(new, tree)
     return kind
@@ -489,14 +489,19 @@ def read_checkpoint(path, allow_pickle: bool = False) -> dict:
     kind, tree = read_model_file(path, allow_pickle=allow_pickle)
     if kind != "checkpoint" or not isinstance(tree.get("config"), dict):
         raise UserError(f"{path}: not a train.py checkpoint (a {kind} file)")
-    cfg = tree["config"]
-    if isinstance(tree.get("history"), dict):  # lists of floats in an earlier version's pickled checkpoint
+    return _current_checkpoint(path, tree)
+
+
+def _current_checkpoint(path, tree: dict) -> dict:
+    """An earlier version's checkpoint tree in today's form: history as float arrays (lists in the pickled files),
+    optimizer state by parameter order (Paddle's names before)."""
+    if isinstance(tree.get("history"), dict):
         tree["history"] = {k: np.asarray(v) if isinstance(v, list) else v for k, v in tree["history"].items()}
     names = None
     for part in ("optG", "optD"):
         state = tree.get(part)
         if isinstance(state, dict) and any(_ADAM_NAME.search(k) for k in state):
-            names = names or _legacy_names(path, cfg)
+            names = names or _legacy_names(path, tree["config"])
             tree[part] = legacy_optimizer_state(state, names[part])
     return tree
 
@@ -543,8 +548,10 @@ def check_checkpoint(path, ckpt: dict, trainer) -> None:
             raise UserError(f"{path}: {name} does not fit this model's Adam state ({odd} missing or unknown)")
         for k, shape in expected.items():
             found = list(getattr(tensors[k], "shape", [-1]))
-            if found != shape or getattr(tensors[k], "dtype", None) != np.float32:
-                raise UserError(f"{path}: {name} tensor {k} is not float32 of shape {shape}")
+            if found != shape:
+                raise UserError(f"{path}: {name} tensor {k} has shape {found}, expected {shape}")
+            if getattr(tensors[k], "dtype", None) != np.float32:
+                raise UserError(f"{path}: {name} tensor {k} is {getattr(tensors[k], 'dtype', None)}, not float32")
     noise = ckpt["fixed_noise"]
     if not isinstance(noise, np.ndarray) or noise.dtype != np.float32 or list(noise.shape) != [64, cfg.nz, 1, 1]:
         raise UserError(f"{path}: fixed_noise is not float32 [64, {cfg.nz}, 1, 1]")
@@ -555,7 +562,7 @@ def check_checkpoint(path, ckpt: dict, trainer) -> None:
         not isinstance(history.get(k), np.ndarray) or history[k].dtype.kind != "f" or history[k].shape != (it,)
         for k in HISTORY_KEYS
     ):
-        raise UserError(f"{path}: its loss history does not have one number per iteration ({it})")
+        raise UserError(f"{path}: its loss history does not have one entry per iteration ({it})")
 
 
 def load_checkpoint(path, ckpt: dict, trainer) -> None:

@@ -26,7 +26,7 @@ import train as train_mod
 from conftest import TINY_NET, make_faces
 from generator import generate
 from modelfile import CHECKPOINT_FORMAT, load_discriminator, load_generator
-from network import Generator
+from network import Discriminator, Generator
 
 ROOT = Path(__file__).resolve().parent.parent
 GENERATOR_METADATA = {"format", "version", "nz", "ngf"}  # as docs/ documents them
@@ -95,10 +95,23 @@ def trained(tmp_path_factory):
     return Path(cfg.out), faces
 
 
+def guarded_names(tree: dict) -> dict:
+    """`tree` with its optimizer state under the names earlier versions used: Paddle's own ("<param>_moment1_0"), from
+    G and D built in a fresh unique_name scope, G first (as the earlier Trainer built them)."""
+    cfg = tree["config"]
+    with paddle.utils.unique_name.guard():
+        G, D = Generator(cfg["nz"], cfg["ngf"]), Discriminator(cfg["ndf"])
+    out = dict(tree)
+    for part, model in (("optG", G), ("optD", D)):
+        names = [p.name for p in model.parameters() if p.trainable]
+        out[part] = {f"{names[int(k.split('.')[0])]}_{k.split('.')[1]}_0": v for k, v in tree[part].items()}
+    return out
+
+
 def legacy_files(out: Path, dest: Path) -> tuple[Path, Path]:
     """The generator.pdparams and checkpoint.pdparams an earlier version would have written for this run."""
     dest.mkdir(parents=True, exist_ok=True)
-    ckpt = modelfile.read_state(out / modelfile.CHECKPOINT_FILE)
+    ckpt = guarded_names(modelfile.read_state(out / modelfile.CHECKPOINT_FILE))
     gen = modelfile.read_state(out / modelfile.GENERATOR_FILE)
 
     def to_paddle(tree):
@@ -146,8 +159,8 @@ def test_files_are_safetensors_with_only_the_documented_metadata(trained):
         keys, meta = set(f.keys()), {k: json.loads(v) for k, v in f.metadata().items()}
     assert meta["format"] == CHECKPOINT_FORMAT and meta["iteration"] == 5 and meta["config"]["ngf"] == 8
     assert {"fixed_noise", "history/d_loss", "G/main.0.weight", "D/main.0.weight", "G_ema/main.0.weight"} <= keys
-    assert any(k.startswith("optG/") and k.endswith("_moment1_0") for k in keys)
-    assert any(k.startswith("optD/") and k.endswith("_beta2_pow_acc_0") for k in keys)
+    assert "optG/0.moment1" in keys and not any(k.endswith("_moment1_0") for k in keys)  # by parameter order
+    assert "optD/0.beta2_pow_acc" in keys
     assert {k.split("/")[0] for k in keys} == {"G", "D", "G_ema", "optG", "optD", "fixed_noise", "history"}
 
 
@@ -277,6 +290,22 @@ def test_allow_pickle_loads_old_files_and_resumes_them_bit_for_bit(tmp_path, tra
     with pytest.raises(UserError, match=r"checkpoint\.pdparams: this is a pickle"):
         train_mod.train(tiny(tmp_path, faces, out=str(run), max_iters=8, ema=0.5, resume=True))
     h_old = train_mod.train(tiny(tmp_path, faces, out=str(run), max_iters=8, ema=0.5, resume=True, allow_pickle=True))
+    h_new = train_mod.train(tiny(tmp_path, faces, out=str(tmp_path / "straight"), max_iters=8, ema=0.5))
+    assert h_old == h_new
+    straight = modelfile.read_state(tmp_path / "straight" / modelfile.CHECKPOINT_FILE)
+    assert_same_state(modelfile.read_state(run / modelfile.CHECKPOINT_FILE), straight)
+
+
+def test_a_checkpoint_of_the_previous_version_resumes_bit_for_bit(tmp_path, trained):
+    """checkpoint.safetensors as written before the optimizer state was keyed by parameter order (Paddle's names,
+    "<param>_moment1_0") resumes exactly where the run would have gone."""
+    out, faces = trained
+    run = tmp_path / "prev"
+    run.mkdir()
+    old = guarded_names(modelfile.read_state(out / modelfile.CHECKPOINT_FILE))
+    assert any(k.endswith("_moment1_0") for k in old["optG"])
+    modelfile.save_state(run / modelfile.CHECKPOINT_FILE, old)
+    h_old = train_mod.train(tiny(tmp_path, faces, out=str(run), max_iters=8, ema=0.5, resume=True))
     h_new = train_mod.train(tiny(tmp_path, faces, out=str(tmp_path / "straight"), max_iters=8, ema=0.5))
     assert h_old == h_new
     straight = modelfile.read_state(tmp_path / "straight" / modelfile.CHECKPOINT_FILE)
@@ -429,7 +458,7 @@ def test_resume_checks_every_part_before_setting_it(case, tmp_path, trained):
         del tree["optD"]
         expect = "no 'optD'"
     elif case == "optimizer_shape":
-        k = next(k for k in tree["optG"] if k.endswith("_moment2_0"))
+        k = next(k for k in tree["optG"] if k.endswith(".moment2"))
         tree["optG"][k] = tree["optG"][k][:1]
         expect = f"optG tensor {k} has shape"
     elif case == "g_shape":
