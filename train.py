@@ -38,6 +38,7 @@ import paddle.distributed as dist
 
 from dataReader import make_loader, on_device
 import network
+from faces import make_grid, save_png, to_images
 from network import CHECKPOINT_FILE, GENERATOR_FILE, Discriminator, Generator, bce_loss, generator_payload
 from utils import UserError
 
@@ -334,7 +335,7 @@ class Trainer:
         images = G(paddle.to_tensor(z))
         if was_training:
             G.train()
-        return utils.chw_to_hwc(utils.to_uint8(images))
+        return to_images(images)
 
     # -- checkpoints ------------------------------------------------------------------------
 
@@ -658,8 +659,8 @@ def train(cfg: TrainConfig) -> dict[str, list[float]]:
 
     def sample(name: str) -> None:
         if main_proc:
-            grid = utils.make_grid(trainer.sample(trainer.fixed_noise), nrow=8)
-            utils.save_png(grid, out / "samples" / name)
+            grid = make_grid(trainer.sample(trainer.fixed_noise), nrow=8)
+            save_png(grid, out / "samples" / name)
             if vdl:
                 vdl.add_grid(trainer.iteration, grid)
 
@@ -734,8 +735,7 @@ def train(cfg: TrainConfig) -> dict[str, list[float]]:
                 leave=keep_bars,
             )
             window.update(t=time.perf_counter(), images=0)
-            for batch in loader.iter_from(first):
-                real = batch[0] if isinstance(batch, (list, tuple)) else batch
+            for real in loader.iter_from(first):
                 if every > 1 and not pending:  # a window starts: its noise in one copy
                     trainer.prefetch_noise(min(every, total - trainer.iteration), real.shape[0])
                 try:
@@ -825,7 +825,7 @@ def check(cfg: TrainConfig, iters: int = 5, batch_size: int = 16, width: int = 1
             ds = FaceDataset(cfg.data)
             print(
                 f"data: {cfg.data}, {len(ds)} images; --data-on-device {cfg.data_on_device}: "
-                f"{plan_on_device(len(ds), ds._source is None, cfg.data_on_device, device)[1]}"
+                f"{plan_on_device(len(ds), ds.packed, cfg.data_on_device, device)[1]}"
             )
         except UserError as e:
             print(f"data: {e}")

@@ -1,5 +1,5 @@
-"""Small helpers shared by the scripts: CPU tuning before paddle loads, atomic writes, image grids,
-and the one error type that scripts turn into a one-line message.
+"""Small helpers shared by the scripts: CPU tuning before paddle loads, atomic writes, model files,
+the config CLI and the one error type that scripts turn into a one-line message.
 
 Importing this module sets default environment variables for Paddle's CPU kernels (see
 `tune_cpu_env`); it must therefore be imported before `paddle` in every script.
@@ -209,51 +209,6 @@ def _read_pickle(path) -> dict:
         return v.numpy() if hasattr(v, "numpy") and callable(v.numpy) else v
 
     return to_numpy(obj)
-
-
-# ---------------------------------------------------------------------------------------------
-# images
-
-
-def to_uint8(x) -> np.ndarray:
-    """Map tanh-range images in [-1, 1] (a tensor or array) to uint8 [0, 255]: (x + 1) * 127.5."""
-    x = x.numpy() if hasattr(x, "numpy") else np.asarray(x)
-    return np.clip(np.rint((x.astype(np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
-
-
-def chw_to_hwc(x: np.ndarray) -> np.ndarray:
-    """(N, C, H, W) -> (N, H, W, C); an explicit axis order, never a bare .transpose()."""
-    return np.ascontiguousarray(np.transpose(x, (0, 2, 3, 1)))
-
-
-def make_grid(images: np.ndarray, nrow: int | None = None, padding: int = 2, pad_value: int = 255) -> np.ndarray:
-    """Tile uint8 images (N, H, W, C) into one (rows*H', cols*W', C) image with a border.
-
-    nrow is the number of images per row (default: a square-ish grid, ceil(sqrt(N))).
-    """
-    images = np.asarray(images)
-    if images.ndim == 3:
-        images = images[..., None]
-    n, h, w, c = images.shape
-    ncol = nrow or int(np.ceil(np.sqrt(n)))
-    nrows = int(np.ceil(n / ncol))
-    grid = np.full((nrows * (h + padding) + padding, ncol * (w + padding) + padding, c), pad_value, images.dtype)
-    for i in range(n):
-        r, col = divmod(i, ncol)
-        y, x = padding + r * (h + padding), padding + col * (w + padding)
-        grid[y : y + h, x : x + w] = images[i]
-    return grid
-
-
-def save_png(image: np.ndarray, path: str | os.PathLike) -> None:
-    """Write a uint8 HWC (or HW) image as PNG, atomically."""
-    from PIL import Image
-
-    image = np.asarray(image)
-    if image.ndim == 3 and image.shape[2] == 1:
-        image = image[..., 0]
-    with atomic_path(path) as tmp:
-        Image.fromarray(image).save(tmp, format="PNG")
 
 
 # ---------------------------------------------------------------------------------------------
