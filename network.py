@@ -12,7 +12,7 @@ Same layers, parameters and state dicts either way; `conv_backend()` says which 
 
 Model files are safetensors (load_generator, load_discriminator); an old pickled .pdparams of your own converts with
 
-    python network.py --convert output/generator.pdparams output/generator.safetensors
+    python network.py --convert output/generator.pdparams output/generator.safetensors --allow-pickle
 """
 
 from __future__ import annotations
@@ -288,16 +288,19 @@ class ConvertConfig:
             "metavar": ("OLD", "NEW"),
         },
     )
+    allow_pickle: bool = field(
+        default=False, metadata={"help": "required: OLD is unpickled, which runs any code it holds (only your own)"}
+    )
 
 
-def convert(old: str | os.PathLike, new: str | os.PathLike) -> str:
+def convert(old: str | os.PathLike, new: str | os.PathLike, allow_pickle: bool = False) -> str:
     """Rewrite an old pickled model file as safetensors (the same generator or checkpoint); returns its kind.
-    This unpickles `old`, which runs any code in it: only for your own files."""
+    This unpickles `old`, which runs any code in it: only for your own files, and only with allow_pickle."""
     if os.path.exists(new):
         raise UserError(f"{new}: exists; remove it or choose another name")
     if os.path.isfile(old) and utils.file_kind(old) == "safetensors":
         raise UserError(f"{old}: already a safetensors file; nothing to convert")
-    kind, tree = read_model_file(old, allow_pickle=True)
+    kind, tree = read_model_file(old, allow_pickle=allow_pickle)
     if kind == "generator":
         save_generator(new, _generator_from(old, kind, tree, use_ema=True))
         return kind
@@ -314,10 +317,11 @@ def convert(old: str | os.PathLike, new: str | os.PathLike) -> str:
 def main(argv: list[str] | None = None) -> None:
     cfg = utils.parse_config(ConvertConfig, argv, description=__doc__)
     if not all(cfg.convert):
-        raise UserError("nothing to do: python network.py --convert OLD.pdparams NEW.safetensors")
+        raise UserError("nothing to do: python network.py --convert OLD.pdparams NEW.safetensors --allow-pickle")
     old, new = cfg.convert
-    print(f"network.py: unpickling {old} (trusted as your own file: a pickle can run code)", flush=True)
-    kind = convert(old, new)
+    if cfg.allow_pickle:
+        print(f"network.py: unpickling {old} (trusted as your own file: a pickle can run code)", flush=True)
+    kind = convert(old, new, cfg.allow_pickle)
     print(f"network.py: {kind} {old} -> {new}")
 
 

@@ -144,7 +144,8 @@ def _pickle_refused(path) -> str:
     return (
         f"{path}: this is a pickle (an old-style .pdparams?), and loading a pickle can run any code it holds; "
         "if you trust it (your own file from an earlier version) pass --allow-pickle "
-        f"(allow_pickle=True in Python), or convert it once: python network.py --convert {path} NEW.safetensors"
+        f"(allow_pickle=True in Python), or convert it once: python network.py --convert {path} NEW.safetensors "
+        "--allow-pickle"
     )
 
 
