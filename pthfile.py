@@ -248,11 +248,11 @@ class _Scan:
             x.used = True
         return _Node(kind, 1 + max((x.depth for x in items), default=0), value)
 
-    def add(self, kinds: tuple[str, ...], items: list[_Node]) -> None:
+    def add(self, op: str, kinds: tuple[str, ...], items: list[_Node]) -> None:
         """APPEND(S), SETITEM(S), BUILD: `items` go into the node under them, which must be fresh."""
         target = self.top()
         if target.kind not in kinds:
-            raise _Refused(f"adds items to a {target.kind}")
+            raise _Refused(f"{op} on a {target.kind} (a state dict only fills its own fresh dicts and lists)")
         if target.used:
             raise _Refused("modifies an object after putting it into another")
         if "dict" in kinds and any(k.kind != "str" for k in items[::2]):
@@ -283,12 +283,12 @@ class _Scan:
         elif name in ("TUPLE1", "TUPLE2", "TUPLE3"):
             self.push(self.new("tuple", self.pop(int(name[-1]))))
         elif name in ("APPEND", "APPENDS"):
-            self.add(("list",), self.pop() if name == "APPEND" else self.pop_mark())
+            self.add(name, ("list",), self.pop() if name == "APPEND" else self.pop_mark())
         elif name in ("SETITEM", "SETITEMS"):
             items = self.pop(2) if name == "SETITEM" else self.pop_mark()
             if len(items) % 2:
                 raise _Refused("malformed pickle (SETITEMS with an odd count)")
-            self.add(("dict",), items)
+            self.add(name, ("dict",), items)
         elif name in ("BINPUT", "LONG_BINPUT", "MEMOIZE"):
             idx = len(self.memo) if name == "MEMOIZE" else arg
             if idx >= n_ops:  # a pickler numbers its memo entries 0, 1, 2...: never beyond the opcodes so far
@@ -322,7 +322,7 @@ class _Scan:
             self.builds += 1
             if self.builds > 1:
                 raise _Refused("BUILDs more than one object (a state dict needs one, for its _metadata)")
-            self.add(("dict",), self.pop())  # only a fresh OrderedDict: never a storage type, function or tensor
+            self.add(name, ("dict",), self.pop())  # only a fresh OrderedDict: never a storage type, function or tensor
         elif name == "STOP":
             if len(self.stack) != 1 or self.marks:
                 raise _Refused(f"malformed pickle (STOP with a stack of {len(self.stack)})")
