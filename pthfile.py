@@ -255,7 +255,7 @@ class _Scan:
             raise _Refused(f"{op} on a {target.kind} (a state dict only fills its own fresh dicts and lists)")
         if target.used:
             raise _Refused("modifies an object after putting it into another")
-        if "dict" in kinds and any(k.kind != "str" for k in items[::2]):
+        if op.startswith("SETITEM") and any(k.kind != "str" for k in items[::2]):
             raise _Refused("has a dict key that is not a string")
         target.items += len(items)
         if target.items > MAX_ITEMS:
