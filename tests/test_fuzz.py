@@ -54,14 +54,18 @@ _RAW = [
     c.APPEND, b"e", c.REDUCE, c.BINPERSID, c.BUILD, c.NONE, c.NEWFALSE, c.NEWTRUE, c.STOP, b"\x94", b"0", b"2",
     b"\x93", b"\x81", b"i", b"o", b"l", b"d", b"\x82\x01", b"p0\n", b"g0\n", b"F1.5\n", b"S'x'\n", b"V\xff\n",
 ]  # fmt: skip
-_tensor = st.integers(0, 3).flatmap(  # ndim, then size, stride, offset, storage type of that many dimensions
-    lambda n: st.tuples(
-        st.lists(st.one_of(st.integers(0, 4), st.integers(-1, 1 << 20)), min_size=n, max_size=n),
-        st.lists(st.one_of(st.integers(0, 4), st.integers(-1, 1 << 62)), min_size=n, max_size=n + (n == 3)),
-        st.one_of(st.integers(0, 3), st.integers(-1, 1 << 41)),
-        st.sampled_from(["FloatStorage", "HalfStorage", "BFloat16Storage", "BoolStorage", "LongStorage"]),
+_tensor = (
+    st.integers(0, 3)
+    .flatmap(  # ndim, then size, stride, offset, storage type of that many dimensions
+        lambda n: st.tuples(
+            st.lists(st.one_of(st.integers(0, 4), st.integers(-1, 1 << 20)), min_size=n, max_size=n),
+            st.lists(st.one_of(st.integers(0, 4), st.integers(-1, 1 << 62)), min_size=n, max_size=n + (n == 3)),
+            st.one_of(st.integers(0, 3), st.integers(-1, 1 << 41)),
+            st.sampled_from(["FloatStorage", "HalfStorage", "BFloat16Storage", "BoolStorage", "LongStorage"]),
+        )
     )
-).map(lambda a: c.tensor(c.storage("0", 4, a[3]), a[0], a[1], a[2]))
+    .map(lambda a: c.tensor(c.storage("0", 4, a[3]), a[0], a[1], a[2]))
+)
 _fragment = st.one_of(
     st.sampled_from(_RAW),
     st.integers(-(1 << 80), 1 << 80).map(c.i),
@@ -84,8 +88,11 @@ _whole = st.one_of(  # complete state dicts with fuzzed tensors, and anything at
 )
 
 
+_storage_bytes = st.one_of(st.sampled_from([bytes(8), bytes(16), bytes(32)]), st.binary())
+
+
 @FUZZ
-@given(stream=_whole, legacy=st.booleans(), data=st.one_of(st.sampled_from([bytes(8), bytes(16), bytes(32)]), st.binary()))
+@given(stream=_whole, legacy=st.booleans(), data=_storage_bytes)
 def test_generated_pickles_end_in_a_result_or_one_user_error(tmp_path, stream, legacy, data):
     path = tmp_path / "fuzz.pth"
     path.write_bytes(c.legacy(stream, ["0"], [data]) if legacy else c.zipped(stream, {"0": data}))
