@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import io
 import os
-import resource
 import shlex
+import signal
 import subprocess
 import sys
-import threading
 import zipfile
 from pathlib import Path
 from typing import NamedTuple
@@ -196,25 +195,44 @@ def claims_published() -> bytes:
 # ---------------------------------------------------------------------------------------------
 
 
-def _limits():
-    resource.setrlimit(resource.RLIMIT_AS, (AS_CAP, AS_CAP))
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+# A child's ru_maxrss counts the memory it shared at fork (this pytest process, paddle loaded: 670 MB), so a small
+# launcher stands between: it sets the limits, forks the case from itself, and writes the case's own peak and status
+_LAUNCH = """
+import os, resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (int(sys.argv[2]),) * 2)
+resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+pid = os.fork()
+if pid == 0:
+    os.execv(sys.executable, [sys.executable, *sys.argv[3:]])
+_, status, usage = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as f:
+    f.write(f"{os.waitstatus_to_exitcode(status)} {usage.ru_maxrss}")
+"""
 
 
 def run_limited(argv: list[str], cwd: Path) -> tuple[int, str, float]:
-    """(exit status, stderr, peak resident MB) of `argv` under the address-space cap, killed after TIME_LIMIT."""
+    """(exit status, stderr, peak resident MB) of `python argv...` under the address-space cap, killed (its whole
+    process group) after TIME_LIMIT."""
     env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONDONTWRITEBYTECODE="1", DCGAN_ONEDNN="0")
+    report = cwd / ".status"
     with open(cwd / ".stderr", "w+") as err:
-        p = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=err, preexec_fn=_limits)
-        timer = threading.Timer(TIME_LIMIT, p.kill)
-        timer.start()
+        p = subprocess.Popen(
+            [sys.executable, "-c", _LAUNCH, str(report), str(AS_CAP), *argv],
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            start_new_session=True,
+        )
         try:
-            _, status, usage = os.wait4(p.pid, 0)
-        finally:
-            timer.cancel()
-        p.returncode = os.waitstatus_to_exitcode(status)  # reaped here: tell Popen
+            p.wait(TIME_LIMIT)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+            pytest.fail(f"killed after {TIME_LIMIT} s")
         err.seek(0)
-        return p.returncode, err.read(), usage.ru_maxrss / 1024
+        status, maxrss_kb = map(int, report.read_text().split())
+        return status, err.read(), maxrss_kb / 1024
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
@@ -223,7 +241,7 @@ def test_hostile_input_gets_one_line(case: Case, tmp_path, record_property):
     path.write_bytes(case.make())
     words = case.cmd if isinstance(case.cmd, tuple) else tuple(shlex.split(case.cmd))
     words = [w.format(f=path, tmp=tmp_path) for w in words]
-    argv = [sys.executable, *(words if words[0] == "-c" else [str(ROOT / words[0]), *words[1:]])]
+    argv = words if words[0] == "-c" else [str(ROOT / words[0]), *words[1:]]
     if words[0] == "-c":
         argv.append(str(path))
     status, err, peak_mb = run_limited(argv, tmp_path)
@@ -235,3 +253,10 @@ def test_hostile_input_gets_one_line(case: Case, tmp_path, record_property):
     assert case.names.format(f=path) in lines[0], lines[0]
     assert not list(tmp_path.glob("*pwned*")), "a payload ran"
     assert peak_mb < (case.peak_mb or PEAK_MB[words[0]]), f"peak {peak_mb:.0f} MB"
+
+
+def test_the_harness_measures_the_case_itself_and_caps_it(tmp_path):
+    status, _, peak_mb = run_limited(["-c", "b = b'x' * (300 << 20)"], tmp_path)  # from this (large) pytest process
+    assert status == 0 and 300 < peak_mb < 400
+    status, err, _ = run_limited(["-c", "b = b'x' * (4 << 30)"], tmp_path)  # over RLIMIT_AS
+    assert status == 1 and "MemoryError" in err
