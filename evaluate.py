@@ -294,22 +294,68 @@ def _images_sha256(images: np.ndarray) -> str:
     return hashlib.sha256(str(images.shape).encode() + np.ascontiguousarray(images).tobytes()).hexdigest()
 
 
-def real_statistics(real: np.ndarray, model, cfg: EvaluateConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+_STATS = {  # member: (dtype, shape; None: any count up to KID_REAL_MAX)
+    "mu": ("<f8", (fidlib.FEATURE_DIM,)),
+    "sigma": ("<f8", (fidlib.FEATURE_DIM, fidlib.FEATURE_DIM)),
+    "kid_features": ("<f4", (None, fidlib.FEATURE_DIM)),
+    "images_sha256": ("<U64", ()),
+    "weights_sha256": ("<U64", ()),
+    "version": ("<i8", ()),
+}
+
+
+def _no_header(f):
+    raise ValueError("an .npy format version other than 1.0 and 2.0")
+
+
+def read_stats(path: str) -> dict | None:
+    """The arrays of a --fid-stats file (None when there is none yet), each member's header checked (dtype, shape,
+    size) before its data is read; UserError, one line, for anything else."""
+    import zipfile
+    import zlib
+
+    from numpy.lib import format as fmt
+
+    if not path or not os.path.exists(path):
+        return None
+    msg = f"{path}: not a statistics file of evaluate.py ({{}}); delete it to recompute"
+    if not os.path.isfile(path):
+        raise UserError(msg.format("a folder"))
+    try:
+        with zipfile.ZipFile(path) as z:
+            for k, (dtype, shape) in _STATS.items():
+                info = z.getinfo(k + ".npy")
+                if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED) or info.flag_bits & 1:
+                    raise ValueError(f"{k} is compressed with method {info.compress_type} or encrypted")
+                with z.open(info) as f:
+                    header = {(1, 0): fmt.read_array_header_1_0, (2, 0): fmt.read_array_header_2_0}
+                    got, _, dt = header.get(fmt.read_magic(f), _no_header)(f)
+                n = got[0] if shape[:1] == (None,) and got else None
+                same_type = dt.str == dtype or (dtype[1] == "U" and dt.kind == "U" and dt.itemsize <= 512)
+                if not same_type or got != tuple(n if s is None else s for s in shape):
+                    raise ValueError(f"{k} is {dt.str} {got}")
+                if n is not None and not 2 <= n <= KID_REAL_MAX or info.file_size > 4096 + dt.itemsize * np.prod(got):
+                    raise ValueError(f"{k} holds {got[0] if got else 0} rows in {info.file_size} bytes")
+            with np.load(path, allow_pickle=False) as npz:
+                return {k: npz[k] for k in _STATS}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError) as e:
+        raise UserError(msg.format(" ".join(str(e).split())[:120] or type(e).__name__)) from None
+
+
+def real_statistics(
+    real: np.ndarray, model, cfg: EvaluateConfig, stats: dict | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
     """(mu, sigma, features for KID, "cached" | "computed") of the real images; read from / written to --fid-stats,
-    whose identity is the SHA-256 of the real images themselves (data file, --num, --seed) and of the weights."""
+    whose identity is the SHA-256 of the real images themselves (data file, --num, --seed) and of the weights.
+    stats: the file's read_stats(), when the caller read it already (before the work)."""
     ident = {"images_sha256": _images_sha256(real), "weights_sha256": model.sha256, "version": STATS_VERSION}
     path = cfg.fid_stats
-    if path and os.path.isfile(path):
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                stored = {k: (int(z[k]) if k == "version" else str(z[k])) for k in ident}
-                mu, sigma, kid_feats = z["mu"], z["sigma"], z["kid_features"]
-        except (OSError, ValueError, KeyError, EOFError) as e:
-            msg = f"{path}: not a statistics file of evaluate.py ({type(e).__name__}); delete it to recompute"
-            raise UserError(msg) from None
-        if stored == ident and mu.shape == (fidlib.FEATURE_DIM,) and sigma.shape == (fidlib.FEATURE_DIM,) * 2:
-            return mu, sigma, kid_feats.astype(np.float64), "cached"
-        changed = [k.split("_")[0] for k in ident if stored[k] != ident[k]] or ["shape"]
+    stats = stats if stats is not None else read_stats(path)
+    if stats is not None:
+        stored = {k: (int(stats[k]) if k == "version" else str(stats[k])) for k in ident}
+        if stored == ident:
+            return stats["mu"], stats["sigma"], stats["kid_features"].astype(np.float64), "cached"
+        changed = [k.split("_")[0] for k in ident if stored[k] != ident[k]]
         print(f"{path}: {' and '.join(changed)} changed since it was written: recomputing")
     feats = inception_features(real, model, cfg.fid_batch)
     mu, sigma = fidlib.statistics(feats)
@@ -323,11 +369,11 @@ def real_statistics(real: np.ndarray, model, cfg: EvaluateConfig) -> tuple[np.nd
     return mu, sigma, feats, "computed"
 
 
-def fid_kid(real: np.ndarray, fake: np.ndarray, cfg: EvaluateConfig, model=None) -> dict:
+def fid_kid(real: np.ndarray, fake: np.ndarray, cfg: EvaluateConfig, model=None, stats: dict | None = None) -> dict:
     """FID and KID of the generated images against the real ones; the keys they add to evaluate()'s dict.
-    model: from fid.load_inception(cfg.fid_weights), loaded here when not given."""
+    model: from fid.load_inception(cfg.fid_weights), loaded here when not given; stats: read_stats(cfg.fid_stats)."""
     model = model if model is not None else fidlib.load_inception(cfg.fid_weights)
-    mu_r, sigma_r, kid_real, source = real_statistics(real, model, cfg)
+    mu_r, sigma_r, kid_real, source = real_statistics(real, model, cfg, stats)
     feats = inception_features(fake, model, cfg.fid_batch)
     if len(feats) < 2:
         raise UserError(f"FID needs at least 2 generated images, got {len(feats)}")
@@ -353,8 +399,11 @@ def evaluate(cfg: EvaluateConfig) -> dict:
     """Face rate of real and generated images and their SWD; the dict that --json writes."""
     if cfg.num < 1:
         raise UserError(f"--num must be at least 1, got {cfg.num}")
+    if cfg.fid_batch < 0:
+        raise UserError(f"--fid-batch must be 0 (automatic) or a number of images, got {cfg.fid_batch}")
     t0 = time.perf_counter()
-    inception = fidlib.load_inception(cfg.fid_weights) if cfg.fid_weights else None  # a bad file fails before the work
+    stats = read_stats(cfg.fid_stats) if cfg.fid_weights else None  # bad files fail before the work
+    inception = fidlib.load_inception(cfg.fid_weights) if cfg.fid_weights else None
     real = sample_packed(cfg.data, cfg.num, cfg.seed)
     if cfg.images:
         fake, _, skipped = read_folder(cfg.images, cfg.num, exclude=SHEETS)
@@ -367,7 +416,7 @@ def evaluate(cfg: EvaluateConfig) -> dict:
     n = min(len(real), len(fake))
     real, fake = real[:n], fake[:n]  # SWD compares equally many patches
     dists = swd(real, fake, seed=cfg.seed)
-    scores = fid_kid(real, fake, cfg, inception) if inception is not None else {}
+    scores = fid_kid(real, fake, cfg, inception, stats) if inception is not None else {}
     return {
         "face_rate_real": face_rate(real, cfg.workers),
         "face_rate_fake": face_rate(fake, cfg.workers),

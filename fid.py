@@ -1,5 +1,5 @@
-"""FID and KID as pytorch-fid computes them: its FID Inception-v3 in Paddle (inception.py), a .pth reader that needs
-no torch, the features, the Frechet distance and the kernel inception distance.
+"""FID and KID as pytorch-fid computes them: its FID Inception-v3 in Paddle (inception.py), its weights (read by
+pthfile.py, which needs no torch), the features, the Frechet distance and the kernel inception distance.
 
     python fid.py --weights pt_inception-2015-12-05-6726825d.pth --out fid_inception.safetensors   # convert once
 
@@ -20,16 +20,12 @@ https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_incepti
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import hashlib
-import io
 import json
 import os
-import pickle
 import sys
 import warnings
-import zipfile
 from dataclasses import field
 
 import utils  # noqa: F401  (CPU thread defaults before paddle loads)
@@ -38,6 +34,8 @@ from utils import UserError
 import numpy as np
 
 import modelfile
+import pthfile
+from pthfile import read_pth  # noqa: F401  (fid.read_pth: part of this module's API)
 
 WEIGHTS_URL = (
     "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth"
@@ -115,33 +113,47 @@ def sha256(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def read_weights(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], str]:
-    """The state dict of a .pth (read_pth) or a .safetensors, and the SHA-256 of the original .pth (a file
-    converted by fid.py carries it in its metadata; other .safetensors: their own)."""
+def weight_shapes(model=None) -> dict[str, tuple[int, ...]]:
+    """Every key a weight file may hold and its shape: the network's (expected_shapes) and the optional ones."""
+    required = expected_shapes(model)
+    return {**required, **_optional_shapes(required)}
+
+
+def read_weights(
+    path: str | os.PathLike, shapes: dict[str, tuple[int, ...]] | None = None
+) -> tuple[dict[str, np.ndarray], str]:
+    """The state dict of a .pth (pthfile.read) or a .safetensors, and the SHA-256 of the bytes read. shapes: the
+    keys and shapes allowed (default weight_shapes()), checked before any tensor is read. A `source_sha256` in a
+    converted file's metadata is a claim anyone can write: it is not used."""
     path = str(path)
     if not os.path.isfile(path):
         raise UserError(f"{path}: no such file; get pytorch-fid's weights from {WEIGHTS_URL}")
-    if modelfile.file_kind(path) == "safetensors":
-        metadata, sd = modelfile.read_safetensors(path)
-        digest = metadata.get("source_sha256", "") or sha256(path)  # not converted by fid.py: its own digest
-    else:
-        sd, digest = read_pth(path), sha256(path)
-    return sd, digest
+    shapes = shapes if shapes is not None else weight_shapes()
+    if modelfile.file_kind(path) != "safetensors":
+        return pthfile.read(path, shapes)
+    _, sd = modelfile.read_safetensors(path, shapes, "not pytorch-fid's FID Inception weights")
+    return sd, sha256(path)
 
 
 def _warn_unless_published(path, digest: str) -> None:
     if not digest.startswith(WEIGHTS_SHA256_PREFIX):
+        own = (
+            " (a converted .safetensors has its own: use the .pth to check it)"
+            if modelfile.file_kind(path) == "safetensors"
+            else ""
+        )
         warnings.warn(
             f"{path}: SHA-256 {digest[:8]} is not {WEIGHTS_SHA256_PREFIX} (pytorch-fid's "
-            f"pt_inception-2015-12-05-6726825d.pth): FID from these weights is not comparable to published numbers",
+            f"pt_inception-2015-12-05-6726825d.pth){own}: FID from these weights is not comparable to published "
+            "numbers",
             stacklevel=3,  # the caller of load_inception / convert
         )
 
 
 def load_inception(path: str | os.PathLike):
     """The FID Inception with the user's weights (.pth or converted .safetensors), in eval mode."""
-    sd, digest = read_weights(path)
     model = FIDInceptionV3()
+    sd, digest = read_weights(path, weight_shapes(model))
     set_weights(model, sd, str(path))
     _warn_unless_published(path, digest)  # after the key check: a wrong file fails with one line, no warning
     model.sha256 = digest
@@ -150,11 +162,12 @@ def load_inception(path: str | os.PathLike):
 
 def convert(src: str | os.PathLike, dst: str | os.PathLike) -> str:
     """Write the .pth's tensors (checked) as a .safetensors file that needs no unpickling to read; returns the
-    SHA-256 of the source, kept in the metadata so that the converted file is recognised as pytorch-fid's."""
+    SHA-256 of the source, written into the metadata for people (readers never believe it: they hash what they read)."""
     from safetensors.numpy import save_file
 
-    sd, digest = read_weights(src)
-    _check_weights(sd, str(src), expected_shapes())
+    required = expected_shapes()
+    sd, digest = read_weights(src, {**required, **_optional_shapes(required)})
+    _check_weights(sd, str(src), required)
     _warn_unless_published(src, digest)
     with utils.atomic_path(dst) as tmp:
         save_file(
@@ -163,167 +176,6 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike) -> str:
             metadata={"format": "pytorch-fid-inception", "source_sha256": digest},
         )
     return digest
-
-
-# ---------------------------------------------------------------------------------------------
-# a PyTorch checkpoint without torch and without arbitrary unpickling
-#
-# torch.save writes a zip (torch >= 1.6): <name>/data.pkl, the pickled object, whose tensors refer by
-# persistent id ("storage", <torch.FloatStorage>, key, location, numel) to raw little-endian storages
-# <name>/data/<key>; older torch wrote the legacy stream: pickles of a magic number, protocol version and sys
-# info, then the object (persistent id (..., view_metadata)), the list of storage keys, and each storage as an
-# int64 element count plus its bytes. Both are read here. The unpickler resolves only the globals a tensor state
-# dict holds; anything else (os.system, builtins.eval, any class) is refused before it is called.
-
-_DTYPES = {
-    "FloatStorage": np.float32,
-    "DoubleStorage": np.float64,
-    "HalfStorage": np.float16,
-    "BFloat16Storage": "bfloat16",
-    "LongStorage": np.int64,
-    "IntStorage": np.int32,
-    "ShortStorage": np.int16,
-    "CharStorage": np.int8,
-    "ByteStorage": np.uint8,
-    "BoolStorage": np.bool_,
-}
-_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
-
-
-class _StorageType:
-    def __init__(self, name: str):
-        self.name, self.dtype = name, _DTYPES[name]
-
-    @property
-    def itemsize(self) -> int:
-        return 2 if self.dtype == "bfloat16" else np.dtype(self.dtype).itemsize
-
-
-class _TensorRef:  # a tensor whose storage may not have been read yet (the legacy format stores data after the pickle)
-    def __init__(self, storage: tuple, offset: int, size, stride):
-        self.storage, self.offset, self.size, self.stride = storage, int(offset), tuple(size), tuple(stride)
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return self.size
-
-
-def _rebuild_tensor(storage, storage_offset, size, stride, *_):  # _rebuild_tensor_v2's requires_grad, hooks, metadata
-    return _TensorRef(storage, storage_offset, size, stride)
-
-
-def _rebuild_parameter(data, requires_grad=False, backward_hooks=None, *_):
-    return data
-
-
-_SAFE_GLOBALS = {
-    ("collections", "OrderedDict"): collections.OrderedDict,
-    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
-    ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
-    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
-    **{("torch", name): _StorageType(name) for name in _DTYPES},
-}
-
-
-class _RestrictedUnpickler(pickle.Unpickler):
-    def __init__(self, f, where: str, storages: dict):
-        super().__init__(f)
-        self.where, self.storages = where, storages
-
-    def find_class(self, module: str, name: str):
-        if (module, name) in _SAFE_GLOBALS:
-            return _SAFE_GLOBALS[(module, name)]
-        raise UserError(
-            f"{self.where}: refused: its pickle calls {module}.{name}, which a tensor state dict "
-            "never does (only tensors, storages and OrderedDict are read)"
-        )
-
-    def persistent_load(self, pid):
-        if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage" and isinstance(pid[1], _StorageType)):
-            raise UserError(f"{self.where}: refused: unknown persistent id {str(pid)[:60]}")
-        key = str(pid[2])
-        self.storages.setdefault(key, (pid[1], int(pid[4])))
-        return key
-
-
-def _load_pickle(data, where: str, storages: dict):
-    try:
-        return _RestrictedUnpickler(io.BytesIO(data) if isinstance(data, bytes) else data, where, storages).load()
-    except UserError:
-        raise
-    except Exception as e:  # UnpicklingError, EOFError, TypeError from a malformed stream
-        raise UserError(f"{where}: not a PyTorch state dict ({type(e).__name__}: {e})") from None
-
-
-def _as_array(raw: bytes, stype: _StorageType, numel: int, where: str, key: str) -> np.ndarray:
-    if len(raw) < numel * stype.itemsize:
-        raise UserError(f"{where}: storage {key} is truncated ({len(raw)} bytes, needs {numel * stype.itemsize})")
-    if stype.dtype == "bfloat16":  # numpy has no bfloat16: its bits are the top half of a float32
-        return (np.frombuffer(raw, "<u2", numel).astype(np.uint32) << 16).view(np.float32)
-    return np.frombuffer(raw, np.dtype(stype.dtype).newbyteorder("<"), numel)
-
-
-def read_pth(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """A PyTorch state dict file (torch.save, zip or legacy) as {name: numpy array}, without torch and without
-    unpickling anything but tensors, storages and OrderedDict. Raises UserError with one line otherwise."""
-    where = str(path)
-    storages: dict[str, tuple[_StorageType, int]] = {}
-    arrays: dict[str, np.ndarray] = {}
-    if zipfile.is_zipfile(where):
-        with zipfile.ZipFile(where) as z:
-            pkl = [n for n in z.namelist() if n.endswith("data.pkl") and n.count("/") == 1]
-            if not pkl:
-                raise UserError(f"{where}: a zip without <name>/data.pkl: not a torch.save file")
-            prefix = pkl[0][: -len("data.pkl")]
-            names = set(z.namelist())
-            if prefix + "byteorder" in names and z.read(prefix + "byteorder").strip() != b"little":
-                raise UserError(f"{where}: big-endian tensors are not supported")
-            obj = _load_pickle(z.read(pkl[0]), where, storages)
-            for key, (stype, numel) in storages.items():
-                if prefix + f"data/{key}" not in names:
-                    raise UserError(f"{where}: storage data/{key} missing from the archive")
-                arrays[key] = _as_array(z.read(prefix + f"data/{key}"), stype, numel, where, key)
-    else:
-        with open(where, "rb") as f:
-            if _load_pickle(f, where, {}) != _LEGACY_MAGIC:
-                raise UserError(f"{where}: not a PyTorch checkpoint (neither a torch.save zip nor its legacy format)")
-            _load_pickle(f, where, {})  # protocol version
-            _load_pickle(f, where, {})  # sys info
-            obj = _load_pickle(f, where, storages)
-            keys = _load_pickle(f, where, {})
-            if not isinstance(keys, list):
-                raise UserError(f"{where}: malformed storage list")
-            for key in keys:
-                if key not in storages:
-                    raise UserError(f"{where}: unknown storage {key}")
-                stype, numel = storages[key]
-                count = int.from_bytes(f.read(8), "little")
-                arrays[key] = _as_array(f.read(count * stype.itemsize), stype, min(numel, count), where, key)
-    if not isinstance(obj, dict):
-        raise UserError(f"{where}: holds a {type(obj).__name__}, not a state dict")
-    out = {}
-    for name, t in obj.items():
-        if not isinstance(t, _TensorRef):
-            raise UserError(f"{where}: {name} is a {type(t).__name__}, not a tensor")
-        out[str(name)] = _materialize(t, arrays, where, str(name))
-    return out
-
-
-def _materialize(t: _TensorRef, arrays: dict, where: str, name: str) -> np.ndarray:
-    base = arrays.get(t.storage)
-    if base is None:
-        raise UserError(f"{where}: {name} refers to a storage that is not in the file")
-    if len(t.size) != len(t.stride) or min(t.size, default=1) < 0 or min(t.stride, default=0) < 0 or t.offset < 0:
-        raise UserError(f"{where}: {name} has a malformed size {t.size} / stride {t.stride}")
-    if 0 in t.size:
-        return np.zeros(t.size, base.dtype)
-    last = t.offset + sum((s - 1) * st for s, st in zip(t.size, t.stride, strict=True))
-    if last >= len(base):
-        raise UserError(f"{where}: {name} reaches past the end of its storage")
-    if not t.size:  # 0-d (as_strided would keep the storage's shape)
-        return np.array(base[t.offset])
-    view = np.lib.stride_tricks.as_strided(base[t.offset :], t.size, [st * base.itemsize for st in t.stride])
-    return np.array(view)  # a copy: the storage bytes belong to the file buffer
 
 
 # ---------------------------------------------------------------------------------------------

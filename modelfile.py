@@ -95,19 +95,29 @@ def _pickle_refused(path) -> str:
     return (
         f"{path}: this is a pickle (an old-style .pdparams?), and loading a pickle can run any code it holds; "
         "if you trust it (your own file from an earlier version) pass --allow-pickle "
-        f"(allow_pickle=True in Python), or convert it once: python network.py --convert {path} NEW.safetensors"
+        f"(allow_pickle=True in Python), or convert it once: python network.py --convert {path} NEW.safetensors "
+        "--allow-pickle"
     )
 
 
-def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, str], dict[str, np.ndarray]]:
+def read_safetensors(
+    path: str | os.PathLike, shapes: dict[str, tuple[int, ...]] | None = None, hint: str = ""
+) -> tuple[dict[str, str], dict[str, np.ndarray]]:
     """(metadata strings, tensors as numpy) of a file that file_kind calls 'safetensors'; UserError, one line,
-    when its header or data are broken (safetensors checks every offset against the file size before reading)."""
+    when its header or data are broken (safetensors checks every offset against the file size before reading).
+    shapes: the only names and shapes allowed, checked from the header before any tensor is read (hint: what the
+    error line adds)."""
     from safetensors import SafetensorError, safe_open
 
     try:
         with safe_open(os.fspath(path), framework="numpy") as f:
             metadata = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118  (safe_open has no __iter__)
+            for k in f.keys() if shapes is not None else ():  # noqa: SIM118  (safe_open has no __iter__)
+                shape = tuple(f.get_slice(k).get_shape())
+                if shapes.get(k) != shape:
+                    got = f"shape {shape}" if k in shapes else "an unexpected name"
+                    raise UserError(f"{path}: {k[:80]} has {got}" + (f"; {hint}" if hint else ""))
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
     except (SafetensorError, OSError, ValueError, TypeError) as e:  # bad header, truncated data, unknown dtype
         reason = " ".join(str(e).split()) or type(e).__name__
         raise UserError(f"{path}: corrupt or truncated safetensors file ({reason})") from None
@@ -380,14 +390,14 @@ def models_of(
 # an old pickled file of your own -> safetensors (python network.py --convert OLD NEW)
 
 
-def convert(old: str | os.PathLike, new: str | os.PathLike) -> str:
+def convert(old: str | os.PathLike, new: str | os.PathLike, allow_pickle: bool = False) -> str:
     """Rewrite an old pickled model file as safetensors (the same generator or checkpoint); returns its kind.
-    This unpickles `old`, which runs any code in it: only for your own files."""
+    This unpickles `old`, which runs any code in it: only for your own files, and only with allow_pickle."""
     if os.path.exists(new):
         raise UserError(f"{new}: exists; remove it or choose another name")
     if os.path.isfile(old) and file_kind(old) == "safetensors":
         raise UserError(f"{old}: already a safetensors file; nothing to convert")
-    kind, tree = read_model_file(old, allow_pickle=True)
+    kind, tree = read_model_file(old, allow_pickle=allow_pickle)
     if kind == "generator":
         save_generator(new, _generator_from(old, kind, tree, use_ema=True))
         return kind

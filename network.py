@@ -13,7 +13,7 @@ Same layers, parameters and state dicts either way; `conv_backend()` says which 
 Model files are modelfile.py's (load_generator, load_discriminator, GENERATOR_FILE and CHECKPOINT_FILE are importable
 from here too); an old pickled .pdparams of your own converts with
 
-    python network.py --convert output/generator.pdparams output/generator.safetensors
+    python network.py --convert output/generator.pdparams output/generator.safetensors --allow-pickle
 """
 
 from __future__ import annotations
@@ -174,17 +174,21 @@ class ConvertConfig:
             "metavar": ("OLD", "NEW"),
         },
     )
+    allow_pickle: bool = field(
+        default=False, metadata={"help": "required: OLD is unpickled, which runs any code it holds (only your own)"}
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
     cfg = utils.parse_config(ConvertConfig, argv, description=__doc__)
     if not all(cfg.convert):
-        raise UserError("nothing to do: python network.py --convert OLD.pdparams NEW.safetensors")
+        raise UserError("nothing to do: python network.py --convert OLD.pdparams NEW.safetensors --allow-pickle")
     old, new = cfg.convert
     import modelfile
 
-    print(f"network.py: unpickling {old} (trusted as your own file: a pickle can run code)", flush=True)
-    kind = modelfile.convert(old, new)
+    if cfg.allow_pickle:
+        print(f"network.py: unpickling {old} (trusted as your own file: a pickle can run code)", flush=True)
+    kind = modelfile.convert(old, new, cfg.allow_pickle)
     print(f"network.py: {kind} {old} -> {new}")
 
 

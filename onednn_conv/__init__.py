@@ -3,8 +3,9 @@
 Paddle 3.x's eager CPU convolutions are im2col + GEMM per image; the oneDNN that Paddle's wheel ships
 (paddle/libs/libdnnl.so.3) has JIT convolution kernels that use the processor's widest vector unit (AVX-512 where
 there is one). This package compiles a small Paddle custom operator library against it (onednn_conv.cc) with
-paddle.utils.cpp_extension, once per machine, into Paddle's extension cache (PADDLE_EXTENSION_DIR, default
-~/.cache/paddle_extensions), and wires its three ops into autograd for Conv2D and Conv2DTranspose.
+paddle.utils.cpp_extension, once per environment, into Paddle's extension cache (PADDLE_EXTENSION_DIR, default
+~/.cache/paddle_extensions; a folder dcgan_onednn_conv-<key> per Paddle build, compiler, headers and source), and
+wires its three ops into autograd for Conv2D and Conv2DTranspose.
 
     import onednn_conv
     onednn_conv.available()            # builds or loads the library; False (one warning line) if it cannot
@@ -82,10 +83,59 @@ def _quiet(log_path: Path):
                 lg.setLevel(lv)
 
 
+def cache_key(source: Path = SOURCE) -> dict:
+    """What the built library depends on: the Paddle build (version, commit, its libs folder, which the library's
+    rpath names), the compiler, the oneDNN headers, the source and the flags. Each key gets its own cache folder,
+    so environments sharing PADDLE_EXTENSION_DIR (two venvs, two Paddle builds) never evict each other."""
+    libs = Path(paddle.__file__).parent / "libs"
+    inc = include_dir()
+    headers = [Path(inc) / "oneapi" / "dnnl" / h for h in ("dnnl_version.h", "dnnl_config.h")] if inc else []
+    return {
+        "paddle": [paddle.__version__, getattr(paddle.version, "commit", ""), str(libs)],
+        "compiler": _compiler_id(),
+        "headers": [inc or "", *(hashlib.sha256(h.read_bytes()).hexdigest() for h in headers if h.is_file())],
+        "source": hashlib.sha256(Path(source).read_bytes()).hexdigest(),
+        "cflags": ["-O2", "-std=c++17"],
+        "ldflags": [f"-L{libs}", "-l:libdnnl.so.3", f"-Wl,-rpath,{libs}"],
+    }
+
+
+def _compiler_id() -> list[str]:
+    """The C++ compiler Paddle's build will run (CXX, else c++), resolved, and the first line of its --version."""
+    import shutil
+    import subprocess
+
+    cxx = shutil.which(os.environ.get("CXX", "c++"))
+    if cxx is None:
+        return ["none"]
+    try:
+        out = subprocess.run([cxx, "--version"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        out = ""
+    return [os.path.realpath(cxx), (out.splitlines() or [""])[0]]
+
+
+def cache_folder(directory: Path, name: str, key: dict) -> Path:
+    """directory/<name>-<16 hex digits of the key>: a complete build, installed by one atomic rename."""
+    return directory / f"{name}-{hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]}"
+
+
+STAMP = "dcgan_stamp.json"  # the key of a complete build folder, written before it is renamed into place
+
+
+def _installed(folder: Path, name: str, key: dict) -> bool:
+    stamp = folder / STAMP
+    return stamp.is_file() and stamp.read_text() == json.dumps(key, sort_keys=True) and (folder / name).is_dir()
+
+
 def build(source: Path = SOURCE, directory: Path | None = None, name: str = NAME):
-    """Compile (or, when the cached build is current, just load) the op library; returns its module.
-    Raises RuntimeError with a one-line reason on any failure; the full compiler log is in directory/name/build.log."""
-    from paddle.utils.cpp_extension import load
+    """Compile (or, when this environment's build is cached, just load) the op library; returns its module.
+    Each build runs in a temporary folder renamed into place when complete, under a file lock: processes started
+    together (a distributed launch, two shells) build once, and a loader only ever sees complete folders.
+    Raises RuntimeError with a one-line reason on any failure; the full compiler log is named in it."""
+    import fcntl
+    import shutil
+    import tempfile
 
     inc = include_dir()
     if inc is None:
@@ -94,46 +144,55 @@ def build(source: Path = SOURCE, directory: Path | None = None, name: str = NAME
     if not (libs / "libdnnl.so.3").is_file():
         raise RuntimeError(f"this Paddle build ships no oneDNN ({libs}/libdnnl.so.3)")
     directory = Path(directory or build_dir())
-    own = directory / name  # where paddle.utils.cpp_extension.load puts this library
-    own.mkdir(parents=True, exist_ok=True)
-    so = own / f"{name}.so"
-    import fcntl
-
-    with open(own / ".lock", "w") as lock:  # processes started together (distributed launch) build once
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        flags = {
-            "cflags": ["-O2", "-std=c++17"],
-            "ldflags": [f"-L{libs}", "-l:libdnnl.so.3", f"-Wl,-rpath,{libs}"],
-            "include": inc,
-            "paddle": paddle.__version__,
-            "source": hashlib.sha256(Path(source).read_bytes()).hexdigest(),
-        }
-        stamp = own / "dcgan_stamp.json"
-        if so.is_file() and stamp.is_file() and stamp.read_text() == json.dumps(flags):
-            with contextlib.suppress(Exception):  # else the full load() below
-                return _load_built(own, name)
-        print(
-            f"onednn_conv: compiling the oneDNN convolution ops (once per machine, ~20 s) into {own}",
-            file=sys.stderr,
-            flush=True,
-        )
-        log = own / "build.log"
-        try:
-            with _quiet(log):
-                ops = load(
-                    name=name,
-                    sources=[str(source)],
-                    extra_include_paths=[inc],
-                    build_directory=str(directory),
-                    extra_cxx_cflags=flags["cflags"],
-                    extra_ldflags=flags["ldflags"],
-                )
-        except Exception as e:  # the compiler's own message is in the log
-            errors = [x.strip() for x in log.read_text(errors="replace").splitlines() if "error" in x.lower()]
-            why = errors[0] if errors else f"{type(e).__name__}: {str(e)[:200]}"
-            raise RuntimeError(f"{why} (log: {log})") from None
-        stamp.write_text(json.dumps(flags))
+    directory.mkdir(parents=True, exist_ok=True)
+    key = cache_key(source)
+    final = cache_folder(directory, name, key)
+    if _installed(final, name, key):  # the common case: no lock, no compiler
+        with contextlib.suppress(Exception):  # a damaged folder: rebuilt below
+            return _load_built(final / name, name)
+    with open(directory / f".{final.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes (or the process dies)
+        if _installed(final, name, key):  # another process built it while this one waited
+            with contextlib.suppress(Exception):
+                return _load_built(final / name, name)
+        for stale in [*directory.glob(f".{final.name}.*.tmp"), *([final] if final.exists() else [])]:
+            shutil.rmtree(stale, ignore_errors=True)  # killed builds, a damaged folder: no one else uses them now
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=directory))
+        ops = _compile(source, tmp, name, inc, key, final)
+        (tmp / STAMP).write_text(json.dumps(key, sort_keys=True))
+        os.replace(tmp, final)  # atomic: loaders see no folder or a complete one
         return ops
+
+
+def _compile(source: Path, tmp: Path, name: str, inc: str, key: dict, final: Path):
+    """load() in `tmp` (which becomes `final`); on failure `tmp` is removed and its log kept as final.build.log."""
+    import shutil
+
+    from paddle.utils.cpp_extension import load
+
+    print(
+        f"onednn_conv: compiling the oneDNN convolution ops (once per environment, ~20 s) into {final}",
+        file=sys.stderr,
+        flush=True,
+    )
+    log = tmp / "build.log"
+    try:
+        with _quiet(log):
+            return load(
+                name=name,
+                sources=[str(source)],
+                extra_include_paths=[inc],
+                build_directory=str(tmp),
+                extra_cxx_cflags=key["cflags"],
+                extra_ldflags=key["ldflags"],
+            )
+    except Exception as e:  # the compiler's own message is in the log, kept beside the cache folders
+        failed_log = final.with_name(final.name + ".build.log")
+        os.replace(log, failed_log)
+        shutil.rmtree(tmp, ignore_errors=True)
+        errors = [x.strip() for x in failed_log.read_text(errors="replace").splitlines() if "error" in x.lower()]
+        why = errors[0] if errors else f"{type(e).__name__}: {str(e)[:200]}"
+        raise RuntimeError(f"{why} (log: {failed_log})") from None
 
 
 def _load_built(own: Path, name: str):

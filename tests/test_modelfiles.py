@@ -315,15 +315,19 @@ def test_a_checkpoint_of_the_previous_version_resumes_bit_for_bit(tmp_path, trai
 def test_convert_turns_old_files_into_new_ones(tmp_path, trained, capsys):
     out, _ = trained
     old_gen, old_ckpt = legacy_files(out, tmp_path / "old")
+    g_new, run = tmp_path / "g.safetensors", dict(capture_output=True, text=True, timeout=300)
+    r = subprocess.run([sys.executable, str(ROOT / "network.py"), "--convert", str(old_gen), str(g_new)], **run)
+    assert r.returncode == 2 and not g_new.exists()  # no opt-in: refused, nothing unpickled
+    assert r.stderr.count("\n") == 1 and "--allow-pickle" in r.stderr and "--convert" in r.stderr, r.stderr
     r = subprocess.run(
-        [sys.executable, str(ROOT / "network.py"), "--convert", str(old_gen), str(tmp_path / "g.safetensors")],
+        [sys.executable, str(ROOT / "network.py"), "--convert", str(old_gen), str(g_new), "--allow-pickle"],
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert r.returncode == 0, r.stderr
     assert "unpickling" in r.stdout and "a pickle can run code" in r.stdout
-    network.main(["--convert", str(old_ckpt), str(tmp_path / "c.safetensors")])
+    network.main(["--convert", str(old_ckpt), str(tmp_path / "c.safetensors"), "--allow-pickle"])
     assert f"checkpoint {old_ckpt} -> {tmp_path / 'c.safetensors'}" in capsys.readouterr().out
     with pytest.raises(UserError, match="exists; remove it"):
         modelfile.convert(old_gen, out / modelfile.GENERATOR_FILE)

@@ -1,6 +1,12 @@
 """onednn_conv: the oneDNN convolutions match Paddle's kernels on every layer of network.py, forward and backward;
 training with them is bit-identical run to run; DCGAN_ONEDNN=0 and a failed build fall back to Paddle's kernels."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+from subprocess import PIPE
+
 import numpy as np
 import paddle
 import pytest
@@ -8,6 +14,8 @@ import pytest
 import network
 import onednn_conv
 from network import Discriminator, Generator
+
+ROOT = Path(__file__).resolve().parent.parent
 
 needs_onednn = pytest.mark.skipif(not onednn_conv.available(), reason=f"oneDNN ops not built: {onednn_conv.status()}")
 
@@ -124,4 +132,59 @@ def test_a_compile_error_is_one_line_naming_the_log(tmp_path):
     with pytest.raises(RuntimeError) as e:
         onednn_conv.build(source=bad, directory=tmp_path / "ext", name="dcgan_bad_op")
     msg = str(e.value)
-    assert "\n" not in msg and "error" in msg and str(tmp_path / "ext" / "dcgan_bad_op" / "build.log") in msg
+    log = onednn_conv.cache_folder(tmp_path / "ext", "dcgan_bad_op", onednn_conv.cache_key(bad)).name + ".build.log"
+    assert "\n" not in msg and "error" in msg and str(tmp_path / "ext" / log) in msg
+    assert (tmp_path / "ext" / log).is_file() and [p.name for p in (tmp_path / "ext").iterdir() if p.is_dir()] == []
+
+
+# ---------------------------------------------------------------------------------------------
+# the build cache: a folder per environment key, installed atomically, built once by processes started together
+
+_CONV = """
+import numpy as np, paddle, onednn_conv
+assert onednn_conv.available(), onednn_conv.status()
+x = paddle.to_tensor(np.random.default_rng(0).standard_normal((2, 3, 16, 16)).astype("float32"))
+w = paddle.to_tensor(np.random.default_rng(1).standard_normal((4, 3, 4, 4)).astype("float32"))
+y, ref = onednn_conv.conv2d(x, w, 2, 1), paddle.nn.functional.conv2d(x, w, stride=2, padding=1)
+print(float(np.abs(y.numpy() - ref.numpy()).max()), y.numpy().tobytes().hex()[:64])
+"""
+
+
+@pytest.mark.skipif(onednn_conv.include_dir() is None, reason="no oneDNN headers (pip install onednn-devel-cpu-iomp)")
+def test_processes_started_together_on_a_cold_cache_build_once_and_all_load(tmp_path):
+    ext = tmp_path / "ext"  # a cold cache, as on a machine's first distributed launch
+    env = dict(os.environ, PADDLE_EXTENSION_DIR=str(ext))
+    procs = [
+        subprocess.Popen([sys.executable, "-c", _CONV], cwd=ROOT, env=env, stdout=PIPE, stderr=PIPE, text=True)
+        for _ in range(3)
+    ]
+    outs = [p.communicate(timeout=900) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], [o[1][-800:] for o in outs]
+    assert len({o[0] for o in outs}) == 1  # the same library, the same numbers
+    assert float(outs[0][0].split()[0]) < 1e-4  # and Paddle's
+    assert sum("compiling the oneDNN convolution ops" in o[1] for o in outs) == 1  # built once
+    folders = sorted(p.name for p in ext.iterdir() if p.is_dir())
+    assert folders == [onednn_conv.cache_folder(ext, onednn_conv.NAME, onednn_conv.cache_key()).name]  # no temp left
+
+
+def test_another_environment_gets_its_own_folder_and_evicts_none(tmp_path, monkeypatch):
+    compiled, loaded = [], []
+
+    def fake_compile(source, tmp, name, inc, key, final):  # what load() leaves: tmp/<name>/<name>.so
+        (tmp / name).mkdir()
+        (tmp / name / f"{name}.so").write_bytes(b"")
+        compiled.append(final)
+        return f"ops built for {final.name}"
+
+    monkeypatch.setattr(onednn_conv, "_compile", fake_compile)
+    monkeypatch.setattr(onednn_conv, "_load_built", lambda own, name: loaded.append(own) or f"ops from {own}")
+    monkeypatch.setattr(onednn_conv, "include_dir", lambda: str(tmp_path))  # headers are part of the key: fixed
+    ext = tmp_path / "ext"
+    first = onednn_conv.build(directory=ext)
+    monkeypatch.setattr(onednn_conv, "_compiler_id", lambda: ["/usr/bin/other-g++", "other 1.0"])
+    second = onednn_conv.build(directory=ext)
+    assert first != second and len(compiled) == 2 and compiled[0] != compiled[1]
+    assert sorted(p for p in ext.iterdir() if p.is_dir()) == sorted(compiled)  # both kept, no temp folder left
+    assert all((c / onednn_conv.STAMP).is_file() for c in compiled)
+    assert onednn_conv.build(directory=ext) == f"ops from {compiled[1] / onednn_conv.NAME}"  # cached: loaded
+    assert len(compiled) == 2 and loaded == [compiled[1] / onednn_conv.NAME]
