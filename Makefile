@@ -62,6 +62,7 @@ install: $(if $(VENV),$(VENV)/bin/python)
 		          "e.g. pip install --force-reinstall paddlepaddle-gpu==<version> from Paddle's index (docs/troubleshooting.md)"; exit 1; }
 	$(PIP) --no-deps $(ONEDNN_HEADERS) \
 		|| echo "make install: could not install $(ONEDNN_HEADERS); convolutions will run on Paddle's kernels"
+	@$(if $(VENV),echo "make install: done; run the scripts with $(PY) (or source $(VENV)/bin/activate first)",true)
 
 install-dev: install
 	$(PIP) -r requirements-dev.txt

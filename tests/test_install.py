@@ -160,6 +160,7 @@ def test_outside_a_venv_the_systems_gpu_paddle_trains_and_no_cpu_build_shadows_i
     assert "has Paddle 3: .venv uses it" in r.stdout
     assert "Paddle 3.3.1-gpu-stub with CUDA: train.py uses the GPU" in r.stdout
     assert str(tmp_path / "userbase") in r.stdout  # where that Paddle lives
+    assert "source .venv/bin/activate" in r.stdout  # how to run the scripts with it
 
 
 def test_outside_a_venv_the_pip_of_a_system_site_venv_keeps_the_systems_versions(tmp_path):
