@@ -3,7 +3,9 @@
 # make demo      the CPU demo, install included    make bench      speed benchmarks
 # make lint      ruff                              make constraints   re-pin constraints.txt from a clean venv
 # make fid-reference  pytorch-fid vs fid.py (own venv)
-# Outside a virtual environment, a .venv is created here and used; inside one, that one is used.
+# Outside a virtual environment, a .venv is created here and used; inside one, that one is used. When the Python
+# that creates .venv already imports Paddle 3 (AI Studio's conda with paddlepaddle-gpu, a system install), .venv
+# sees that Python's packages (--system-site-packages): its Paddle trains, and no CPU build is put over it.
 
 PYTHON ?= python3
 ifeq ($(VIRTUAL_ENV),)
@@ -14,30 +16,53 @@ VENV :=
 PY := python
 endif
 
-# Every install goes through constraints.txt: the versions CI tested (see `make constraints`).
-PIP := $(PY) -m pip install -q --disable-pip-version-check -c constraints.txt
+# Every install goes through constraints.txt: the versions CI tested (see `make constraints`). Not in a .venv that
+# sees the system's packages: there pip adds only what is missing and keeps the versions the system's Paddle came
+# with (constraints.txt would put its own numpy and friends in front of them). Expanded when a recipe runs, after
+# .venv exists.
+SYSTEM_SITE = $(if $(VENV),$(shell grep -qsx 'include-system-site-packages = true' $(VENV)/pyvenv.cfg && echo yes))
+PIP = $(PY) -m pip install -q --disable-pip-version-check $(if $(SYSTEM_SITE),,-c constraints.txt)
 # The CPU build, installed only when no Paddle is there: paddlepaddle and paddlepaddle-gpu are separate
 # distributions writing the same paddle/ package, so installing one over the other replaces it.
 PADDLE_CPU := paddlepaddle
 
 .PHONY: install install-dev test test-all lint demo bench fid-reference clean constraints
 
+# A working Paddle is one that imports and is 3.x (or 0.0, a source build).
+HAS_PADDLE3 := import paddle, sys; v = paddle.__version__; sys.exit(v.split('.')[0] not in ('0', '3'))
+VENV_ARGS ?=
 $(VENV)/bin/python:
-	$(PYTHON) -m venv $(VENV)
+	@if $(PYTHON) -c "$(HAS_PADDLE3)" >/dev/null 2>&1; then \
+		echo "make install: $(PYTHON) has Paddle 3: .venv uses it (--system-site-packages)"; \
+		$(PYTHON) -m venv --system-site-packages $(VENV_ARGS) $(VENV); \
+	else \
+		$(PYTHON) -c "import paddle" >/dev/null 2>&1 && echo "make install: $(PYTHON)'s Paddle is not 3.x: .venv gets its own"; \
+		$(PYTHON) -m venv $(VENV_ARGS) $(VENV); \
+	fi
 
 # The oneDNN headers for onednn_conv/ (Paddle's wheel ships the library, not the headers); --no-deps: its runtime
 # package is not needed. Optional: without them the convolutions run on Paddle's own kernels.
 ONEDNN_HEADERS := onednn-devel-cpu-iomp==2023.2.0
 
+# The last line of make install: which Paddle will train, and where it lives.
+define WHICH_PADDLE
+import os, paddle
+cuda = paddle.is_compiled_with_cuda()
+how = "with CUDA: train.py uses the GPU when it sees one" if cuda else "(CPU): train.py trains on the CPU"
+print("make install: Paddle", paddle.__version__, how, "(" + os.path.dirname(paddle.__file__) + ")")
+endef
+export WHICH_PADDLE
+
 install: $(if $(VENV),$(VENV)/bin/python)
 	$(PIP) -r requirements.txt
 	@$(PY) -c "import importlib.util as u, sys; sys.exit(u.find_spec('paddle') is None)" \
 		|| { echo "make install: no Paddle here, installing the CPU build ($(PADDLE_CPU))"; $(PIP) $(PADDLE_CPU); }
-	@$(PY) -c "import paddle; print('make install: Paddle', paddle.__version__, 'with CUDA' if paddle.is_compiled_with_cuda() else '(CPU)')" \
+	@$(PY) -c "$$WHICH_PADDLE" \
 		|| { echo "make install: a paddle package is installed but does not import (error above); repair or remove it," \
-		          "e.g. pip install --force-reinstall paddlepaddle-gpu==<version> from Paddle's index (README, Installing)"; exit 1; }
+		          "e.g. pip install --force-reinstall paddlepaddle-gpu==<version> from Paddle's index (docs/troubleshooting.md)"; exit 1; }
 	$(PIP) --no-deps $(ONEDNN_HEADERS) \
 		|| echo "make install: could not install $(ONEDNN_HEADERS); convolutions will run on Paddle's kernels"
+	@$(if $(VENV),echo "make install: done; run the scripts with $(PY) (or source $(VENV)/bin/activate first)",true)
 
 install-dev: install
 	$(PIP) -r requirements-dev.txt

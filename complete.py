@@ -299,6 +299,14 @@ def search(
                 opt.step()
                 with paddle.no_grad():
                     z.set_value(_on_sphere(z, nz))
+                if it == 0:  # the first step warms up: time the next two
+                    t0 = time.perf_counter()
+                if it == 2 and progress and iters > 3 and z.place.is_cpu_place():
+                    per = (time.perf_counter() - t0) / 2
+                    tqdm.write(
+                        f"complete: {per:.2f} s an iteration on the CPU ({n} images x {restarts} starts): about "
+                        f"{per * iters / 60:.1f} min for {iters} iterations (fewer --iters or --restarts: sooner)"
+                    )
                 if progress and it % 20 == 0:
                     bar.set_postfix(loss=f"{float(loss) / (n * restarts):.3f}")
         with paddle.no_grad():

@@ -4,10 +4,12 @@ Tiny ngf = ndf = 8 models from a 2-iteration train.train() run on data made here
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 from utils import UserError
 
@@ -229,6 +231,19 @@ def test_models_restored_and_eval(models):
         G.eval()
     assert seen and not any(seen)  # G ran in eval mode
     assert restored and [p.stop_gradient for p in G.parameters()] == before
+
+
+def test_cpu_search_prints_its_expected_time_first(models, monkeypatch, capsys):
+    G, D = models
+    ticks = itertools.chain([10.0, 13.0], itertools.repeat(0.0))  # iterations 1 and 2 take 1.5 s each
+    monkeypatch.setattr(complete, "time", SimpleNamespace(perf_counter=lambda: next(ticks)))  # complete.py's clock
+    y = complete._to_float(sample(G, latent(2, G.nz)))
+    w = importance_weights(np.broadcast_to(make_mask("center"), (2, 64, 64)))
+    complete.search(G, D, y, w, iters=40, lam=0.003, restarts=3, progress=True)
+    out = capsys.readouterr().out
+    assert "complete: 1.50 s an iteration on the CPU (2 images x 3 starts): about 1.0 min for 40 iterations" in out
+    complete.search(G, D, y, w, iters=40, lam=0.003, restarts=3, progress=False)  # the Python API stays quiet
+    assert "an iteration" not in capsys.readouterr().out
 
 
 def test_invert_and_arithmetic(models):
