@@ -7,11 +7,11 @@ import re
 import shlex
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from conftest import ROOT
+
 READMES = {"en": ROOT / "README.md", "zh": ROOT / "README_zh.md"}
 DOCS = ROOT / "docs"
 # user pages: English + Chinese twin (internals such as docs/performance.md are English only)
