@@ -4,6 +4,7 @@ Deep Generative Models"), project faces into z, and do the DCGAN paper's face ar
     python complete.py --images photos/ --mask center --out output/completions     # a folder, any size
     python complete.py --images data/celeba64.npy --num 16 --mask random --missing 0.8
     python complete.py --mask file:my_mask.png --iters 500 --restarts 4             # white = missing
+    python complete.py --images photos/ --fast        # seconds, not minutes, a face on a CPU (complete.FAST)
     python complete.py --ckpt output/generator.safetensors --arithmetic "3,5,9-1,2+4,8" --out output/arithmetic
 
 Method (the paper's): with the mask M (missing pixels) and the image y in [-1, 1], Adam searches z for
@@ -30,6 +31,7 @@ the mean over images (PSNR capped at 100 dB).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -53,6 +55,10 @@ BLENDS = ("poisson", "none")
 PSNR_CAP = 100.0
 GRID_COLS = 8
 EPS = 1e-6  # keeps log(1 - D) finite when D is sure
+# the interactive setting (--fast, the web app's default), chosen by measurement (docs/performance.md, Image
+# completion): fewer starts and steps, a larger step, and a stop once no start's loss still improves
+FAST = dict(iters=300, restarts=2, lr=0.05, patience=30)
+TOL = 1e-3  # early stopping: an improvement is a drop of more than this share of a start's best loss
 
 
 @dataclass
@@ -74,6 +80,12 @@ class CompleteConfig:
     restarts: int = field(default=8, metadata={"help": "random starts per image; the lowest final loss wins"})
     lam: float = field(default=0.003, metadata={"help": "weight of the prior loss log(1 - D(G(z))); 0: no D needed"})
     lr: float = field(default=0.01, metadata={"help": "Adam learning rate on z"})
+    patience: int = field(
+        default=0, metadata={"help": "stop once no start's loss improved by 0.1%% for this many steps (0: never)"}
+    )
+    fast: bool = field(
+        default=False, metadata={"help": "the interactive setting: --iters, --restarts, --lr, --patience from FAST"}
+    )
     blend: str = field(
         default="poisson", metadata={"help": "poisson blending, or none (paste G(z))", "choices": BLENDS}
     )
@@ -280,8 +292,10 @@ def search(
     lr: float = 0.01,
     seed: int = 0,
     progress: bool = False,
+    patience: int = 0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Adam on z for sum_i ||W_i * (G(z) - y_i)||_1 + lam * log(1 - D(G(z))), all images x restarts in one batch.
+    patience > 0: stop early once no start's loss has dropped by more than TOL of its best for `patience` steps.
 
     y: float32 [N, 3, 64, 64]; weights: [N, 64, 64] (broadcast over channels). Start r of image i is drawn from
     default_rng([seed, i, r]), so an image's result does not depend on the others in the run.
@@ -320,8 +334,17 @@ def search(
             paddle.utils.unique_name.guard(),
             tqdm(range(iters), desc="complete", unit="it", disable=not progress) as bar,
         ):
+            best, stall = None, 0
             for it in bar:
-                loss = loss_of(G(z)).sum()
+                per_start = loss_of(G(z))
+                loss = per_start.sum()
+                if patience:
+                    v = per_start.numpy()
+                    improved = best is None or bool((v < best - TOL * np.abs(best)).any())
+                    best = v if best is None else np.minimum(best, v)
+                    stall = 0 if improved else stall + 1
+                    if stall >= patience:
+                        break
                 opt.clear_grad()
                 loss.backward()
                 opt.step()
@@ -356,6 +379,7 @@ def complete(
     use_ema: bool = True,
     allow_pickle: bool = False,
     progress: bool = False,
+    patience: int = 0,
 ) -> Completion:
     """Complete uint8 faces [N, 64, 64, 3] where `mask` (bool [64, 64] or [N, 64, 64], True = missing) says.
     ckpt: the training checkpoint's path (a generator-only file when lam == 0), or a (G, D) pair of layers."""
@@ -367,7 +391,8 @@ def complete(
     masks = np.broadcast_to(np.asarray(mask, bool), (len(y), SIZE, SIZE))
     check_mask(masks)
     G, D = _models(ckpt, lam > 0, use_ema, allow_pickle)
-    z, x, loss, losses = search(G, D, y, importance_weights(masks), iters, lam, restarts, lr, seed, progress)
+    w = importance_weights(masks)
+    z, x, loss, losses = search(G, D, y, w, iters, lam, restarts, lr, seed, progress, patience)
     generated = utils.chw_to_hwc(utils.to_uint8(x))
     if blend == "poisson":
         x_hwc, y_hwc = np.transpose(x, (0, 2, 3, 1)), np.transpose(y, (0, 2, 3, 1))
@@ -583,7 +608,9 @@ def run(cfg: CompleteConfig) -> dict:
             f"-> {out / 'arithmetic.png'}"
         )
         return {}
-    if cfg.iters < 0 or cfg.restarts < 1 or cfg.lam < 0 or not cfg.lr > 0:
+    if cfg.fast:
+        cfg = dataclasses.replace(cfg, **FAST)
+    if cfg.iters < 0 or cfg.restarts < 1 or cfg.lam < 0 or not cfg.lr > 0 or cfg.patience < 0:
         raise UserError(
             "need --iters >= 0, --restarts >= 1, --lam >= 0, --lr > 0 "
             f"(got {cfg.iters}, {cfg.restarts}, {cfg.lam}, {cfg.lr})"
@@ -600,8 +627,9 @@ def run(cfg: CompleteConfig) -> dict:
     )
     t0 = time.perf_counter()
     c = complete(
-        (G, D), images, mask, cfg.iters, cfg.lam, cfg.restarts, cfg.blend, cfg.seed, cfg.lr, progress=cfg.progress
-    )
+        (G, D), images, mask, cfg.iters, cfg.lam, cfg.restarts, cfg.blend, cfg.seed, cfg.lr, progress=cfg.progress,
+        patience=cfg.patience,
+    )  # fmt: skip
     seconds = time.perf_counter() - t0
     baselines = {"biharmonic": inpaint_biharmonic(images, mask), "mean_fill": mean_fill(images, mask)}
     metrics = {
@@ -614,6 +642,7 @@ def run(cfg: CompleteConfig) -> dict:
         "restarts": cfg.restarts,
         "lam": cfg.lam,
         "lr": cfg.lr,
+        "patience": cfg.patience,
         "blend": cfg.blend,
         "seed": cfg.seed,
         "seconds": round(seconds, 2),

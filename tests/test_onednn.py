@@ -210,8 +210,9 @@ def test_fused_blocks_match_paddles_kernels(ngf, mode):
             cases.append(("bn", lambda x, layer=layer, act=act: layer(x, act=act), ref, params))
             if act == (1, 0.0) and mode == "train":
                 cases.append(("normrelu", lambda x, layer=layer: layer(x, act=(1, 0.0), fnr=True), ref, params))
-        if onednn_conv.act_of(layer):
-            cases.append(("act", lambda x, a=onednn_conv.act_of(layer): onednn_conv.activation(x, a), layer, []))
+        own = onednn_conv.act_of(layer)
+        if own:
+            cases.append(("act", lambda x, own=own: onednn_conv.activation(x, own), layer, []))
         for lever, fused, ref, params in cases:
             stats = []
             results = []
