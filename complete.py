@@ -55,8 +55,10 @@ BLENDS = ("poisson", "none")
 PSNR_CAP = 100.0
 GRID_COLS = 8
 EPS = 1e-6  # keeps log(1 - D) finite when D is sure
-# the interactive setting (--fast, the web app's default), chosen by measurement (docs/performance.md, Image
-# completion): fewer starts and steps, a larger step, and a stop once no start's loss still improves
+# the interactive setting (--fast, the web app's default): fewer starts and steps, a larger step, and a stop once
+# no start's loss still improves. PROVISIONAL: sized so one face at ngf 64 stays under ~10 s of search on a quiet
+# 2-core machine (300 steps x 2 starts); its quality against the paper's setting is not measured yet
+# (bench/bench_complete.py --settings CKPT does it)
 FAST = dict(iters=300, restarts=2, lr=0.05, patience=30)
 TOL = 1e-3  # early stopping: an improvement is a drop of more than this share of a start's best loss
 
