@@ -5,6 +5,7 @@ Deep Generative Models"), and project faces into z; `--arithmetic` runs the DCGA
     python complete.py --images photos/ --mask center --out output/completions     # a folder, any size
     python complete.py --images data/celeba64.npy --num 16 --mask random --missing 0.8
     python complete.py --mask file:my_mask.png --iters 500 --restarts 4             # white = missing
+    python complete.py --images photos/ --fast        # seconds, not minutes, a face on a CPU (complete.FAST)
     python complete.py --ckpt output/generator.safetensors --arithmetic "3,5,9-1,2+4,8" --out output/arithmetic
 
 Method (the paper's): with the mask M (missing pixels) and the image y in [-1, 1], Adam searches z for
@@ -31,6 +32,8 @@ the mean over images (PSNR capped at 100 dB).
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -57,6 +60,12 @@ BLENDS = ("poisson", "none")
 PSNR_CAP = 100.0
 GRID_COLS = 8
 EPS = 1e-6  # keeps log(1 - D) finite when D is sure
+# the interactive setting (--fast, the web app's default): fewer starts and steps, a larger step, and a stop once
+# no start's loss still improves. PROVISIONAL: sized so one face at ngf 64 stays under ~10 s of search on a quiet
+# 2-core machine (300 steps x 2 starts); its quality against the paper's setting is not measured yet
+# (bench/bench_complete.py --settings CKPT does it)
+FAST = dict(iters=300, restarts=2, lr=0.05, patience=30)
+TOL = 1e-3  # early stopping: an improvement is a drop of more than this share of a start's best loss
 
 
 @dataclass
@@ -78,6 +87,12 @@ class CompleteConfig:
     restarts: int = field(default=8, metadata={"help": "random starts per image; the lowest final loss wins"})
     lam: float = field(default=0.003, metadata={"help": "weight of the prior loss log(1 - D(G(z))); 0: no D needed"})
     lr: float = field(default=0.01, metadata={"help": "Adam learning rate on z"})
+    patience: int = field(
+        default=0, metadata={"help": "stop once no start's loss improved by 0.1%% for this many steps (0: never)"}
+    )
+    fast: bool = field(
+        default=False, metadata={"help": "the interactive setting: --iters, --restarts, --lr, --patience from FAST"}
+    )
     blend: str = field(
         default="poisson", metadata={"help": "poisson blending, or none (paste G(z))", "choices": BLENDS}
     )
@@ -241,6 +256,61 @@ def _on_sphere(z: np.ndarray | paddle.Tensor, nz: int):
     return z * (math.sqrt(nz) / np.sqrt(np.square(z).sum(axis=(1, 2, 3), keepdims=True)))
 
 
+@contextlib.contextmanager
+def frozen(*models):
+    """The models in eval mode (BatchNorm's running statistics: a face does not depend on its batch-mates) with no
+    parameter gradients (the search's gradients are for z only); their modes are restored afterwards."""
+    models = [m for m in models if m is not None]
+    was = [(m.training, [(p, p.stop_gradient) for p in m.parameters()]) for m in models]
+    try:
+        for m, (_, params) in zip(models, was, strict=True):
+            m.eval()
+            for p, _ in params:
+                p.stop_gradient = True
+        yield
+    finally:
+        for m, (training, params) in zip(models, was, strict=True):
+            if training:
+                m.train()
+            for p, stop in params:
+                p.stop_gradient = stop
+
+
+class EarlyStop:
+    """patience > 0: stop once no start's loss has dropped by more than TOL of its best for `patience` steps."""
+
+    def __init__(self, patience: int):
+        self.patience, self.best, self.stall = patience, None, 0
+
+    def __call__(self, losses: paddle.Tensor) -> bool:
+        if not self.patience:
+            return False
+        v = losses.numpy()
+        improved = self.best is None or bool((v < self.best - TOL * np.abs(self.best)).any())
+        self.best = v if self.best is None else np.minimum(self.best, v)
+        self.stall = 0 if improved else self.stall + 1
+        return self.stall >= self.patience
+
+
+def expected_time(seconds_per_iteration: float, iters: int, n: int, restarts: int) -> str:
+    """What a CPU run prints after timing its first iterations."""
+    per = seconds_per_iteration
+    return (
+        f"complete: {per:.2f} s an iteration on the CPU ({n} images x {restarts} starts): about "
+        f"{per * iters / 60:.1f} min for {iters} iterations (fewer --iters or --restarts: sooner)"
+    )
+
+
+def starts(n: int, restarts: int, nz: int, seed: int) -> paddle.Tensor:
+    """z of every image x start [n * restarts, nz, 1, 1], on the sphere of radius sqrt(nz), as a parameter; start r of
+    image i from default_rng([seed, i, r])."""
+    z0 = np.stack(
+        [np.random.default_rng([seed, i, r]).standard_normal((nz, 1, 1)) for i in range(n) for r in range(restarts)]
+    )
+    init = paddle.nn.initializer.Assign(_on_sphere(z0, nz).astype(np.float32))
+    return paddle.create_parameter([n * restarts, nz, 1, 1], "float32", default_initializer=init)
+
+
 def search(
     G: Generator,
     D: Discriminator | None,
@@ -252,30 +322,22 @@ def search(
     lr: float = 0.01,
     seed: int = 0,
     progress: bool = False,
+    patience: int = 0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Adam on z for sum_i ||W_i * (G(z) - y_i)||_1 + lam * log(1 - D(G(z))), all images x restarts in one batch.
-
-    y: float32 [N, 3, 64, 64]; weights: [N, 64, 64] (broadcast over channels). Start r of image i is drawn from
-    default_rng([seed, i, r]), so an image's result does not depend on the others in the run.
+    patience > 0: stop early (EarlyStop). y: float32 [N, 3, 64, 64]; weights: [N, 64, 64] (broadcast over
+    channels). An image's result does not depend on the others in the run (its starts are its own: `starts`).
     Returns the chosen z [N, nz, 1, 1], its G(z) float [N, 3, 64, 64], its loss [N] and all losses [N, R]."""
     from tqdm.auto import tqdm
 
     if lam > 0 and D is None:
         raise UserError("the prior term (lam > 0) needs D: pass the training checkpoint or lam=0")
     n, nz = len(y), G.nz
-    z0 = np.stack(
-        [np.random.default_rng([seed, i, r]).standard_normal((nz, 1, 1)) for i in range(n) for r in range(restarts)]
-    )
-    z = paddle.create_parameter(
-        [n * restarts, nz, 1, 1],
-        "float32",
-        default_initializer=paddle.nn.initializer.Assign(_on_sphere(z0, nz).astype(np.float32)),
-    )
+    z = starts(n, restarts, nz, seed)
     target = paddle.to_tensor(np.repeat(y, restarts, axis=0))  # row i * R + r: image i, start r
     w = paddle.to_tensor(np.repeat(np.asarray(weights, np.float32)[:, None], restarts, axis=0))  # [N*R, 1, 64, 64]
     opt = paddle.optimizer.Adam(learning_rate=lr, parameters=[z])
-    models = [m for m in (G, D) if m is not None]
-    was = [(m.training, [(p, p.stop_gradient) for p in m.parameters()]) for m in models]
+    stop = EarlyStop(patience)
 
     def loss_of(x: paddle.Tensor) -> paddle.Tensor:  # [N*R]
         contextual = (w * (x - target).abs()).sum(axis=[1, 2, 3])
@@ -283,41 +345,25 @@ def search(
             return contextual
         return contextual + lam * paddle.log(1.0 - D(x).clip(max=1.0 - EPS))
 
-    try:
-        for m, (_, params) in zip(models, was, strict=True):
-            m.eval()
-            for p, _ in params:
-                p.stop_gradient = True  # gradients for z only
-        with (
-            paddle.utils.unique_name.guard(),
-            tqdm(range(iters), desc="complete", unit="it", disable=not progress) as bar,
-        ):
-            for it in bar:
-                loss = loss_of(G(z)).sum()
-                opt.clear_grad()
-                loss.backward()
-                opt.step()
-                with paddle.no_grad():
-                    z.set_value(_on_sphere(z, nz))
-                if it == 0:  # the first step warms up: time the next two
-                    t0 = time.perf_counter()
-                if it == 2 and progress and iters > 3 and z.place.is_cpu_place():
-                    per = (time.perf_counter() - t0) / 2
-                    tqdm.write(
-                        f"complete: {per:.2f} s an iteration on the CPU ({n} images x {restarts} starts): about "
-                        f"{per * iters / 60:.1f} min for {iters} iterations (fewer --iters or --restarts: sooner)"
-                    )
-                if progress and it % 20 == 0:
-                    bar.set_postfix(loss=f"{float(loss) / (n * restarts):.3f}")
+    with frozen(G, D), tqdm(range(iters), desc="complete", unit="it", disable=not progress) as bar:
+        for it in bar:
+            per_start = loss_of(G(z))
+            if stop(per_start):
+                break
+            opt.clear_grad()
+            per_start.sum().backward()
+            opt.step()
+            with paddle.no_grad():
+                z.set_value(_on_sphere(z, nz))
+            if it == 0:  # the first step warms up: time the next two
+                t0 = time.perf_counter()
+            if it == 2 and progress and iters > 3 and z.place.is_cpu_place():
+                tqdm.write(expected_time((time.perf_counter() - t0) / 2, iters, n, restarts))
+            if progress and it % 20 == 0:
+                bar.set_postfix(loss=f"{float(per_start.sum()) / (n * restarts):.3f}")
         with paddle.no_grad():
             x = G(z)
             losses = loss_of(x).numpy().reshape(n, restarts)
-    finally:
-        for m, (training, params) in zip(models, was, strict=True):
-            if training:
-                m.train()
-            for p, stop in params:
-                p.stop_gradient = stop
     best = losses.argmin(axis=1)
     rows = np.arange(n) * restarts + best
     return z.numpy()[rows], x.numpy()[rows], losses[np.arange(n), best], losses
@@ -336,6 +382,7 @@ def complete(
     use_ema: bool = True,
     allow_pickle: bool = False,
     progress: bool = False,
+    patience: int = 0,
 ) -> Completion:
     """Complete uint8 faces [N, 64, 64, 3] where `mask` (bool [64, 64] or [N, 64, 64], True = missing) says.
     ckpt: the training checkpoint's path (a generator-only file when lam == 0), or a (G, D) pair of layers."""
@@ -347,7 +394,8 @@ def complete(
     masks = np.broadcast_to(np.asarray(mask, bool), (len(y), SIZE, SIZE))
     check_mask(masks)
     G, D = models_of(ckpt, lam > 0, use_ema, allow_pickle, NEEDS_D)
-    z, x, loss, losses = search(G, D, y, importance_weights(masks), iters, lam, restarts, lr, seed, progress)
+    w = importance_weights(masks)
+    z, x, loss, losses = search(G, D, y, w, iters, lam, restarts, lr, seed, progress, patience)
     generated = to_images(x)
     if blend == "poisson":
         x_hwc, y_hwc = np.transpose(x, (0, 2, 3, 1)), np.transpose(y, (0, 2, 3, 1))
@@ -482,7 +530,9 @@ def run(cfg: CompleteConfig) -> dict:
 def run_completion(cfg: CompleteConfig) -> dict:
     """Complete --images where --mask says; write the outputs and metrics.json; return the metrics."""
     out = Path(cfg.out)
-    if cfg.iters < 0 or cfg.restarts < 1 or cfg.lam < 0 or not cfg.lr > 0:
+    if cfg.fast:
+        cfg = dataclasses.replace(cfg, **FAST)
+    if cfg.iters < 0 or cfg.restarts < 1 or cfg.lam < 0 or not cfg.lr > 0 or cfg.patience < 0:
         raise UserError(
             "need --iters >= 0, --restarts >= 1, --lam >= 0, --lr > 0 "
             f"(got {cfg.iters}, {cfg.restarts}, {cfg.lam}, {cfg.lr})"
@@ -499,8 +549,9 @@ def run_completion(cfg: CompleteConfig) -> dict:
     )
     t0 = time.perf_counter()
     c = complete(
-        (G, D), images, mask, cfg.iters, cfg.lam, cfg.restarts, cfg.blend, cfg.seed, cfg.lr, progress=cfg.progress
-    )
+        (G, D), images, mask, cfg.iters, cfg.lam, cfg.restarts, cfg.blend, cfg.seed, cfg.lr, progress=cfg.progress,
+        patience=cfg.patience,
+    )  # fmt: skip
     seconds = time.perf_counter() - t0
     baselines = {"biharmonic": inpaint_biharmonic(images, mask), "mean_fill": mean_fill(images, mask)}
     metrics = {
@@ -513,6 +564,7 @@ def run_completion(cfg: CompleteConfig) -> dict:
         "restarts": cfg.restarts,
         "lam": cfg.lam,
         "lr": cfg.lr,
+        "patience": cfg.patience,
         "blend": cfg.blend,
         "seed": cfg.seed,
         "seconds": round(seconds, 2),

@@ -6,9 +6,10 @@
 BatchNorm momentum is 0.5 everywhere (Paddle's convention: running = 0.5 * running + 0.5 * batch) and
 LeakyReLU's slope 0.2, as the tutorial says; weights start as weightInit.py says.
 
-On the CPU, in float32 eager mode, the convolutions run on oneDNN (onednn_conv/, built once per machine) when it
-is available; elsewhere (GPU, static graphs, DCGAN_ONEDNN=0, no compiler or headers) on Paddle's own kernels.
-Same layers, parameters and state dicts either way; `conv_backend()` says which runs.
+On the CPU, in float32 eager mode, the convolutions, BatchNorm and activations run on oneDNN (onednn_conv/, built
+once per machine) when it is available, each activation fused into the op before it (`_chain`); elsewhere (GPU,
+static graphs, DCGAN_ONEDNN=0, no compiler or headers) on Paddle's own kernels. Same layers, parameters and state
+dicts either way; `conv_backend()` says which runs.
 
 Model files are modelfile.py's (load_generator, load_discriminator, GENERATOR_FILE and CHECKPOINT_FILE are importable
 from here too); an old pickled .pdparams of your own converts with
@@ -67,31 +68,68 @@ def conv_backend(place: str | None = None) -> str:
 
 
 class Conv2D(nn.Conv2D):
-    """nn.Conv2D (square kernel, no bias) whose forward runs on oneDNN where `_use_onednn` says so."""
+    """nn.Conv2D (square kernel, no bias) whose forward runs on oneDNN where `_use_onednn` says so; `act` (from
+    `_chain`, oneDNN only): an activation fused in as a post-op."""
 
     def __init__(self, cin: int, cout: int, kernel: int, stride: int, padding: int, **kw):
         super().__init__(cin, cout, kernel, stride, padding, bias_attr=False, **kw)
         self._sp = stride, padding
 
-    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        return onednn_conv.conv2d(x, self.weight, *self._sp) if _use_onednn(x) else super().forward(x)
+    def forward(self, x: paddle.Tensor, act: tuple | None = None) -> paddle.Tensor:
+        return onednn_conv.conv2d(x, self.weight, *self._sp, act=act) if _use_onednn(x) else super().forward(x)
 
 
 class Conv2DTranspose(nn.Conv2DTranspose):
-    """nn.Conv2DTranspose (square kernel, no bias) whose forward runs on oneDNN where `_use_onednn` says so."""
+    """nn.Conv2DTranspose (square kernel, no bias) whose forward runs on oneDNN where `_use_onednn` says so; `act`
+    as Conv2D's."""
 
     def __init__(self, cin: int, cout: int, kernel: int, stride: int, padding: int, **kw):
         super().__init__(cin, cout, kernel, stride, padding, bias_attr=False, **kw)
         self._sp = stride, padding
 
-    def forward(self, x: paddle.Tensor, output_size=None) -> paddle.Tensor:
+    def forward(self, x: paddle.Tensor, output_size=None, act: tuple | None = None) -> paddle.Tensor:
         if output_size is None and _use_onednn(x):
-            return onednn_conv.conv2d_transpose(x, self.weight, *self._sp)
+            return onednn_conv.conv2d_transpose(x, self.weight, *self._sp, act=act)
         return super().forward(x, output_size)
 
 
+class BatchNorm2D(nn.BatchNorm2D):
+    """nn.BatchNorm2D whose forward runs on oneDNN where `_use_onednn` says so (NCHW, default use_global_stats):
+    the same statistics and running-statistics update as Paddle's kernel; `act` (from `_chain`): an activation
+    fused in. Same parameters and buffers as nn.BatchNorm2D."""
+
+    def forward(self, x: paddle.Tensor, act: tuple | None = None, fnr: bool = False) -> paddle.Tensor:
+        if self._data_format == "NCHW" and self._use_global_stats is None and _use_onednn(x):
+            return onednn_conv.batch_norm(x, self, act, fnr)
+        return super().forward(x)
+
+
+def _chain(layers: nn.Sequential, x: paddle.Tensor) -> paddle.Tensor:
+    """`layers(x)`; on oneDNN each activation runs inside the op before it (a convolution's post-op, the BatchNorm
+    op) or on oneDNN's eltwise primitive, as onednn_conv.fusions() allows. Each layer is still called as a layer
+    (hooks see it), the activation layers excepted where they were fused."""
+    if not _use_onednn(x):
+        return layers(x)
+    on = onednn_conv.fusions()
+    mods, i = list(layers), 0
+    while i < len(mods):
+        m = mods[i]
+        act = onednn_conv.act_of(mods[i + 1]) if i + 1 < len(mods) else None
+        if act and isinstance(m, (Conv2D, Conv2DTranspose)) and "postop" in on:
+            x, i = m(x, act=act), i + 2
+        elif act and isinstance(m, BatchNorm2D) and {"bn", "act"} <= on:
+            x, i = m(x, act=act, fnr="normrelu" in on and act == (1, 0.0) and m.training), i + 2
+        elif isinstance(m, BatchNorm2D) and "bn" not in on:
+            x, i = nn.BatchNorm2D.forward(m, x), i + 1
+        elif onednn_conv.act_of(m) and "act" in on:
+            x, i = onednn_conv.activation(x, onednn_conv.act_of(m)), i + 1
+        else:
+            x, i = m(x), i + 1
+    return x
+
+
 def _bn(channels: int) -> nn.BatchNorm2D:
-    return nn.BatchNorm2D(channels, momentum=BN_MOMENTUM, weight_attr=bn_weight_attr(), bias_attr=bn_bias_attr())
+    return BatchNorm2D(channels, momentum=BN_MOMENTUM, weight_attr=bn_weight_attr(), bias_attr=bn_bias_attr())
 
 
 def _up(cin: int, cout: int, stride: int = 2, padding: int = 1) -> nn.Conv2DTranspose:
@@ -115,7 +153,7 @@ class Generator(nn.Layer):
         )  # fmt: skip
 
     def forward(self, z: paddle.Tensor) -> paddle.Tensor:
-        return self.main(z)
+        return _chain(self.main, z)
 
 
 class Discriminator(nn.Layer):
@@ -131,7 +169,7 @@ class Discriminator(nn.Layer):
         )  # fmt: skip
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        return self.main(x).flatten()  # [B]
+        return _chain(self.main, x).flatten()  # [B]
 
 
 def bce_loss(prob: paddle.Tensor, label: float) -> paddle.Tensor:

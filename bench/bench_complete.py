@@ -4,6 +4,8 @@ Usage:
     python bench/bench_complete.py                       # widths 32 (demo) and 64, 8 images x 8 starts, 3 rounds
     python bench/bench_complete.py --quick               # 1 round, fewer steps
     python bench/bench_complete.py --widths 64 --images 16 --restarts 8 --steps 20 --rounds 5
+    python bench/bench_complete.py --settings CKPT --real data/demo64.npy --faces 4   # quality and seconds of the
+                                                       # paper's setting against complete.FAST (and --try variants)
 
 What is timed: complete.search(), the Adam loop of complete.py (G and D in eval mode, forward and backward to z,
 the rescaling of z), for `--steps` steps with all images x starts in one batch, as complete.py runs it. Seconds
@@ -13,6 +15,12 @@ loop / batched is what the one-batch design buys. Also reported: skimage's inpai
 mask), the method complete.py compares against. Untrained networks (speed does not depend on the weights).
 Batched and loop alternate within a round, the rounds alternate who goes first. Other processes on the machine
 make timings noisy: compare the ratios, measured side by side, rather than the seconds.
+
+--settings CKPT: how complete.FAST (the interactive setting) compares with the paper's 1500 x 8 at lr 0.01, on a
+trained checkpoint, same run: hole PSNR (center mask, Poisson blending) on G's own samples (faces G can make: the
+in-range case) and on real faces (--real), and the seconds of complete.complete for one face at a time (the
+search's own time, as complete.py's metrics.json `seconds`), median over the faces. --try adds settings as
+JSON dicts of complete() arguments, e.g. --try '{"iters": 200, "restarts": 2, "lr": 0.05, "patience": 20}'.
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import utils  # noqa: E402,F401  (CPU thread defaults before paddle loads)
+import utils  # noqa: E402,F401  (hides paddle's import warning: before paddle, as everywhere)
 
 import numpy as np  # noqa: E402
 import paddle  # noqa: E402
@@ -79,6 +87,33 @@ def bench_width(width: int, images: int, restarts: int, steps: int, rounds: int)
     }
 
 
+PAPER = dict(iters=DEFAULT_ITERS, restarts=8, lr=0.01, patience=0)
+
+
+def compare_settings(ckpt: str, real_path: str, faces: int, settings: dict[str, dict]) -> list[dict]:
+    """Per setting: mean hole PSNR on G's samples and on real faces, and median seconds per face (one at a time)."""
+    G, D = complete._models(ckpt, True)
+    with paddle.no_grad():
+        z = np.random.default_rng(123).standard_normal((faces, G.nz, 1, 1)).astype(np.float32)
+        own = utils.chw_to_hwc(utils.to_uint8(G(paddle.to_tensor(z)).numpy()))
+    real = np.load(real_path, allow_pickle=False)[:faces]
+    mask = complete.make_mask("center")
+    rows = []
+    for name, kw in settings.items():
+        row = {"setting": name, **kw}
+        for what, images in (("own", own), ("real", real)):
+            seconds, done = [], []
+            for i in range(len(images)):
+                t0 = time.perf_counter()
+                done.append(complete.complete((G, D), images[i : i + 1], mask, seed=i, **kw).completed[0])
+                seconds.append(time.perf_counter() - t0)
+            row[f"psnr_hole_{what}"] = complete.quality(images, np.stack(done), mask)["psnr_hole"]
+            row[f"seconds_{what}"] = statistics.median(seconds)
+        print(row, flush=True)
+        rows.append(row)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument(
@@ -89,7 +124,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=10, help="timed Adam steps per measurement")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--quick", action="store_true", help="1 round of 4 steps")
+    p.add_argument("--settings", default="", metavar="CKPT", help="compare complete.FAST with the paper's setting")
+    p.add_argument("--real", default="data/demo64.npy", help="real faces for --settings (python pretreat.py --demo)")
+    p.add_argument("--faces", type=int, default=4, help="faces of each kind for --settings")
+    p.add_argument("--try", dest="extra", action="append", default=[], metavar="JSON", help="another setting")
     a = p.parse_args(argv)
+    if a.settings:
+        import json
+
+        settings = {"paper": PAPER, "fast": complete.FAST, **{f"try{i}": json.loads(x) for i, x in enumerate(a.extra)}}
+        rows = compare_settings(a.settings, a.real, a.faces, settings)
+        print(
+            "\n| setting | iters x starts, lr, patience | hole PSNR, G's samples | hole PSNR, real faces "
+            "| s per face (median) |\n|---|---|--:|--:|--:|"
+        )
+        for r in rows:
+            print(
+                f"| {r['setting']} | {r['iters']} x {r['restarts']}, {r['lr']}, {r.get('patience', 0)} "
+                f"| {r['psnr_hole_own']:.2f} | {r['psnr_hole_real']:.2f} "
+                f"| {statistics.median([r['seconds_own'], r['seconds_real']]):.1f} |"
+            )
+        return 0
     if a.quick:
         a.rounds, a.steps = 1, 4
     print(

@@ -9,10 +9,14 @@ Usage:
     python bench/bench_train.py --device gpu --batch-sizes 128 --no-torch   # + the GPU table: fp32 / fp16 / bf16,
                                                        # --log-every 20, --data-on-device, all together
     python bench/bench_train.py --ngf 32 --batch-sizes 32 --rounds 5   # the demo's network (ngf = ndf = 32)
+    python bench/bench_train.py --batch-sizes 64 --rounds 5 --fusions none postop bn act bn,act all
+                                                       # + a row per oneDNN fusion setting (DCGAN_ONEDNN_FUSE)
 
 Convolution backend: Paddle runs with train.py's default, the oneDNN convolutions of onednn_conv/ where they are
 available; each round also times Paddle with its own convolution kernels (DCGAN_ONEDNN=0), the "Paddle kernels"
-columns (--no-backend-row skips them).
+columns (--no-backend-row skips them). --fusions adds workers with DCGAN_ONEDNN_FUSE set to each value given
+(onednn_conv.FUSIONS: "none" is the oneDNN convolutions alone, "all" every fusion), alternating with the others in
+each round, and a table of them against "none" and PyTorch.
 
 What is timed: one iteration of train.py (1 D step on a real batch and a detached fake batch, 2 G steps on fresh
 noise; Adam 2e-4 (0.5, 0.999); BCE; BatchNorm momentum 0.5), through `Trainer.step(real).numpy()` exactly as
@@ -480,6 +484,9 @@ def run_worker(
     if kind == "torch+malloc":
         kind = "torch"
         env.update(MALLOC_KEEP_ENV)
+    if kind.startswith("fuse="):  # Paddle + oneDNN with these fusions only
+        env["DCGAN_ONEDNN_FUSE"] = kind[5:]
+        kind = "paddle"
     if kind == "paddle-kernels":  # Paddle with its own convolution kernels
         kind = "paddle"
         env.update(PADDLE_CONV)
@@ -629,6 +636,33 @@ def fmt_table(rows: list[list[str]], header: list[str]) -> str:
     return "\n".join(out)
 
 
+def fusion_table(results: list[dict], batches: list[int], fusions: list[str]) -> str:
+    """The --fusions rows: img/s (median and range over rounds) of each DCGAN_ONEDNN_FUSE setting, against the
+    oneDNN convolutions alone (fuse=none) and PyTorch, same run."""
+    rows = []
+    for b in batches:
+        speed = {}
+        for kind in ["paddle", "torch", *(f"fuse={f}" for f in fusions)]:
+            xs = [x["img_s"] for x in results if x.get("kind") == kind and x["batch"] == b]
+            if xs:
+                speed[kind] = (median(xs), min(xs), max(xs))
+        base, torch = speed.get("fuse=none"), speed.get("torch")
+        for kind, (med, lo, hi) in speed.items():
+            name = {"paddle": "default (train.py)", "torch": "PyTorch eager"}.get(kind, kind)
+            rows.append(
+                [
+                    str(b),
+                    name,
+                    f"{med:.1f}",
+                    f"{lo:.1f}-{hi:.1f}",
+                    f"{med / base[0]:.2f}x" if base and kind != "torch" else "-",
+                    f"**{med / torch[0]:.2f}x**" if torch and kind != "torch" else "-",
+                ]
+            )
+    header = ["batch", "DCGAN_ONEDNN_FUSE", "img/s (median)", "rounds", "vs none (convolutions only)", "vs PyTorch"]
+    return fmt_table(rows, header)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=list(DEFAULT_BATCHES), help="(default: %(default)s)")
@@ -664,6 +698,13 @@ def main(argv=None) -> int:
     )
     ap.add_argument("--ngf", type=int, default=64, help="G's and D's width, ngf = ndf (default: %(default)s)")
     ap.add_argument("--no-backend-row", action="store_true", help="skip the Paddle-kernels (DCGAN_ONEDNN=0) workers")
+    ap.add_argument(
+        "--fusions",
+        nargs="+",
+        default=[],
+        metavar="SET",
+        help="also time Paddle + oneDNN with DCGAN_ONEDNN_FUSE=SET for each SET (e.g. none postop bn act bn,act all)",
+    )
     ap.add_argument("--json", default="", help="also write every worker's result to this file")
     ap.add_argument("--worker", choices=["paddle", "torch"], help=argparse.SUPPRESS)
     ap.add_argument("--batch", type=int, default=64, help=argparse.SUPPRESS)
@@ -694,7 +735,8 @@ def main(argv=None) -> int:
     results: list[dict] = []
     for r in range(rounds):
         for b in args.batch_sizes:
-            order = ["paddle"] + ([] if args.no_backend_row else ["paddle-kernels"])
+            order = ["paddle"] + [f"fuse={f}" for f in args.fusions]
+            order += [] if args.no_backend_row else ["paddle-kernels"]
             order += (["torch"] + (["torch+malloc"] if args.torch_malloc else [])) if torch_ok else []
             if r % 2:
                 order.reverse()
@@ -812,6 +854,8 @@ def main(argv=None) -> int:
     if ptm:
         header += ["PyTorch + same malloc img/s", "Paddle / that"]
     print(fmt_table(rows, header + ["Paddle first-iteration extra", "max CPU used by others"]))
+    if args.fusions:
+        print(f"\n{fusion_table(results, args.batch_sizes, args.fusions)}")
     if lever_rows:
         print(
             f"\nSpeed levers at batch {args.lever_batch or args.batch_sizes[0]} (Paddle, medians; each "

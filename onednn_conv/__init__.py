@@ -11,6 +11,13 @@ wires its three ops into autograd for Conv2D and Conv2DTranspose.
     onednn_conv.available()            # builds or loads the library; False (one warning line) if it cannot
     y = onednn_conv.conv2d(x, w, stride=2, padding=1)            # = paddle.nn.functional.conv2d, bias-free
     y = onednn_conv.conv2d_transpose(x, w, stride=2, padding=1)  # = paddle.nn.functional.conv2d_transpose
+    y = onednn_conv.conv2d(x, w, 2, 1, act=onednn_conv.act_of(nn.LeakyReLU(0.2)))  # + the activation, fused
+    y = onednn_conv.batch_norm(x, bn_layer, act=(1, 0.0))  # = bn_layer(x) then ReLU, running statistics updated
+    y = onednn_conv.activation(x, (2, 0.0))                # = tanh(x)
+
+Activations are (kind, alpha): 1 ReLU with negative slope alpha (LeakyReLU), 2 tanh, 3 sigmoid (act_of(layer)
+makes one from a paddle.nn activation layer). Which fusions network.py uses: fusions() (DCGAN_ONEDNN_FUSE, for
+benchmarks).
 
 Needs: a C++ compiler (g++), the oneDNN headers (`pip install --no-deps onednn-devel-cpu-iomp==2023.2.0`, which
 `make install` does), and a Paddle CPU wheel that ships libdnnl.so.3. DCGAN_ONEDNN=0 turns it off.
@@ -34,6 +41,9 @@ NAME = "dcgan_onednn_conv"
 ENV = "DCGAN_ONEDNN"
 HEADERS_PKG = "onednn-devel-cpu-iomp==2023.2.0"
 
+OPS = ("dnnl_conv_fwd", "dnnl_conv_bwd_data", "dnnl_conv_bwd_weights", "dnnl_eltwise_fwd", "dnnl_eltwise_bwd")
+OPS += ("dnnl_bn_fwd", "dnnl_bn_bwd")
+MULTI_OUTPUT = ("dnnl_bn_fwd", "dnnl_bn_bwd")
 _ops = None  # the loaded op module
 _status = ""  # why not, when it is not available ("" before the first try)
 
@@ -203,12 +213,14 @@ def _load_built(own: Path, name: str):
     from paddle import _C_ops
     from paddle.utils.cpp_extension import load_op_meta_info_and_register_op
 
-    ops = ("dnnl_conv_fwd", "dnnl_conv_bwd_data", "dnnl_conv_bwd_weights")
+    ops = OPS
     registered = load_op_meta_info_and_register_op(str(own / f"{name}.so"))
     if not set(ops) <= set(registered):
         raise RuntimeError(f"{own / name}.so lacks {sorted(set(ops) - set(registered))}")
 
     def op(name):
+        if name in MULTI_OUTPUT:
+            return lambda *args: _C_ops._run_custom_op(name, *args)
         return lambda *args: _C_ops._run_custom_op(name, *args)[0]
 
     return types.SimpleNamespace(**{n: op(n) for n in ops})
@@ -280,20 +292,62 @@ def _contig(x: paddle.Tensor) -> paddle.Tensor:
     return x if x.is_contiguous() else x.contiguous()
 
 
+# ---------------------------------------------------------------------------------------------
+# activations and fusions
+
+NO_ACT = (0, 0.0)
+FUSE_ENV = "DCGAN_ONEDNN_FUSE"
+# postop: the activation as a post-op of the convolution where nothing stands between them (D's first and last
+# layer, G's last); bn: BatchNorm on oneDNN, its activation fused into the same op when `act` is on too;
+# act: the activations on oneDNN's eltwise primitives (fused into the BN op, or alone after Paddle's BN);
+# normrelu: oneDNN's fuse_norm_relu for BN + ReLU (G), in training
+FUSIONS = ("postop", "bn", "act", "normrelu")
+DEFAULT_FUSIONS = ("postop", "bn", "act")
+
+
+def fusions() -> frozenset[str]:
+    """The fusions network.py uses: DCGAN_ONEDNN_FUSE (comma-separated names of FUSIONS, 'none' or 'all'), by default
+    DEFAULT_FUSIONS (the ones that paid in docs/performance.md). A knob for benchmarks; unknown names are ignored."""
+    raw = os.environ.get(FUSE_ENV)
+    if raw is None:
+        return frozenset(DEFAULT_FUSIONS)
+    names = {x.strip().lower() for x in raw.split(",")}
+    return frozenset(FUSIONS) if "all" in names else frozenset(names & set(FUSIONS))
+
+
+def act_of(layer) -> tuple[int, float] | None:
+    """The (kind, alpha) of a paddle.nn activation layer that oneDNN runs (ReLU, LeakyReLU with slope >= 0, Tanh,
+    Sigmoid), else None."""
+    import paddle.nn as nn
+
+    if type(layer) is nn.ReLU:
+        return (1, 0.0)
+    if type(layer) is nn.LeakyReLU and layer._negative_slope >= 0:  # the backward reads the output's sign
+        return (1, float(layer._negative_slope))
+    if type(layer) is nn.Tanh:
+        return (2, 0.0)
+    if type(layer) is nn.Sigmoid:
+        return (3, 0.0)
+    return None
+
+
 class _Conv2D(paddle.autograd.PyLayer):
     @staticmethod
-    def forward(ctx, x, w, stride: int, padding: int):
+    def forward(ctx, x, w, stride: int, padding: int, act: tuple[int, float] = NO_ACT):
         x, w = _contig(x), _contig(w)
-        ctx.save_for_backward(x, w)
-        ctx.geom = stride, padding, x.shape[2], x.shape[3]
-        return _ops.dnnl_conv_fwd(x, w, stride, padding)
+        y = _ops.dnnl_conv_fwd(x, w, stride, padding, *act)
+        ctx.save_for_backward(x, w, y.detach())  # (see _Eltwise)
+        ctx.geom = stride, padding, x.shape[2], x.shape[3], act
+        return y
 
     @staticmethod
     def backward(ctx, dy):
-        x, w = ctx.saved_tensor()
-        s, p, ih, iw = ctx.geom
+        x, w, y = ctx.saved_tensor()
+        s, p, ih, iw, act = ctx.geom
         dy = _contig(dy)
-        dx = None if x.stop_gradient else _ops.dnnl_conv_bwd_data(dy, w, s, p, ih, iw)
+        if act[0]:
+            dy = _ops.dnnl_eltwise_bwd(dy, y, *act)
+        dx = None if x.stop_gradient else _ops.dnnl_conv_bwd_data(dy, w, s, p, ih, iw, *NO_ACT)
         dw = None if w.stop_gradient else _ops.dnnl_conv_bwd_weights(x, dy, s, p, w.shape[2])
         return dx, dw
 
@@ -303,29 +357,88 @@ class _Conv2DTranspose(paddle.autograd.PyLayer):
     [out, in, k, k], y = bwd_data(x, W); dx = conv(dy, W); dW = bwd_weights(src=dy, diff_dst=x)."""
 
     @staticmethod
-    def forward(ctx, x, w, stride: int, padding: int):
+    def forward(ctx, x, w, stride: int, padding: int, act: tuple[int, float] = NO_ACT):
         x, w = _contig(x), _contig(w)
-        ctx.save_for_backward(x, w)
         k = w.shape[2]
         oh, ow = (x.shape[2] - 1) * stride - 2 * padding + k, (x.shape[3] - 1) * stride - 2 * padding + k
-        ctx.geom = stride, padding
-        return _ops.dnnl_conv_bwd_data(x, w, stride, padding, oh, ow)
+        y = _ops.dnnl_conv_bwd_data(x, w, stride, padding, oh, ow, *act)
+        ctx.save_for_backward(x, w, y.detach())  # (see _Eltwise)
+        ctx.geom = stride, padding, act
+        return y
 
     @staticmethod
     def backward(ctx, dy):
-        x, w = ctx.saved_tensor()
-        s, p = ctx.geom
+        x, w, y = ctx.saved_tensor()
+        s, p, act = ctx.geom
         dy = _contig(dy)
-        dx = None if x.stop_gradient else _ops.dnnl_conv_fwd(dy, w, s, p)
+        if act[0]:
+            dy = _ops.dnnl_eltwise_bwd(dy, y, *act)
+        dx = None if x.stop_gradient else _ops.dnnl_conv_fwd(dy, w, s, p, *NO_ACT)
         dw = None if w.stop_gradient else _ops.dnnl_conv_bwd_weights(dy, x, s, p, w.shape[2])
         return dx, dw
 
 
-def conv2d(x: paddle.Tensor, w: paddle.Tensor, stride: int = 1, padding: int = 0) -> paddle.Tensor:
-    """paddle.nn.functional.conv2d(x, w, stride=stride, padding=padding) on oneDNN (NCHW float32 CPU, no bias)."""
-    return _Conv2D.apply(x, w, int(stride), int(padding))
+class _Eltwise(paddle.autograd.PyLayer):
+    @staticmethod
+    def forward(ctx, x, act: tuple[int, float]):
+        y = _ops.dnnl_eltwise_fwd(_contig(x), *act)
+        # the output itself in ctx would be a cycle (output -> its grad node -> ctx -> output) that outlives a
+        # forward never differentiated: a detached alias of the same memory is not
+        ctx.save_for_backward(y.detach())
+        ctx.act = act
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        (y,) = ctx.saved_tensor()
+        return _ops.dnnl_eltwise_bwd(_contig(dy), y, *ctx.act)
 
 
-def conv2d_transpose(x: paddle.Tensor, w: paddle.Tensor, stride: int = 1, padding: int = 0) -> paddle.Tensor:
-    """paddle.nn.functional.conv2d_transpose(x, w, stride=stride, padding=padding) on oneDNN (as conv2d)."""
-    return _Conv2DTranspose.apply(x, w, int(stride), int(padding))
+class _BatchNorm(paddle.autograd.PyLayer):
+    """BatchNorm2D (NCHW) + an activation. `layer` (not a tensor input) holds the running statistics, which the
+    forward updates in place in training mode, as Paddle's kernel does."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, layer, act: tuple[int, float], fnr: bool):
+        x = _contig(x)
+        training = int(layer.training)
+        args = (training, float(layer._momentum), float(layer._epsilon), *act, int(fnr))
+        y, mean, var, ws = _ops.dnnl_bn_fwd(x, weight, bias, layer._mean, layer._variance, *args)
+        ctx.save_for_backward(x, y.detach(), weight, mean, var, ws)  # (see _Eltwise)
+        ctx.args = training, float(layer._epsilon), *act, int(fnr)
+        ctx.stops = x.stop_gradient, weight.stop_gradient, bias.stop_gradient
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, y, weight, mean, var, ws = ctx.saved_tensor()
+        dx, dw, db = _ops.dnnl_bn_bwd(x, y, _contig(dy), weight, mean, var, ws, *ctx.args)
+        return tuple(None if stop else g for g, stop in zip((dx, dw, db), ctx.stops, strict=True))
+
+
+def conv2d(
+    x: paddle.Tensor, w: paddle.Tensor, stride: int = 1, padding: int = 0, act: tuple[int, float] | None = None
+) -> paddle.Tensor:
+    """paddle.nn.functional.conv2d(x, w, stride=stride, padding=padding) on oneDNN (NCHW float32 CPU, no bias),
+    then the activation `act` (see act_of) as a post-op."""
+    return _Conv2D.apply(x, w, int(stride), int(padding), act or NO_ACT)
+
+
+def conv2d_transpose(
+    x: paddle.Tensor, w: paddle.Tensor, stride: int = 1, padding: int = 0, act: tuple[int, float] | None = None
+) -> paddle.Tensor:
+    """paddle.nn.functional.conv2d_transpose(x, w, stride=stride, padding=padding) on oneDNN (as conv2d), then
+    the activation `act` in place on its output."""
+    return _Conv2DTranspose.apply(x, w, int(stride), int(padding), act or NO_ACT)
+
+
+def activation(x: paddle.Tensor, act: tuple[int, float]) -> paddle.Tensor:
+    """The activation `act` (see act_of) of a float32 CPU tensor on oneDNN's eltwise primitive."""
+    return _Eltwise.apply(x, act)
+
+
+def batch_norm(x: paddle.Tensor, layer, act: tuple[int, float] | None = None, fnr: bool = False) -> paddle.Tensor:
+    """`layer(x)` for a paddle.nn.BatchNorm2D `layer` (NCHW, default use_global_stats) on oneDNN, then the
+    activation `act`: batch statistics (biased variance) and the running-statistics update in training mode,
+    the running statistics in eval mode. fnr: ReLU through oneDNN's fuse_norm_relu (act must be ReLU)."""
+    return _BatchNorm.apply(x, layer.weight, layer.bias, layer, act or NO_ACT, bool(fnr))

@@ -1,10 +1,20 @@
 // Convolutions on oneDNN for Paddle's CPU eager mode: a Paddle custom operator library.
 //
-// Three ops, each one oneDNN primitive on float32 NCHW tensors (groups 1, dilation 1, square kernel/stride/padding):
-//   dnnl_conv_fwd(src, wei)             -> dst        the convolution
-//   dnnl_conv_bwd_data(diff_dst, wei)   -> diff_src   its adjoint in the input (also: the transposed convolution)
+// The convolutions, each one oneDNN primitive on float32 NCHW tensors (groups 1, dilation 1, square kernel/stride/
+// padding):
+//   dnnl_conv_fwd(src, wei)             -> dst        the convolution (+ an activation as a post-op)
+//   dnnl_conv_bwd_data(diff_dst, wei)   -> diff_src   its adjoint in the input (also: the transposed convolution,
+//                                                     then + an activation run in place on its output)
 //   dnnl_conv_bwd_weights(src, diff_dst) -> diff_wei  its adjoint in the weights
-// onednn_conv/__init__.py wires them into autograd for Conv2D and Conv2DTranspose.
+// and what follows them in a DCGAN:
+//   dnnl_eltwise_fwd(x) -> y, dnnl_eltwise_bwd(dy, y) -> dx     ReLU/LeakyReLU, tanh, sigmoid (gradients from y)
+//   dnnl_bn_fwd(x, scale, shift, running mean, running var) -> y, mean, var, workspace
+//       batch normalization (+ an activation), Paddle's semantics: batch statistics with the biased variance in
+//       training, and running = momentum * running + (1 - momentum) * batch written into the running tensors;
+//       the running statistics in eval mode
+//   dnnl_bn_bwd(x, y, dy, scale, mean, var, workspace) -> dx, dscale, dshift
+// Activations are (act, alpha): 0 none, 1 ReLU with negative slope alpha (LeakyReLU), 2 tanh, 3 sigmoid.
+// onednn_conv/__init__.py wires them into autograd for network.py's layers.
 //
 // Linked against the libdnnl.so.3 that Paddle's wheel ships (oneDNN 3.x). That build does not export
 // dnnl_memory_create_v2, which dnnl::memory's C++ constructors call, so memories are made with the C API's
@@ -13,6 +23,7 @@
 // per shape. Threads: oneDNN runs on the OpenMP runtime Paddle loads; `import paddle` pins it to one thread unless
 // OMP_NUM_THREADS was set, so onednn_conv/__init__.py sets its thread count to MKL_NUM_THREADS after loading.
 
+#include <algorithm>
 #include <array>
 #include <map>
 #include <memory>
@@ -55,8 +66,24 @@ enum Kind { FWD = 0, BWD_DATA = 1, BWD_WEIGHTS = 2 };
 // the convolution's geometry: src [n, ic, ih, iw], wei [oc, ic, k, k], dst [n, oc, oh, ow]
 struct Geometry {
   int64_t n, ic, ih, iw, oc, k, s, p, oh, ow;
-  auto key(int kind) const { return std::make_tuple(kind, n, ic, ih, iw, oc, k, s, p, oh, ow); }
+  int act = 0;
+  float alpha = 0.f;
+  std::vector<int64_t> key(int kind) const {
+    return {kind, n, ic, ih, iw, oc, k, s, p, oh, ow, act, static_cast<int64_t>(alpha * 1e6f)};
+  }
 };
+
+// (act, alpha) as oneDNN's eltwise algorithm; use_dst: the variant whose backward reads the output, not the input
+// (the same forward; ReLU's needs alpha >= 0)
+dnnl::algorithm eltwise_alg(int act, bool use_dst) {
+  using a = dnnl::algorithm;
+  switch (act) {
+    case 1: return use_dst ? a::eltwise_relu_use_dst_for_bwd : a::eltwise_relu;
+    case 2: return use_dst ? a::eltwise_tanh_use_dst_for_bwd : a::eltwise_tanh;
+    case 3: return use_dst ? a::eltwise_logistic_use_dst_for_bwd : a::eltwise_logistic;
+  }
+  throw std::runtime_error("unknown activation " + std::to_string(act));
+}
 
 // One primitive with two inputs and one output, each an NCHW/OIHW tensor given by the caller; where the
 // primitive wants another layout, a cached reorder and buffer sit between.
@@ -78,6 +105,11 @@ std::unique_ptr<Entry> build(int kind, const Geometry& g) {
   const auto any_src = plain(src_d, tag::any), any_wei = plain(wei_d, tag::any), any_dst = plain(dst_d, tag::any);
   dnnl::primitive_attr attr;
   attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  if (kind == FWD && g.act) {  // the activation as a post-op: applied to each output block while it is in cache
+    dnnl::post_ops po;
+    po.append_eltwise(eltwise_alg(g.act, false), g.alpha, 0.f);
+    attr.set_post_ops(po);
+  }
   auto fwd_pd = dnnl::convolution_forward::primitive_desc(eng(), dnnl::prop_kind::forward_training,
                                                           dnnl::algorithm::convolution_direct, any_src, any_wei,
                                                           any_dst, strides, pad, pad, attr);
@@ -116,23 +148,70 @@ std::unique_ptr<Entry> build(int kind, const Geometry& g) {
   return e;
 }
 
-std::mutex mu;
-std::map<std::tuple<int, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t>,
-         std::unique_ptr<Entry>>
-    cache;
-memory scratch;  // shared by all primitives (one runs at a time), grown as needed
+std::mutex mu;  // one primitive runs at a time (they share the scratchpad); every entry point takes it
+std::map<std::vector<int64_t>, std::unique_ptr<Entry>> cache;
+memory scratch;  // shared by all primitives, grown as needed
 size_t scratch_size = 0;
+
+size_t md_size(const memory::desc& md) { return dnnl_memory_desc_get_size(md.get()); }  // C API: C++'s calls a _v2
+
+void grow_scratch(const memory::desc& md) {
+  const size_t need = md_size(md);
+  if (need > scratch_size) {
+    scratch_size = need;
+    scratch = make_memory(plain({static_cast<int64_t>((scratch_size + 3) / 4)}, tag::a), nullptr);
+  }
+}
+
+memory scratch_for(const memory::desc& md) {
+  void* buf = nullptr;
+  dnnl_memory_get_data_handle(scratch.get(), &buf);
+  return make_memory(md, buf);
+}
+
+// an eltwise primitive over n floats (layout does not matter to it), forward or backward from the output; cached
+struct Eltwise {
+  dnnl::eltwise_forward fwd;
+  dnnl::eltwise_backward bwd;
+  memory::desc md;
+};
+std::map<std::vector<int64_t>, std::unique_ptr<Eltwise>> eltwise_cache;
+
+Eltwise& eltwise(int64_t n, int act, float alpha) {
+  auto& slot = eltwise_cache[{n, act, static_cast<int64_t>(alpha * 1e6f)}];
+  if (!slot) {
+    slot = std::make_unique<Eltwise>();
+    slot->md = plain({n}, tag::a);
+    const auto alg = eltwise_alg(act, true);
+    auto pd = dnnl::eltwise_forward::primitive_desc(eng(), dnnl::prop_kind::forward_training, alg, slot->md,
+                                                    slot->md, alpha, 0.f);
+    slot->fwd = dnnl::eltwise_forward(pd);
+    slot->bwd = dnnl::eltwise_backward(
+        dnnl::eltwise_backward::primitive_desc(eng(), alg, slot->md, slot->md, slot->md, alpha, 0.f, pd));
+  }
+  return *slot;
+}
+
+// y = act(x) (x == y: in place)
+void eltwise_fwd(int64_t n, int act, float alpha, const float* x, float* y) {
+  Eltwise& e = eltwise(n, act, alpha);
+  e.fwd.execute(strm(), {{DNNL_ARG_SRC, make_memory(e.md, const_cast<float*>(x))}, {DNNL_ARG_DST, make_memory(e.md, y)}});
+}
+
+// dx = act'(.) * dy, the derivative read from the output y
+void eltwise_bwd(int64_t n, int act, float alpha, const float* dy, const float* y, float* dx) {
+  Eltwise& e = eltwise(n, act, alpha);
+  e.bwd.execute(strm(), {{DNNL_ARG_DIFF_DST, make_memory(e.md, const_cast<float*>(dy))},
+                         {DNNL_ARG_DST, make_memory(e.md, const_cast<float*>(y))},
+                         {DNNL_ARG_DIFF_SRC, make_memory(e.md, dx)}});
+}
 
 void run(int kind, const Geometry& g, const float* in0, const float* in1, float* out) {
   std::lock_guard<std::mutex> lock(mu);
   auto& slot = cache[g.key(kind)];
   if (!slot) slot = build(kind, g);
   Entry& e = *slot;
-  const size_t need = dnnl_memory_desc_get_size(e.scratch_md.get());  // C API: the C++ one calls a _v2
-  if (need > scratch_size) {
-    scratch_size = need;
-    scratch = make_memory(plain({static_cast<int64_t>((scratch_size + 3) / 4)}, tag::a), nullptr);
-  }
+  grow_scratch(e.scratch_md);
   const std::array<void*, 3> ptrs{const_cast<float*>(in0), const_cast<float*>(in1), out};
   std::unordered_map<int, memory> args;
   std::array<memory, 3> user;
@@ -142,16 +221,10 @@ void run(int kind, const Geometry& g, const float* in0, const float* in1, float*
   }
   for (int i = 0; i < 2; ++i)
     if (e.reorder_needed[i]) e.reorders[i].execute(strm(), user[i], e.buffers[i]);
-  if (scratch_size) {
-    void* buf = nullptr;
-    dnnl_memory_get_data_handle(scratch.get(), &buf);
-    memory s = make_memory(e.scratch_md, buf);
-    args[DNNL_ARG_SCRATCHPAD] = s;
-    e.prim.execute(strm(), args);
-  } else {
-    e.prim.execute(strm(), args);
-  }
+  if (scratch_size) args[DNNL_ARG_SCRATCHPAD] = scratch_for(e.scratch_md);
+  e.prim.execute(strm(), args);
   if (e.reorder_needed[2]) e.reorders[2].execute(strm(), e.buffers[2], user[2]);
+  if (kind == BWD_DATA && g.act) eltwise_fwd(g.n * g.ic * g.ih * g.iw, g.act, g.alpha, out, out);  // (no post-ops)
   strm().wait();
 }
 
@@ -165,24 +238,26 @@ int64_t out_side(int64_t in, int64_t k, int64_t s, int64_t p) { return (in + 2 *
 
 }  // namespace
 
-std::vector<paddle::Tensor> ConvFwd(const paddle::Tensor& src, const paddle::Tensor& wei, int stride, int padding) {
+std::vector<paddle::Tensor> ConvFwd(const paddle::Tensor& src, const paddle::Tensor& wei, int stride, int padding,
+                                    int act, float alpha) {
   check(src, "src"), check(wei, "weights");
   auto x = src.shape(), w = wei.shape();
   PD_CHECK(x[1] == w[1], "input channels ", x[1], " != weight channels ", w[1]);
   const int64_t k = w[2], oh = out_side(x[2], k, stride, padding), ow = out_side(x[3], k, stride, padding);
-  Geometry g{x[0], x[1], x[2], x[3], w[0], k, stride, padding, oh, ow};
+  Geometry g{x[0], x[1], x[2], x[3], w[0], k, stride, padding, oh, ow, act, alpha};
   auto dst = paddle::empty({g.n, g.oc, oh, ow}, paddle::DataType::FLOAT32, src.place());
   run(FWD, g, src.data<float>(), wei.data<float>(), dst.data<float>());
   return {dst};
 }
 
 // diff_dst [n, oc, oh, ow], wei [oc, ic, k, k] -> diff_src [n, ic, ih, iw]
+// (act: then diff_src = act(diff_src), for the transposed convolution's forward)
 std::vector<paddle::Tensor> ConvBwdData(const paddle::Tensor& diff_dst, const paddle::Tensor& wei, int stride,
-                                        int padding, int ih, int iw) {
+                                        int padding, int ih, int iw, int act, float alpha) {
   check(diff_dst, "diff_dst"), check(wei, "weights");
   auto y = diff_dst.shape(), w = wei.shape();
   PD_CHECK(y[1] == w[0], "output channels ", y[1], " != weight count ", w[0]);
-  Geometry g{y[0], w[1], ih, iw, w[0], w[2], stride, padding, y[2], y[3]};
+  Geometry g{y[0], w[1], ih, iw, w[0], w[2], stride, padding, y[2], y[3], act, alpha};
   PD_CHECK(out_side(ih, g.k, stride, padding) == y[2] && out_side(iw, g.k, stride, padding) == y[3],
            "input side does not match the output side");
   auto diff_src = paddle::empty({g.n, g.ic, ih, iw}, paddle::DataType::FLOAT32, diff_dst.place());
@@ -204,12 +279,12 @@ std::vector<paddle::Tensor> ConvBwdWeights(const paddle::Tensor& src, const padd
 }
 
 std::vector<std::vector<int64_t>> ConvFwdShape(const std::vector<int64_t>& x, const std::vector<int64_t>& w,
-                                               int stride, int padding) {
+                                               int stride, int padding, int act, float alpha) {
   return {{x[0], w[0], out_side(x[2], w[2], stride, padding), out_side(x[3], w[3], stride, padding)}};
 }
 
 std::vector<std::vector<int64_t>> ConvBwdDataShape(const std::vector<int64_t>& y, const std::vector<int64_t>& w,
-                                                   int stride, int padding, int ih, int iw) {
+                                                   int stride, int padding, int ih, int iw, int act, float alpha) {
   return {{y[0], w[1], ih, iw}};
 }
 
@@ -223,7 +298,7 @@ std::vector<paddle::DataType> SameDtype(const paddle::DataType& a, const paddle:
 PD_BUILD_OP(dnnl_conv_fwd)
     .Inputs({"Src", "Wei"})
     .Outputs({"Dst"})
-    .Attrs({"stride: int", "padding: int"})
+    .Attrs({"stride: int", "padding: int", "act: int", "alpha: float"})
     .SetKernelFn(PD_KERNEL(ConvFwd))
     .SetInferShapeFn(PD_INFER_SHAPE(ConvFwdShape))
     .SetInferDtypeFn(PD_INFER_DTYPE(SameDtype));
@@ -231,7 +306,7 @@ PD_BUILD_OP(dnnl_conv_fwd)
 PD_BUILD_OP(dnnl_conv_bwd_data)
     .Inputs({"DiffDst", "Wei"})
     .Outputs({"DiffSrc"})
-    .Attrs({"stride: int", "padding: int", "ih: int", "iw: int"})
+    .Attrs({"stride: int", "padding: int", "ih: int", "iw: int", "act: int", "alpha: float"})
     .SetKernelFn(PD_KERNEL(ConvBwdData))
     .SetInferShapeFn(PD_INFER_SHAPE(ConvBwdDataShape))
     .SetInferDtypeFn(PD_INFER_DTYPE(SameDtype));
@@ -243,3 +318,213 @@ PD_BUILD_OP(dnnl_conv_bwd_weights)
     .SetKernelFn(PD_KERNEL(ConvBwdWeights))
     .SetInferShapeFn(PD_INFER_SHAPE(ConvBwdWeightsShape))
     .SetInferDtypeFn(PD_INFER_DTYPE(SameDtype));
+
+// ---------------------------------------------------------------------------------------------
+// what follows the convolutions: activations alone, and batch normalization (+ an activation)
+
+namespace {
+
+void check_any(const paddle::Tensor& t, const char* what) {
+  PD_CHECK(t.is_cpu(), what, " must be on the CPU");
+  PD_CHECK(t.dtype() == paddle::DataType::FLOAT32, what, " must be float32");
+}
+
+struct BatchNorm {
+  dnnl::batch_normalization_forward fwd;
+  dnnl::batch_normalization_backward bwd;
+  memory::desc data_md, stat_md, ws_md, fwd_scratch_md, bwd_scratch_md;
+  size_t ws_bytes = 0;
+};
+std::map<std::vector<int64_t>, std::unique_ptr<BatchNorm>> bn_cache;
+
+// global: the running statistics (eval mode), else the batch's; fnr: oneDNN's fuse_norm_relu (ReLU inside the
+// normalization, its mask kept in a workspace for the backward pass)
+BatchNorm& batch_norm(const std::vector<int64_t>& s, bool global, bool fnr, float eps) {
+  auto& slot = bn_cache[{s[0], s[1], s[2], s[3], global, fnr, static_cast<int64_t>(eps * 1e12f)}];
+  if (!slot) {
+    auto e = std::make_unique<BatchNorm>();
+    using f = dnnl::normalization_flags;
+    auto flags = f::use_scale | f::use_shift;
+    if (global) flags = flags | f::use_global_stats;
+    if (fnr) flags = flags | f::fuse_norm_relu;
+    dnnl::primitive_attr attr;
+    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+    e->data_md = plain({s[0], s[1], s[2], s[3]}, tag::nchw);
+    e->stat_md = plain({s[1]}, tag::a);
+    auto fpd = dnnl::batch_normalization_forward::primitive_desc(eng(), dnnl::prop_kind::forward_training, e->data_md,
+                                                                 e->data_md, eps, flags, attr);
+    auto bpd = dnnl::batch_normalization_backward::primitive_desc(eng(), dnnl::prop_kind::backward, e->data_md,
+                                                                  e->data_md, e->data_md, eps, flags, fpd, attr);
+    e->fwd = dnnl::batch_normalization_forward(fpd);
+    e->bwd = dnnl::batch_normalization_backward(bpd);
+    e->ws_md = fpd.workspace_desc();
+    e->ws_bytes = md_size(e->ws_md);
+    e->fwd_scratch_md = fpd.scratchpad_desc();
+    e->bwd_scratch_md = bpd.scratchpad_desc();
+    slot = std::move(e);
+  }
+  return *slot;
+}
+
+float* mut(const paddle::Tensor& t) { return const_cast<float*>(t.data<float>()); }
+
+}  // namespace
+
+std::vector<paddle::Tensor> EltwiseFwd(const paddle::Tensor& x, int act, float alpha) {
+  check_any(x, "x");
+  auto y = paddle::empty(x.shape(), paddle::DataType::FLOAT32, x.place());
+  std::lock_guard<std::mutex> lock(mu);
+  eltwise_fwd(x.numel(), act, alpha, x.data<float>(), y.data<float>());
+  strm().wait();
+  return {y};
+}
+
+std::vector<paddle::Tensor> EltwiseBwd(const paddle::Tensor& dy, const paddle::Tensor& y, int act, float alpha) {
+  check_any(dy, "dy"), check_any(y, "y");
+  PD_CHECK(dy.numel() == y.numel(), "dy and y differ in size");
+  auto dx = paddle::empty(y.shape(), paddle::DataType::FLOAT32, y.place());
+  std::lock_guard<std::mutex> lock(mu);
+  eltwise_bwd(y.numel(), act, alpha, dy.data<float>(), y.data<float>(), dx.data<float>());
+  strm().wait();
+  return {dx};
+}
+
+// training: batch statistics (returned), running ones updated in place as Paddle's kernel does; else the running
+// ones (returned as copies, for the backward pass)
+std::vector<paddle::Tensor> BnFwd(const paddle::Tensor& x, const paddle::Tensor& scale, const paddle::Tensor& shift,
+                                  const paddle::Tensor& rmean, const paddle::Tensor& rvar, int training,
+                                  float momentum, float eps, int act, float alpha, int fnr) {
+  check(x, "x");
+  for (auto* t : {&scale, &shift, &rmean, &rvar}) check_any(*t, "a batch norm parameter");
+  const auto s = x.shape();
+  const int64_t c = s[1];
+  PD_CHECK(scale.numel() == c && shift.numel() == c && rmean.numel() == c && rvar.numel() == c,
+           "batch norm parameters must have ", c, " values");
+  PD_CHECK(!fnr || (act == 1 && alpha == 0.f), "fuse_norm_relu is for ReLU only");
+  auto y = paddle::empty(s, paddle::DataType::FLOAT32, x.place());
+  auto mean = paddle::empty({c}, paddle::DataType::FLOAT32, x.place());
+  auto var = paddle::empty({c}, paddle::DataType::FLOAT32, x.place());
+  std::lock_guard<std::mutex> lock(mu);
+  BatchNorm& e = batch_norm(s, !training, fnr, eps);
+  auto ws = paddle::empty({static_cast<int64_t>(std::max<size_t>(e.ws_bytes, 1))}, paddle::DataType::UINT8,
+                          x.place());
+  grow_scratch(e.fwd_scratch_md);
+  std::unordered_map<int, memory> args{
+      {DNNL_ARG_SRC, make_memory(e.data_md, mut(x))},
+      {DNNL_ARG_DST, make_memory(e.data_md, y.data<float>())},
+      {DNNL_ARG_SCALE, make_memory(e.stat_md, mut(scale))},
+      {DNNL_ARG_SHIFT, make_memory(e.stat_md, mut(shift))},
+      {DNNL_ARG_MEAN, make_memory(e.stat_md, training ? mean.data<float>() : mut(rmean))},
+      {DNNL_ARG_VARIANCE, make_memory(e.stat_md, training ? var.data<float>() : mut(rvar))}};
+  if (e.ws_bytes) args[DNNL_ARG_WORKSPACE] = make_memory(e.ws_md, ws.data<uint8_t>());
+  if (scratch_size) args[DNNL_ARG_SCRATCHPAD] = scratch_for(e.fwd_scratch_md);
+  e.fwd.execute(strm(), args);
+  if (act && !fnr) eltwise_fwd(x.numel(), act, alpha, y.data<float>(), y.data<float>());
+  strm().wait();
+  float *rm = mut(rmean), *rv = mut(rvar), *m = mean.data<float>(), *v = var.data<float>();
+  const float keep = momentum, take = 1.f - momentum;  // Paddle: running * momentum + batch * (1 - momentum)
+  for (int64_t i = 0; i < c; ++i) {
+    if (training) {
+      rm[i] = rm[i] * keep + m[i] * take;
+      rv[i] = rv[i] * keep + v[i] * take;
+    } else {
+      m[i] = rm[i], v[i] = rv[i];
+    }
+  }
+  return {y, mean, var, ws};
+}
+
+// y: the forward's output (the activation's gradient is read from it); dx = dnorm(act'(y) * dy)
+std::vector<paddle::Tensor> BnBwd(const paddle::Tensor& x, const paddle::Tensor& y, const paddle::Tensor& dy,
+                                  const paddle::Tensor& scale, const paddle::Tensor& mean, const paddle::Tensor& var,
+                                  const paddle::Tensor& ws, int training, float eps, int act, float alpha, int fnr) {
+  check(x, "x"), check(y, "y"), check(dy, "dy");
+  const auto s = x.shape();
+  const int64_t c = s[1];
+  auto dx = paddle::empty(s, paddle::DataType::FLOAT32, x.place());
+  auto dscale = paddle::empty({c}, paddle::DataType::FLOAT32, x.place());
+  auto dshift = paddle::empty({c}, paddle::DataType::FLOAT32, x.place());
+  std::lock_guard<std::mutex> lock(mu);
+  BatchNorm& e = batch_norm(s, !training, fnr, eps);
+  PD_CHECK(!e.ws_bytes || static_cast<size_t>(ws.numel()) == e.ws_bytes, "workspace size mismatch");
+  const float* diff = dy.data<float>();
+  if (act && !fnr) {  // the activation's gradient into dx, then the normalization's, in place
+    eltwise_bwd(x.numel(), act, alpha, diff, y.data<float>(), dx.data<float>());
+    diff = dx.data<float>();
+  }
+  grow_scratch(e.bwd_scratch_md);
+  std::unordered_map<int, memory> args{{DNNL_ARG_SRC, make_memory(e.data_md, mut(x))},
+                                       {DNNL_ARG_MEAN, make_memory(e.stat_md, mut(mean))},
+                                       {DNNL_ARG_VARIANCE, make_memory(e.stat_md, mut(var))},
+                                       {DNNL_ARG_DIFF_DST, make_memory(e.data_md, const_cast<float*>(diff))},
+                                       {DNNL_ARG_SCALE, make_memory(e.stat_md, mut(scale))},
+                                       {DNNL_ARG_DIFF_SRC, make_memory(e.data_md, dx.data<float>())},
+                                       {DNNL_ARG_DIFF_SCALE, make_memory(e.stat_md, dscale.data<float>())},
+                                       {DNNL_ARG_DIFF_SHIFT, make_memory(e.stat_md, dshift.data<float>())}};
+  if (e.ws_bytes) args[DNNL_ARG_WORKSPACE] = make_memory(e.ws_md, const_cast<uint8_t*>(ws.data<uint8_t>()));
+  if (scratch_size) args[DNNL_ARG_SCRATCHPAD] = scratch_for(e.bwd_scratch_md);
+  e.bwd.execute(strm(), args);
+  strm().wait();
+  return {dx, dscale, dshift};
+}
+
+std::vector<std::vector<int64_t>> SameShape1(const std::vector<int64_t>& x) { return {x}; }
+std::vector<std::vector<int64_t>> SameShape2(const std::vector<int64_t>& a, const std::vector<int64_t>& b) {
+  return {a};
+}
+std::vector<paddle::DataType> SameDtype1(const paddle::DataType& a) { return {a}; }
+
+std::vector<std::vector<int64_t>> BnFwdShape(const std::vector<int64_t>& x, const std::vector<int64_t>& c,
+                                             const std::vector<int64_t>&, const std::vector<int64_t>&,
+                                             const std::vector<int64_t>&, int, float, float, int, float, int) {
+  return {x, {x[1]}, {x[1]}, {-1}};
+}
+std::vector<paddle::DataType> BnFwdDtype(const paddle::DataType& a, const paddle::DataType&,
+                                         const paddle::DataType&, const paddle::DataType&,
+                                         const paddle::DataType&) {
+  return {a, a, a, paddle::DataType::UINT8};
+}
+std::vector<std::vector<int64_t>> BnBwdShape(const std::vector<int64_t>& x, const std::vector<int64_t>&,
+                                             const std::vector<int64_t>&, const std::vector<int64_t>&,
+                                             const std::vector<int64_t>&, const std::vector<int64_t>&,
+                                             const std::vector<int64_t>&, int, float, int, float, int) {
+  return {x, {x[1]}, {x[1]}};
+}
+std::vector<paddle::DataType> BnBwdDtype(const paddle::DataType& a, const paddle::DataType&,
+                                         const paddle::DataType&, const paddle::DataType&,
+                                         const paddle::DataType&, const paddle::DataType&,
+                                         const paddle::DataType&) {
+  return {a, a, a};
+}
+
+PD_BUILD_OP(dnnl_eltwise_fwd)
+    .Inputs({"X"})
+    .Outputs({"Y"})
+    .Attrs({"act: int", "alpha: float"})
+    .SetKernelFn(PD_KERNEL(EltwiseFwd))
+    .SetInferShapeFn(PD_INFER_SHAPE(SameShape1))
+    .SetInferDtypeFn(PD_INFER_DTYPE(SameDtype1));
+
+PD_BUILD_OP(dnnl_eltwise_bwd)
+    .Inputs({"DiffDst", "Dst"})
+    .Outputs({"DiffSrc"})
+    .Attrs({"act: int", "alpha: float"})
+    .SetKernelFn(PD_KERNEL(EltwiseBwd))
+    .SetInferShapeFn(PD_INFER_SHAPE(SameShape2))
+    .SetInferDtypeFn(PD_INFER_DTYPE(SameDtype));
+
+PD_BUILD_OP(dnnl_bn_fwd)
+    .Inputs({"X", "Scale", "Shift", "RunningMean", "RunningVar"})
+    .Outputs({"Y", "Mean", "Var", "Workspace"})
+    .Attrs({"training: int", "momentum: float", "eps: float", "act: int", "alpha: float", "fnr: int"})
+    .SetKernelFn(PD_KERNEL(BnFwd))
+    .SetInferShapeFn(PD_INFER_SHAPE(BnFwdShape))
+    .SetInferDtypeFn(PD_INFER_DTYPE(BnFwdDtype));
+
+PD_BUILD_OP(dnnl_bn_bwd)
+    .Inputs({"X", "Y", "DiffY", "Scale", "Mean", "Var", "Workspace"})
+    .Outputs({"DiffX", "DiffScale", "DiffShift"})
+    .Attrs({"training: int", "eps: float", "act: int", "alpha: float", "fnr: int"})
+    .SetKernelFn(PD_KERNEL(BnBwd))
+    .SetInferShapeFn(PD_INFER_SHAPE(BnBwdShape))
+    .SetInferDtypeFn(PD_INFER_DTYPE(BnBwdDtype));

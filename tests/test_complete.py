@@ -412,3 +412,45 @@ def test_bench_complete_runs(capsys):
     )
     out = capsys.readouterr().out
     assert "| 8 | 4 |" in out and "loop / batch" in out
+
+
+def test_search_stops_early_when_no_start_improves(monkeypatch):
+    """patience: the search ends once no start's loss has dropped by more than TOL for `patience` steps; 0 runs
+    every step."""
+    import complete
+    from network import Generator
+
+    paddle.seed(0)
+    G = Generator(nz=16, ngf=8)
+    calls = []
+    orig = G.forward
+    monkeypatch.setattr(G, "forward", lambda z: calls.append(1) or orig(z))
+    y = np.zeros((1, 3, 64, 64), np.float32)
+    w = complete.importance_weights(complete.make_mask("center")[None])
+    complete.search(G, None, y, w, iters=50, lam=0.0, restarts=2, lr=1e-12, patience=3)  # z cannot move
+    assert len(calls) == 1 + 3 + 1  # the first step, 3 without improvement (the stop), then the final forward
+    calls.clear()
+    complete.search(G, None, y, w, iters=5, lam=0.0, restarts=2, lr=1e-12)
+    assert len(calls) == 5 + 1
+
+
+def test_fast_flag_takes_the_fast_setting(monkeypatch, tmp_path):
+    import complete
+
+    seen = {}
+
+    def fake_complete(models, images, mask, iters, lam, restarts, blend, seed, lr, progress=False, patience=0):
+        seen.update(iters=iters, restarts=restarts, lr=lr, patience=patience)
+        raise SystemExit  # the setting is all this test needs
+
+    monkeypatch.setattr(complete, "complete", fake_complete)
+    import types
+
+    monkeypatch.setattr(complete, "_models", lambda *a: (types.SimpleNamespace(nz=16, ngf=8), None))
+    monkeypatch.setattr(complete, "load_images", lambda *a: (np.zeros((1, 64, 64, 3), np.uint8), ["a"], []))
+    cfg = complete.CompleteConfig(fast=True, out=str(tmp_path / "o"))
+    try:
+        complete.run(cfg)
+    except SystemExit:
+        pass
+    assert seen == {k: complete.FAST[k] for k in ("iters", "restarts", "lr", "patience")}

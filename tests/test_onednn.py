@@ -188,3 +188,199 @@ def test_another_environment_gets_its_own_folder_and_evicts_none(tmp_path, monke
     assert all((c / onednn_conv.STAMP).is_file() for c in compiled)
     assert onednn_conv.build(directory=ext) == f"ops from {compiled[1] / onednn_conv.NAME}"  # cached: loaded
     assert len(compiled) == 2 and loaded == [compiled[1] / onednn_conv.NAME]
+
+
+# ---------------------------------------------------------------------------------------------
+# what follows the convolutions: activations, BatchNorm (+ activation), fused on oneDNN
+
+
+def block_inputs(ngf: int, batch: int = 2):
+    """Every layer of G and D with its input shape and the layer after it, traced in call order."""
+    G, D = Generator(nz=100, ngf=ngf), Discriminator(ndf=ngf)
+    seen, hooks = [], []
+    for net in (G, D):
+        mods = list(net.main)
+        for i, m in enumerate(mods):
+            nxt = mods[i + 1] if i + 1 < len(mods) else None
+            hook = m.register_forward_pre_hook(
+                lambda layer, inputs, nxt=nxt: seen.append((layer, nxt, inputs[0].shape))
+            )
+            hooks.append(hook)
+    with paddle.no_grad(), _env("DCGAN_ONEDNN", "0"):  # Paddle's path calls every layer
+        D(G(paddle.zeros([batch, 100, 1, 1])))
+    for h in hooks:
+        h.remove()
+    return seen
+
+
+class _env:
+    """An environment variable set for a block of code."""
+
+    def __init__(self, name: str, value: str):
+        self.name, self.value = name, value
+
+    def __enter__(self):
+        import os
+
+        self.old = os.environ.get(self.name)
+        os.environ[self.name] = self.value
+
+    def __exit__(self, *exc):
+        import os
+
+        if self.old is None:
+            os.environ.pop(self.name, None)
+        else:
+            os.environ[self.name] = self.old
+
+
+def run_block(fn, x0: np.ndarray, params: list, seed: int = 1):
+    """fn(x) forward, then the gradients of x and `params` for a random output gradient: numpy arrays."""
+    x = paddle.to_tensor(x0, stop_gradient=False)
+    y = fn(x)
+    dy = paddle.to_tensor(np.random.default_rng(seed).standard_normal(y.shape).astype("float32"))
+    grads = paddle.grad(y, [x, *params], dy)
+    return [y.numpy()] + [g.numpy() for g in grads]
+
+
+def paddle_act(act_layer):
+    return act_layer if act_layer is not None else (lambda t: t)
+
+
+@needs_onednn
+@pytest.mark.parametrize("ngf", [64, 8])
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_fused_blocks_match_paddles_kernels(ngf, mode):
+    """Every fusion point of G and D (convolution + activation post-op, BatchNorm + activation with and without
+    fuse_norm_relu, activations alone): forward, input gradient and parameter gradients within 1e-5 of Paddle's own
+    kernels, and the running statistics after a training forward equal."""
+    rng = np.random.default_rng(0)
+    checked = {"postop": 0, "bn": 0, "act": 0, "normrelu": 0}
+    for layer, nxt, shape in block_inputs(ngf):
+        layer.train() if mode == "train" else layer.eval()
+        act = onednn_conv.act_of(nxt)
+        x0 = rng.standard_normal(shape).astype("float32")
+        cases = []  # (lever, fused fn, reference fn, params)
+        if isinstance(layer, (network.Conv2D, network.Conv2DTranspose)) and act:
+            # the reference: the same oneDNN convolution (tested against Paddle's above), then Paddle's activation
+            # kernel; against Paddle's convolution a pre-activation within rounding of 0 can take the other side of
+            # LeakyReLU's kink, and its gradient jumps there by design
+            ref = lambda x, layer=layer, nxt=nxt: nxt(layer(x))  # noqa: E731
+            cases.append(("postop", lambda x, layer=layer, act=act: layer(x, act=act), ref, [layer.weight]))
+        if isinstance(layer, network.BatchNorm2D):
+            ref = lambda x, layer=layer, nxt=nxt: nxt(paddle.nn.BatchNorm2D.forward(layer, x))  # noqa: E731
+            params = [layer.weight, layer.bias]
+            cases.append(("bn", lambda x, layer=layer, act=act: layer(x, act=act), ref, params))
+            if act == (1, 0.0) and mode == "train":
+                cases.append(("normrelu", lambda x, layer=layer: layer(x, act=(1, 0.0), fnr=True), ref, params))
+        own = onednn_conv.act_of(layer)
+        if own:
+            cases.append(("act", lambda x, own=own: onednn_conv.activation(x, own), layer, []))
+        for lever, fused, ref, params in cases:
+            stats = []
+            results = []
+            for fn in (fused, ref):
+                if isinstance(layer, network.BatchNorm2D):  # the same running statistics before each
+                    layer._mean.set_value(np.full(layer._mean.shape, 0.1, "float32"))
+                    layer._variance.set_value(np.full(layer._variance.shape, 0.9, "float32"))
+                results.append(run_block(fn, x0, params))
+                if isinstance(layer, network.BatchNorm2D):
+                    stats.append((layer._mean.numpy(), layer._variance.numpy()))
+            names = ["forward", "input grad"] + [f"grad of {p.name}" for p in params]
+            for name, a, b in zip(names, *results, strict=True):
+                assert a.shape == b.shape
+                assert close(a, b) < 1e-5, f"{lever} {layer} ({mode}): {name} differs by {close(a, b):.2e}"
+            if stats:
+                for a, b in zip(*stats, strict=True):
+                    assert close(a, b) < 1e-6, f"{layer}: running statistics differ by {close(a, b):.2e}"
+                if mode == "eval":
+                    assert np.all(stats[0][0] == np.float32(0.1)), "eval mode must not touch the running mean"
+            checked[lever] += 1
+    bn_layers = 4 + 3
+    assert checked == {"postop": 3, "bn": bn_layers, "act": 10, "normrelu": 4 if mode == "train" else 0}
+
+
+@needs_onednn
+def test_running_statistics_follow_paddles_formula():
+    """Training mode: running = 0.5 * running + 0.5 * batch statistic, with the biased variance (Paddle 3.3.1's CPU
+    kernel: N*H*W in the denominator, for the normalisation too), eps 1e-5."""
+    bn = network._bn(6)
+    assert isinstance(bn, network.BatchNorm2D) and bn._momentum == 0.5 and bn._epsilon == 1e-5
+    x0 = np.random.default_rng(0).standard_normal((4, 6, 5, 5)).astype("float32") * 2 + 1
+    m0, v0 = bn._mean.numpy().copy(), bn._variance.numpy().copy()
+    y = onednn_conv.batch_norm(paddle.to_tensor(x0), bn).numpy()
+    x = x0.astype(np.float64)
+    mean, var = x.mean((0, 2, 3)), x.var((0, 2, 3))  # biased
+    np.testing.assert_allclose(bn._mean.numpy(), 0.5 * m0 + 0.5 * mean, rtol=0, atol=2e-6)
+    np.testing.assert_allclose(bn._variance.numpy(), 0.5 * v0 + 0.5 * var, rtol=0, atol=4e-6)
+    w, b = bn.weight.numpy()[:, None, None], bn.bias.numpy()[:, None, None]
+    expect = (x - mean[:, None, None]) / np.sqrt(var[:, None, None] + 1e-5) * w + b
+    np.testing.assert_allclose(y, expect, rtol=0, atol=1e-5)
+
+
+@needs_onednn
+@pytest.mark.parametrize("fuse", ["none", "postop", "bn", "act", "bn,act", "all"])
+def test_whole_networks_match_with_each_fusion(fuse):
+    """G and D end to end, training mode, each fusion alone and all: outputs, every parameter gradient and the
+    running statistics agree with Paddle's kernels (DCGAN_ONEDNN=0)."""
+    import os
+
+    results = []
+    for env in ({"DCGAN_ONEDNN": "1", onednn_conv.FUSE_ENV: fuse}, {"DCGAN_ONEDNN": "0"}):
+        old = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        try:
+            paddle.seed(5)
+            G, D = Generator(nz=16, ngf=8), Discriminator(ndf=8)
+            z = paddle.to_tensor(np.random.default_rng(2).standard_normal((4, 16, 1, 1)).astype("float32"))
+            out = D(G(z))
+            out.sum().backward()
+            results.append(
+                {"out": out.numpy()}
+                | {f"{n}.{k}": v.numpy() for n, net in (("G", G), ("D", D)) for k, v in net.state_dict().items()}
+                | {
+                    f"{n}.{k}.grad": p.grad.numpy()
+                    for n, net in (("G", G), ("D", D))
+                    for k, p in net.named_parameters()
+                    if not p.stop_gradient
+                }
+            )
+        finally:
+            for k, v in old.items():
+                os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+    fused, ref = results
+    assert fused.keys() == ref.keys()
+    for k in ref:
+        assert close(fused[k], ref[k]) < 1e-4, f"{k} differs by {close(fused[k], ref[k]):.2e}"
+
+
+@needs_onednn
+def test_fused_ops_do_run(monkeypatch):
+    calls = []
+    for op in onednn_conv.OPS:
+        orig = getattr(onednn_conv._ops, op)
+        monkeypatch.setattr(onednn_conv._ops, op, lambda *a, orig=orig, op=op: calls.append((op, a[-2:])) or orig(*a))
+    monkeypatch.delenv(onednn_conv.FUSE_ENV, raising=False)
+    G, D = Generator(nz=16, ngf=8), Discriminator(ndf=8)
+    D(G(paddle.randn([2, 16, 1, 1]))).sum().backward()
+    names = [c[0] for c in calls]
+    assert names.count("dnnl_bn_fwd") == 7 and names.count("dnnl_bn_bwd") == 7  # every BN, with its activation
+    assert "dnnl_eltwise_fwd" not in names  # all activations fused: post-ops or inside the BN op
+    assert names.count("dnnl_eltwise_bwd") == 3  # the post-op activations' gradients (D first/last, G last)
+    fused_fwd = [c[1] for c in calls if c[0] == "dnnl_conv_fwd" and c[1][0] != 0]
+    assert sorted(fused_fwd) == [(1, pytest.approx(0.2)), (3, 0.0)]  # D's LeakyReLU and sigmoid as post-ops
+    assert [c[1] for c in calls if c[0] == "dnnl_conv_bwd_data" and c[1][0] != 0] == [(2, 0.0)]  # G's tanh
+
+
+def test_fallback_is_paddles_own_layers(monkeypatch):
+    """DCGAN_ONEDNN=0: no oneDNN op at all; G and D run the plain nn.Sequential of Paddle's layers."""
+    monkeypatch.setenv("DCGAN_ONEDNN", "0")
+
+    def boom(*a):
+        raise AssertionError("oneDNN op called with DCGAN_ONEDNN=0")
+
+    for cls in ("_Conv2D", "_Conv2DTranspose", "_BatchNorm", "_Eltwise"):
+        monkeypatch.setattr(getattr(onednn_conv, cls), "apply", boom)
+    G, D = Generator(nz=16, ngf=8), Discriminator(ndf=8)
+    D(G(paddle.randn([2, 16, 1, 1]))).sum().backward()
+    assert all(isinstance(m, paddle.nn.BatchNorm2D) for m in G.main if "BatchNorm" in type(m).__name__)
