@@ -11,8 +11,10 @@ Method (the paper's): with the mask M (missing pixels) and the image y in [-1, 1
     L(z) = || W * (G(z) - y) ||_1 + lam * log(1 - D(G(z)))
 W_i = the share of missing pixels in the 7x7 window around a known pixel i (only the in-image pixels of the
 window count), 0 on missing pixels: known pixels next to the hole matter most. --restarts random starts per
-image; the one with the lowest final loss is kept. All images x restarts go through G and D as one batch, both
-in eval mode (BatchNorm's running statistics: a face does not depend on its batch-mates). Then Poisson blending
+image; the one with the lowest final loss is kept. The images x restarts go through G and D in chunks of
+--batch-size rows (default: all at once on a CPU, as many as half the GPU's free memory holds on a GPU), both in
+eval mode (BatchNorm's running statistics: a face does not depend on its batch-mates, so chunks give the one-batch
+result; tested). Then Poisson blending
 (Eq. 6): inside the hole the output has the gradients of G(z), on its border it meets the known pixels
 (--blend none pastes G(z) instead). Known pixels of the output are the input's, exactly.
 
@@ -92,6 +94,13 @@ class CompleteConfig:
         metadata={
             "help": "instead: face arithmetic A-B+C on generate(seed) faces, e.g. 3,5,9-1,2+4,8",
             "metavar": "A-B+C",
+        },
+    )
+    batch_size: int = field(
+        default=0,
+        metadata={
+            "help": "rows (image x start) through G and D at once; 0: by device (all on a CPU, what half the GPU's "
+            "free memory holds on a GPU)"
         },
     )
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
@@ -283,8 +292,10 @@ def search(
     lr: float = 0.01,
     seed: int = 0,
     progress: bool = False,
+    batch_size: int = 0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Adam on z for sum_i ||W_i * (G(z) - y_i)||_1 + lam * log(1 - D(G(z))), all images x restarts in one batch.
+    """Adam on z for sum_i ||W_i * (G(z) - y_i)||_1 + lam * log(1 - D(G(z))), all images x restarts at once, through
+    G and D in chunks of `batch_size` rows (0: by device, see rows_per_chunk).
 
     y: float32 [N, 3, 64, 64]; weights: [N, 64, 64] (broadcast over channels). Start r of image i is drawn from
     default_rng([seed, i, r]), so an image's result does not depend on the others in the run.
@@ -293,6 +304,8 @@ def search(
 
     if lam > 0 and D is None:
         raise UserError("the prior term (lam > 0) needs D: pass the training checkpoint or lam=0")
+    if batch_size < 0:
+        raise UserError(f"batch size must be >= 0 (0: by device), not {batch_size}")
     n, nz = len(y), G.nz
     z0 = np.stack(
         [np.random.default_rng([seed, i, r]).standard_normal((nz, 1, 1)) for i in range(n) for r in range(restarts)]
@@ -308,8 +321,8 @@ def search(
     models = [m for m in (G, D) if m is not None]
     was = [(m.training, [(p, p.stop_gradient) for p in m.parameters()]) for m in models]
 
-    def loss_of(x: paddle.Tensor) -> paddle.Tensor:  # [N*R]
-        contextual = (w * (x - target).abs()).sum(axis=[1, 2, 3])
+    def loss_of(x: paddle.Tensor, rows: slice) -> paddle.Tensor:  # [rows]
+        contextual = (w[rows] * (x - target[rows]).abs()).sum(axis=[1, 2, 3])
         if lam <= 0:
             return contextual
         return contextual + lam * paddle.log(1.0 - D(x).clip(max=1.0 - EPS))
@@ -323,18 +336,18 @@ def search(
             paddle.utils.unique_name.guard(),
             tqdm(range(iters), desc="complete", unit="it", disable=not progress) as bar,
         ):
+            chunk = batch_size or rows_per_chunk(G, D, n * restarts)
             for it in bar:
-                loss = loss_of(G(z)).sum()
                 opt.clear_grad()
-                loss.backward()
+                loss = through_chunks(G, z, loss_of, chunk)[0]
                 opt.step()
                 with paddle.no_grad():
                     z.set_value(_on_sphere(z, nz))
                 if progress and it % 20 == 0:
                     bar.set_postfix(loss=f"{float(loss) / (n * restarts):.3f}")
         with paddle.no_grad():
-            x = G(z)
-            losses = loss_of(x).numpy().reshape(n, restarts)
+            x, losses = through_chunks(G, z, loss_of, chunk, grad=False)[1:]
+            losses = losses.reshape(n, restarts)
     finally:
         for m, (training, params) in zip(models, was, strict=True):
             if training:
@@ -343,7 +356,41 @@ def search(
                 p.stop_gradient = stop
     best = losses.argmin(axis=1)
     rows = np.arange(n) * restarts + best
-    return z.numpy()[rows], x.numpy()[rows], losses[np.arange(n), best], losses
+    return z.numpy()[rows], x[rows], losses[np.arange(n), best], losses
+
+
+def through_chunks(G: Generator, z: paddle.Tensor, loss_of, chunk: int, grad: bool = True):
+    """loss_of(G(z[rows]), rows) for chunks of `chunk` rows of z. With grad: each chunk's backward adds its rows'
+    gradients into z.grad (a row's loss depends on its own z only, G and D being in eval mode), so the Adam step after
+    it is the one-batch step, and only one chunk's activations are alive at a time. Returns (the summed loss, G(z)
+    float32 [rows, 3, 64, 64] and every row's loss [rows] as arrays; the arrays only without grad)."""
+    total, xs, losses = None, [], []
+    for a in range(0, z.shape[0], chunk):
+        rows = slice(a, min(a + chunk, z.shape[0]))
+        x = G(z[rows])
+        loss = loss_of(x, rows)
+        if grad:
+            loss = loss.sum()
+            loss.backward()
+            total = loss.detach() if total is None else total + loss.detach()
+        else:
+            xs.append(x.numpy())
+            losses.append(loss.numpy())
+    if grad:
+        return total, None, None
+    return None, np.concatenate(xs), np.concatenate(losses)
+
+
+def rows_per_chunk(G: Generator, D: Discriminator | None, rows: int) -> int:
+    """--batch-size 0: every row at once on a CPU (host memory); on a GPU as many rows as half its free memory
+    holds, at 4 bytes x (G's and D's activations, kept for the backward pass, and their gradients) a row."""
+    if not paddle.device.get_device().startswith("gpu"):
+        return rows
+    from dataReader import device_free_bytes
+
+    ndf = D.ndf if D is not None else 0
+    per_row = 4 * 2 * 3 * (1920 * (G.ngf + ndf) + 3 * SIZE * SIZE)  # conv, BN and ReLU outputs per layer, x2: grads
+    return max(1, min(rows, int(0.5 * device_free_bytes()) // per_row))
 
 
 def complete(
@@ -359,6 +406,7 @@ def complete(
     use_ema: bool = True,
     allow_pickle: bool = False,
     progress: bool = False,
+    batch_size: int = 0,
 ) -> Completion:
     """Complete uint8 faces [N, 64, 64, 3] where `mask` (bool [64, 64] or [N, 64, 64], True = missing) says.
     ckpt: the training checkpoint's path (a generator-only file when lam == 0), or a (G, D) pair of layers."""
@@ -370,7 +418,9 @@ def complete(
     masks = np.broadcast_to(np.asarray(mask, bool), (len(y), SIZE, SIZE))
     check_mask(masks)
     G, D = _models(ckpt, lam > 0, use_ema, allow_pickle)
-    z, x, loss, losses = search(G, D, y, importance_weights(masks), iters, lam, restarts, lr, seed, progress)
+    z, x, loss, losses = search(
+        G, D, y, importance_weights(masks), iters, lam, restarts, lr, seed, progress, batch_size
+    )
     generated = utils.chw_to_hwc(utils.to_uint8(x))
     if blend == "poisson":
         x_hwc, y_hwc = np.transpose(x, (0, 2, 3, 1)), np.transpose(y, (0, 2, 3, 1))
@@ -391,11 +441,13 @@ def invert(
     use_ema: bool = True,
     allow_pickle: bool = False,
     progress: bool = False,
+    batch_size: int = 0,
 ) -> np.ndarray:
     """The z [N, nz, 1, 1] whose G(z) is closest (L1, every pixel weighted 1, no prior) to each uint8 face."""
     y = _to_float(images_uint8)
     G, _ = _models(ckpt, False, use_ema, allow_pickle)
-    return search(G, None, y, np.ones((len(y), SIZE, SIZE), np.float32), iters, 0.0, restarts, lr, seed, progress)[0]
+    ones = np.ones((len(y), SIZE, SIZE), np.float32)
+    return search(G, None, y, ones, iters, 0.0, restarts, lr, seed, progress, batch_size)[0]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -524,10 +576,10 @@ def run(cfg: CompleteConfig) -> dict:
 def run_completion(cfg: CompleteConfig) -> dict:
     """Complete --images where --mask says; write the outputs and metrics.json; return the metrics."""
     out = Path(cfg.out)
-    if cfg.iters < 0 or cfg.restarts < 1 or cfg.lam < 0 or not cfg.lr > 0:
+    if cfg.iters < 0 or cfg.restarts < 1 or cfg.lam < 0 or not cfg.lr > 0 or cfg.batch_size < 0:
         raise UserError(
-            "need --iters >= 0, --restarts >= 1, --lam >= 0, --lr > 0 "
-            f"(got {cfg.iters}, {cfg.restarts}, {cfg.lam}, {cfg.lr})"
+            "need --iters >= 0, --restarts >= 1, --lam >= 0, --lr > 0, --batch-size >= 0 "
+            f"(got {cfg.iters}, {cfg.restarts}, {cfg.lam}, {cfg.lr}, {cfg.batch_size})"
         )
     images, names, skipped = load_images(cfg.images, cfg.num, cfg.offset)
     for name, why in skipped:
@@ -541,8 +593,9 @@ def run_completion(cfg: CompleteConfig) -> dict:
     )
     t0 = time.perf_counter()
     c = complete(
-        (G, D), images, mask, cfg.iters, cfg.lam, cfg.restarts, cfg.blend, cfg.seed, cfg.lr, progress=cfg.progress
-    )
+        (G, D), images, mask, cfg.iters, cfg.lam, cfg.restarts, cfg.blend, cfg.seed, cfg.lr,
+        progress=cfg.progress, batch_size=cfg.batch_size,
+    )  # fmt: skip
     seconds = time.perf_counter() - t0
     baselines = {"biharmonic": inpaint_biharmonic(images, mask), "mean_fill": mean_fill(images, mask)}
     metrics = {
