@@ -49,7 +49,8 @@ import paddle
 
 from arithmetic import Arithmetic, arithmetic, parse_arithmetic  # noqa: F401  (documented as complete.arithmetic)
 from arithmetic import run as arithmetic_run
-from network import CHECKPOINT_FILE, Discriminator, Generator, load_discriminator, load_generator
+from modelfile import CHECKPOINT_FILE, models_of
+from network import Discriminator, Generator
 
 SIZE = 64
 WINDOW = 7  # the paper: "We use a window size of 7 in all experiments"
@@ -239,29 +240,7 @@ class Completion:
     restart_losses: np.ndarray  # float32 [N, restarts]: every start's final loss
 
 
-def _models(
-    ckpt, need_D: bool, use_ema: bool = True, allow_pickle: bool = False
-) -> tuple[Generator, Discriminator | None]:
-    """(G, D) from a checkpoint path, or passed through from a (G, D) pair or a Generator."""
-    if isinstance(ckpt, (tuple, list)):
-        G, D = ckpt
-    elif isinstance(ckpt, Generator):
-        G, D = ckpt, None
-    else:
-        path = os.fspath(ckpt)
-        G = load_generator(path, use_ema=use_ema, allow_pickle=allow_pickle)
-        D = None
-        if need_D:
-            try:
-                D = load_discriminator(path, allow_pickle=allow_pickle)
-            except UserError as e:
-                raise UserError(
-                    f"{e}; the prior term (lam > 0) needs D: pass the training checkpoint ({CHECKPOINT_FILE}) "
-                    "or --lam 0"
-                ) from None
-    if need_D and D is None:
-        raise UserError("the prior term (lam > 0) needs D: pass the training checkpoint or lam=0")
-    return G, D
+NEEDS_D = f"the prior term (lam > 0) needs D: pass the training checkpoint ({CHECKPOINT_FILE}) or --lam 0 (lam=0)"
 
 
 def _to_float(images: np.ndarray) -> np.ndarray:
@@ -417,7 +396,7 @@ def complete(
     y = _to_float(images_uint8)
     masks = np.broadcast_to(np.asarray(mask, bool), (len(y), SIZE, SIZE))
     check_mask(masks)
-    G, D = _models(ckpt, lam > 0, use_ema, allow_pickle)
+    G, D = models_of(ckpt, lam > 0, use_ema, allow_pickle, NEEDS_D)
     z, x, loss, losses = search(
         G, D, y, importance_weights(masks), iters, lam, restarts, lr, seed, progress, batch_size
     )
@@ -445,7 +424,7 @@ def invert(
 ) -> np.ndarray:
     """The z [N, nz, 1, 1] whose G(z) is closest (L1, every pixel weighted 1, no prior) to each uint8 face."""
     y = _to_float(images_uint8)
-    G, _ = _models(ckpt, False, use_ema, allow_pickle)
+    G, _ = models_of(ckpt, False, use_ema, allow_pickle)
     ones = np.ones((len(y), SIZE, SIZE), np.float32)
     return search(G, None, y, ones, iters, 0.0, restarts, lr, seed, progress, batch_size)[0]
 
@@ -585,7 +564,7 @@ def run_completion(cfg: CompleteConfig) -> dict:
     for name, why in skipped:
         print(f"skipped {name}: {why}")
     mask = make_mask(cfg.mask, num=len(images), missing=cfg.missing, seed=cfg.seed)
-    G, D = _models(cfg.ckpt, cfg.lam > 0, cfg.ema, cfg.allow_pickle)  # every check before the long part
+    G, D = models_of(cfg.ckpt, cfg.lam > 0, cfg.ema, cfg.allow_pickle, NEEDS_D)  # every check before the long part
     print(
         f"{cfg.ckpt}: G nz={G.nz} ngf={G.ngf}"
         + (f", D ndf={D.ndf}" if D is not None else ", no prior (--lam 0)")

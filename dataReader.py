@@ -31,11 +31,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import utils  # first: it sets CPU thread defaults before paddle loads
+from utils import UserError
+
 import numpy as np
 import paddle
 
 from pretreat import SIZE, Source, load_face
-from utils import UserError
 
 PACK_HINT = "run python pretreat.py first (CelebA), or python pretreat.py --demo for the bundled demo set"
 

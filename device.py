@@ -124,8 +124,8 @@ AMP_DTYPES = {"fp16": "float16", "bf16": "bfloat16"}
 # precision, and ops on neither list follow their inputs (ReLU, LeakyReLU, tanh).
 AMP_WHITE_LIST = ("conv2d", "conv2d_transpose")
 # Always float32: BatchNorm (batch statistics), D's sigmoid (probabilities near 0 and 1, which the loss takes the
-# log of) and the loss itself, on probabilities (CPU) or logits (GPU; Paddle's BCE has no bfloat16 kernel). Each of these is
-# a real op name (tested).
+# log of) and the loss itself, on probabilities (CPU) or logits (GPU; Paddle's BCE has no bfloat16 kernel). Each
+# of these is a real op name (tested).
 AMP_BLACK_LIST = ("batch_norm", "sigmoid", "bce_loss", "sigmoid_cross_entropy_with_logits")
 
 

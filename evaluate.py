@@ -20,8 +20,6 @@ same size. `--json PATH` also writes the numbers. Same --seed, same images, same
 
 from __future__ import annotations
 
-import utils  # first: sets CPU thread defaults before anything loads paddle
-
 import json
 import os
 import sys
@@ -31,12 +29,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import utils  # first: sets CPU thread defaults before anything loads paddle
+from utils import UserError
+
 import numpy as np
 from scipy.ndimage import convolve1d
 
 import fid as fidlib  # numpy only at import: paddle loads when the Inception is built
 from fid import frechet_distance, kid  # noqa: F401  (part of evaluate's API)
-from utils import CHECKPOINT_FILE, GENERATOR_FILE, UserError
+from modelfile import CHECKPOINT_FILE, GENERATOR_FILE
 
 IMAGE_SIZE = 64
 IMAGE_EXTS = {".png", ".jpg", ".jpeg"}

@@ -29,13 +29,14 @@ from collections.abc import Iterator
 from dataclasses import field
 from pathlib import Path
 
-import numpy as np
-
 import utils  # before paddle: CPU thread defaults
+
+import numpy as np
 import paddle
 import paddle.nn as nn
 
-from network import CHECKPOINT_FILE, GENERATOR_FILE, Generator, load_generator
+from modelfile import CHECKPOINT_FILE, GENERATOR_FILE, generator_of, load_generator
+from network import Generator
 
 BN_MODES = ("running", "batch")
 # running: face rate (evaluate.face_rate, 500 faces x 5 seeds) as high as batch's or higher on demo-set generators
@@ -132,12 +133,6 @@ def sampling_net(G: Generator, bn: str = BN_DEFAULT) -> Iterator[nn.Layer]:
             G.train()
 
 
-def _model(ckpt: str | os.PathLike | nn.Layer, use_ema: bool, allow_pickle: bool = False) -> Generator:
-    if isinstance(ckpt, nn.Layer):
-        return ckpt
-    return load_generator(os.fspath(ckpt), use_ema=use_ema, allow_pickle=allow_pickle)
-
-
 @paddle.no_grad()
 def sample(G: Generator, z: np.ndarray, bn: str = BN_DEFAULT) -> np.ndarray:
     """The faces of latent points z [B, nz, 1, 1] as uint8 [B, 64, 64, 3] ((x + 1) * 127.5, rounded, clipped)."""
@@ -157,7 +152,7 @@ def generate(
     allow_pickle: bool = False,
 ) -> np.ndarray:
     """`num` faces as uint8 [num, 64, 64, 3] from a model file path or a Generator layer."""
-    G = _model(ckpt, use_ema, allow_pickle)
+    G = generator_of(ckpt, use_ema, allow_pickle)
     return sample(G, latent(num, G.nz, seed), bn)
 
 
@@ -173,7 +168,7 @@ def interpolate(
     """uint8 [pairs, steps, 64, 64, 3]: row i walks (slerp) from face 2i to face 2i+1 of generate(ckpt, seed=seed)."""
     if steps < 2 or pairs < 1:
         raise utils.UserError(f"interpolation needs at least 2 steps and 1 pair (got {steps} steps, {pairs} pairs)")
-    G = _model(ckpt, use_ema, allow_pickle)
+    G = generator_of(ckpt, use_ema, allow_pickle)
     z = latent(2 * pairs, G.nz, seed)
     faces = sample(G, np.concatenate([slerp(z[2 * i], z[2 * i + 1], steps) for i in range(pairs)]), bn)
     return faces.reshape(pairs, steps, *faces.shape[1:])
@@ -197,7 +192,7 @@ def export(
     """Save G (in BN mode `bn`) with paddle.jit.save as out_dir/generator.* with input z [None, nz, 1, 1] float32,
     reload it with paddle.jit.load and compare it with eager G on two batch sizes. Returns the files and the max
     abs difference; raises ExportMismatch (and writes nothing) when it exceeds EXPORT_ATOL."""
-    G = _model(ckpt, use_ema, allow_pickle)
+    G = generator_of(ckpt, use_ema, allow_pickle)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".export.", dir=out_dir))  # files appear in out_dir only once verified

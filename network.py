@@ -10,21 +10,20 @@ On the CPU, in float32 eager mode, the convolutions run on oneDNN (onednn_conv/,
 is available; elsewhere (GPU, static graphs, DCGAN_ONEDNN=0, no compiler or headers) on Paddle's own kernels.
 Same layers, parameters and state dicts either way; `conv_backend()` says which runs.
 
-Model files are safetensors (load_generator, load_discriminator); an old pickled .pdparams of your own converts with
+Model files are modelfile.py's (load_generator, load_discriminator, GENERATOR_FILE and CHECKPOINT_FILE are importable
+from here too); an old pickled .pdparams of your own converts with
 
     python network.py --convert output/generator.pdparams output/generator.safetensors
 """
 
 from __future__ import annotations
 
-import os
 import sys
 from dataclasses import dataclass, field
 
 import utils
 from utils import UserError
 
-import numpy as np
 import paddle
 import paddle.nn as nn
 
@@ -160,131 +159,17 @@ def parameter_count(model: nn.Layer, trainable_only: bool = True) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
-# model files (safetensors; see utils.save_state): what train.py writes, what generator.py and the others read
+# the model files are modelfile.py's; these names stay importable from network (README documents them)
 
-# the file names (defined in utils.py, which needs no paddle, so that evaluate.py --images stays paddle-free)
-GENERATOR_FILE = utils.GENERATOR_FILE  # G's weights (EMA when on) + format, version, nz, ngf
-CHECKPOINT_FILE = utils.CHECKPOINT_FILE  # everything train.py --resume needs
-GENERATOR_FORMAT = "dcgan-faces-paddle/generator"
-CHECKPOINT_FORMAT = "dcgan-faces-paddle/checkpoint"
-FORMAT_VERSION = 1
+_FROM_MODELFILE = ("load_generator", "load_discriminator", "GENERATOR_FILE", "CHECKPOINT_FILE")
 
 
-def generator_payload(G: Generator, state_dict: dict | None = None) -> dict:
-    """The state saved as generator.safetensors: G's weights (or `state_dict`, e.g. the EMA weights) under
-    their state_dict names, plus the metadata needed to rebuild G. `paddle.load(path, safetensors=True)`
-    returns exactly the weights, ready for `Generator(nz, ngf).set_state_dict`."""
-    state = state_dict if state_dict is not None else G.state_dict()
-    return {"format": GENERATOR_FORMAT, "version": FORMAT_VERSION, "nz": G.nz, "ngf": G.ngf, **state}
+def __getattr__(name: str):
+    if name in _FROM_MODELFILE:  # looked up on use: modelfile imports this module when it builds a model
+        import modelfile
 
-
-def save_generator(path: str | os.PathLike, G: Generator, state_dict: dict | None = None) -> None:
-    utils.save_state(path, generator_payload(G, state_dict))
-
-
-def read_model_file(path: str | os.PathLike, allow_pickle: bool = False) -> tuple[str, dict]:
-    """("generator" | "checkpoint", state tree) of a generator or checkpoint file, numpy leaves. With allow_pickle
-    also the pickled generator.pdparams / checkpoint.pdparams of earlier versions (read into the same shapes)."""
-    if not os.path.exists(path):
-        raise UserError(
-            f"{path}: no such model file (looked for {os.path.abspath(path)}); train first "
-            f"(python train.py writes output/{GENERATOR_FILE})"
-        )
-    tree = utils.read_state(path, allow_pickle)
-    fmt, version = tree.get("format"), tree.get("version", 1)
-    if fmt == GENERATOR_FORMAT and isinstance(tree.get("state_dict"), dict):  # an old generator.pdparams
-        tree = {**{k: v for k, v in tree.items() if k != "state_dict"}, **tree["state_dict"]}
-    elif fmt is None and isinstance(tree.get("config"), dict) and isinstance(tree.get("G"), dict):  # an old checkpoint
-        fmt = tree["format"] = CHECKPOINT_FORMAT
-    if fmt not in (GENERATOR_FORMAT, CHECKPOINT_FORMAT):
-        what = f"its format is {fmt!r}" if fmt is not None else "no 'format' in its metadata"
-        keys = ", ".join(list(tree)[:4])
-        raise UserError(f"{path}: not a dcgan-faces-paddle generator or checkpoint ({what}; holds {keys})")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise UserError(
-            f"{path}: format version {version!r} is newer than this code reads ({FORMAT_VERSION}); "
-            "update dcgan-faces-paddle"
-        )
-    return ("generator" if fmt == GENERATOR_FORMAT else "checkpoint"), tree
-
-
-def check_weights(path, model: nn.Layer, state, what: str, settings: str = "") -> None:
-    """UserError unless `state` holds exactly `model`'s tensors, with their shapes and dtypes."""
-    if not isinstance(state, dict):
-        raise UserError(f"{path}: holds no {what} weights")
-    expected = model.state_dict()
-    missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
-    if missing:
-        raise UserError(f"{path}: {what} weights are missing {len(missing)} tensors (first: {missing[0]})")
-    if extra:
-        raise UserError(f"{path}: {what} weights hold {len(extra)} unknown tensors (first: {extra[0]})")
-    for k, v in expected.items():
-        shape, dtype = getattr(state[k], "shape", None), getattr(state[k], "dtype", None)
-        if shape is None or list(shape) != list(v.shape):
-            found = "no shape" if shape is None else f"shape {list(shape)}"
-            raise UserError(f"{path}: {what} weight {k} has {found}, expected {list(v.shape)}{settings}")
-        if str(dtype) != str(v.dtype).removeprefix("paddle."):
-            raise UserError(f"{path}: {what} weight {k} is {dtype}, expected {str(v.dtype).removeprefix('paddle.')}")
-
-
-def _size(path, value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise UserError(f"{path}: {name} is {value!r} in the file, not a positive integer")
-    return value
-
-
-def _first_shape(path, state, key: str, expected: tuple, what: str, settings: str) -> None:
-    # before building the model: sizes claimed by the metadata must match the file's own tensors (a model is
-    # then never larger than the file)
-    shape = getattr(state.get(key) if isinstance(state, dict) else None, "shape", None)
-    if shape is not None and tuple(shape) != expected:
-        raise UserError(f"{path}: {what} weight {key} has shape {list(shape)}, expected {list(expected)}{settings}")
-
-
-def _generator_from(path, kind: str, tree: dict, use_ema: bool) -> Generator:
-    if kind == "generator":
-        nz, ngf = tree.get("nz"), tree.get("ngf")
-        state = {k: v for k, v in tree.items() if isinstance(v, np.ndarray)}
-    else:
-        cfg = tree.get("config") if isinstance(tree.get("config"), dict) else {}
-        nz, ngf = cfg.get("nz"), cfg.get("ngf")
-        ema = tree.get("G_ema")
-        state = ema if use_ema and ema else tree.get("G")
-    nz, ngf = _size(path, nz, "nz"), _size(path, ngf, "ngf")
-    settings = f" for nz={nz}, ngf={ngf}"
-    _first_shape(path, state, "main.0.weight", (nz, ngf * 8, 4, 4), "generator", settings)
-    G = Generator(nz=nz, ngf=ngf)
-    check_weights(path, G, state, "generator", settings)
-    G.set_state_dict(state)
-    G.eval()
-    return G
-
-
-def _discriminator_from(path, kind: str, tree: dict) -> Discriminator:
-    if kind == "generator":
-        raise UserError(f"{path}: a generator-only file holds no discriminator; use train.py's {CHECKPOINT_FILE}")
-    cfg = tree.get("config") if isinstance(tree.get("config"), dict) else {}
-    ndf = _size(path, cfg.get("ndf"), "ndf")
-    state = tree.get("D")
-    _first_shape(path, state, "main.0.weight", (ndf, 3, 4, 4), "discriminator", f" for ndf={ndf}")
-    D = Discriminator(ndf=ndf)
-    check_weights(path, D, state, "discriminator", f" for ndf={ndf}")
-    D.set_state_dict(state)
-    D.eval()
-    return D
-
-
-def load_generator(path: str | os.PathLike, use_ema: bool = True, allow_pickle: bool = False) -> Generator:
-    """G, in eval mode, from generator.safetensors or from train.py's checkpoint.safetensors (its EMA weights when
-    it has them and `use_ema`). allow_pickle: also an old pickled .pdparams of either kind (only a file you
-    trust: unpickling runs code). Raises utils.UserError, one line naming the file, on any problem."""
-    return _generator_from(path, *read_model_file(path, allow_pickle), use_ema)
-
-
-def load_discriminator(path: str | os.PathLike, allow_pickle: bool = False) -> Discriminator:
-    """D, in eval mode, from train.py's checkpoint.safetensors (or, with allow_pickle, an old checkpoint.pdparams).
-    A generator-only file raises utils.UserError, as does any other problem."""
-    return _discriminator_from(path, *read_model_file(path, allow_pickle))
+        return getattr(modelfile, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -304,34 +189,15 @@ class ConvertConfig:
     )
 
 
-def convert(old: str | os.PathLike, new: str | os.PathLike) -> str:
-    """Rewrite an old pickled model file as safetensors (the same generator or checkpoint); returns its kind.
-    This unpickles `old`, which runs any code in it: only for your own files."""
-    if os.path.exists(new):
-        raise UserError(f"{new}: exists; remove it or choose another name")
-    if os.path.isfile(old) and utils.file_kind(old) == "safetensors":
-        raise UserError(f"{old}: already a safetensors file; nothing to convert")
-    kind, tree = read_model_file(old, allow_pickle=True)
-    if kind == "generator":
-        save_generator(new, _generator_from(old, kind, tree, use_ema=True))
-        return kind
-    for use_ema in (False, True):  # G, G_ema and D must load before anything is written
-        _generator_from(old, kind, tree, use_ema)
-    _discriminator_from(old, kind, tree)
-    tree = {**tree, "format": CHECKPOINT_FORMAT, "version": FORMAT_VERSION}
-    if isinstance(tree.get("history"), dict):  # lists of floats in the old file; float64 arrays now
-        tree["history"] = {k: np.asarray(v, np.float64) for k, v in tree["history"].items()}
-    utils.save_state(new, tree)
-    return kind
-
-
 def main(argv: list[str] | None = None) -> None:
     cfg = utils.parse_config(ConvertConfig, argv, description=__doc__)
     if not all(cfg.convert):
         raise UserError("nothing to do: python network.py --convert OLD.pdparams NEW.safetensors")
     old, new = cfg.convert
+    import modelfile
+
     print(f"network.py: unpickling {old} (trusted as your own file: a pickle can run code)", flush=True)
-    kind = convert(old, new)
+    kind = modelfile.convert(old, new)
     print(f"network.py: {kind} {old} -> {new}")
 
 

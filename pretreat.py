@@ -36,12 +36,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import utils
+from utils import UserError
+
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm.auto import tqdm
-
-import utils
-from utils import UserError
 
 SIZE = 64
 BOX = (0, 10, 64, 74)  # the tutorial's crop of the 64x78 scaled image

@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import utils  # noqa: E402,F401  (CPU thread defaults before paddle loads)
+
 import numpy as np  # noqa: E402
 import paddle  # noqa: E402
 

@@ -70,6 +70,7 @@ def measure(layer, x, ones_like, reps: int) -> dict:
 def worker_paddle(specs: list[dict], batch: int, reps: int, layout: str) -> list[dict]:
     sys.path.insert(0, str(ROOT))
     import utils  # noqa: F401
+
     import paddle
     import paddle.nn as nn
 

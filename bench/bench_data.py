@@ -27,10 +27,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import utils  # noqa: E402
+
 import numpy as np  # noqa: E402
 from PIL import Image, ImageDraw, ImageFilter  # noqa: E402
 
-import utils  # noqa: E402
 from pretreat import PretreatConfig, pretreat  # noqa: E402
 
 CACHE = ROOT / "bench" / ".cache"

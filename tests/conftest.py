@@ -9,10 +9,8 @@ if str(ROOT) not in sys.path:
 
 import utils  # noqa: E402,F401  (CPU env defaults before any test imports paddle)
 
-
 # ---------------------------------------------------------------------------------------------
 # pretreat / dataReader fixtures
-
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 

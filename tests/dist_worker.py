@@ -11,6 +11,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import utils  # noqa: E402  (before paddle)
+
 import numpy as np  # noqa: E402
 import paddle.distributed as dist  # noqa: E402
 

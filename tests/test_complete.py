@@ -9,20 +9,20 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
-import pytest
+from utils import UserError
 
-import utils  # before paddle
+import numpy as np
 import paddle
+import pytest
 from PIL import Image
 
 import complete
+import modelfile
 import train
 from complete import CompleteConfig, importance_weights, make_mask, poisson_blend
 from conftest import celeba_like
 from generator import latent, sample
-from network import CHECKPOINT_FILE, GENERATOR_FILE, load_discriminator, load_generator
-from utils import UserError
+from modelfile import CHECKPOINT_FILE, GENERATOR_FILE, load_discriminator, load_generator
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -416,10 +416,10 @@ def test_cli_bad_input(run_dir, ckpt, tmp_path):
 
 def test_cli_ngf_mismatch(ckpt, tmp_path):
     """A checkpoint whose config does not match its weights: one line, not a shape traceback."""
-    state = utils.read_state(ckpt)
+    state = modelfile.read_state(ckpt)
     state["config"]["ngf"] = 16
     bad = tmp_path / CHECKPOINT_FILE
-    utils.save_state(bad, state)
+    modelfile.save_state(bad, state)
     with pytest.raises(UserError, match="ngf=16"):
         complete.run(
             CompleteConfig(
@@ -427,7 +427,7 @@ def test_cli_ngf_mismatch(ckpt, tmp_path):
             )
         )
     state["config"]["ngf"], state["config"]["ndf"] = 8, 16
-    utils.save_state(bad, state)
+    modelfile.save_state(bad, state)
     with pytest.raises(UserError, match="ndf=16"):
         complete.run(
             CompleteConfig(

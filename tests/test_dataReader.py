@@ -4,16 +4,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import utils
+from utils import UserError
+
 import numpy as np
 import paddle
 import pytest
 from PIL import Image
 
 import dataReader
-import utils
 from dataReader import FaceDataset, make_loader
 from pretreat import PretreatConfig, pretreat
-from utils import UserError
 
 ROOT = Path(__file__).resolve().parent.parent
 

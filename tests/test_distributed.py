@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import utils
+import modelfile
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -99,7 +99,7 @@ def test_launched_train_checkpoint_resumes_in_one_process(tmp_path, numbered_fac
         "3",
     ]
     r = launch(tmp_path, str(ROOT / "train.py"), *common, "--max-iters", "4")
-    ckpt = utils.read_state(out / "checkpoint.safetensors")
+    ckpt = modelfile.read_state(out / "checkpoint.safetensors")
     assert ckpt["iteration"] == 4 and not any(k.startswith("_layers") for k in ckpt["G"])
     assert r.returncode == 0
     r1 = subprocess.run(
@@ -107,4 +107,4 @@ def test_launched_train_checkpoint_resumes_in_one_process(tmp_path, numbered_fac
     )
     assert r1.returncode == 0, r1.stderr
     assert "resuming at iteration 4" in r1.stdout
-    assert utils.read_state(out / "checkpoint.safetensors")["iteration"] == 7
+    assert modelfile.read_state(out / "checkpoint.safetensors")["iteration"] == 7

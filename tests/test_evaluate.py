@@ -7,13 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+from utils import UserError
+
 import numpy as np
 import pytest
 import scipy.ndimage
 from PIL import Image
 
 import evaluate
-from utils import UserError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -203,11 +204,12 @@ def test_cli_with_checkpoint(files, tmp_path):
         pytest.skip("generator.py (generator.generate) is not in the tree yet")
     import paddle
 
+    import modelfile
     import network
 
     paddle.seed(0)
     ckpt = tmp_path / "generator.safetensors"
-    network.save_generator(ckpt, network.Generator(ngf=8))
+    modelfile.save_generator(ckpt, network.Generator(ngf=8))
     data, _ = files
     result = evaluate.main(["--ckpt", str(ckpt), "--data", str(data), "--num", "8", "--seed", "2"])
     from generator import generate

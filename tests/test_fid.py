@@ -10,14 +10,21 @@ import pickle
 import zipfile
 from pathlib import Path
 
+from utils import UserError
+
 import numpy as np
 import pytest
 
 import evaluate
 import fid
-from bench.fid_reference import FEATURE_STRIDE, golden_images, golden_statistics, images_sha256, seeded_state_dict
-from bench.fid_reference import tiny_tensors
-from utils import UserError
+from bench.fid_reference import (
+    FEATURE_STRIDE,
+    golden_images,
+    golden_statistics,
+    images_sha256,
+    seeded_state_dict,
+    tiny_tensors,
+)
 
 DATA = Path(__file__).resolve().parent / "data"
 GOLDEN = np.load(DATA / "fid_golden.npz")
@@ -341,3 +348,13 @@ def test_reference_script_skips_without_pytorch_fid(capsys):
         pytest.skip("pytorch-fid is installed here: make fid-reference runs the script")
     assert fid_reference.main(["--live"]) == 0
     assert "skipped: the reference needs torch, torchvision and pytorch-fid" in capsys.readouterr().out
+
+
+def test_importing_fid_and_modelfile_loads_no_paddle():
+    """inception.py (and so paddle) loads only when a network is built: evaluate.py --images stays paddle-free."""
+    import subprocess
+    import sys
+
+    code = "import sys, fid, modelfile; print([m for m in sys.modules if m.split('.')[0] in ('paddle', 'inception')])"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parent.parent)
+    assert r.returncode == 0 and r.stdout.strip() == "[]", r.stderr

@@ -9,18 +9,19 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
-import pytest
-
 import utils  # before paddle
+
+import numpy as np
 import paddle
 import paddle.nn as nn
+import pytest
 from PIL import Image
 
 import generator
+import modelfile
 from generator import GeneratorConfig, export, generate, interpolate, latent, run, sample, slerp
-import network
-from network import Generator, generator_payload, load_generator, save_generator
+from modelfile import generator_payload, load_generator, save_generator
+from network import Generator
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -69,7 +70,7 @@ def cli(G, tmp_path_factory) -> dict[str, subprocess.CompletedProcess]:
         pickle.dump({"weights": np.zeros(3), "epoch": 1}, f)
     wrong = generator_payload(G)
     wrong["ngf"] = 16  # ngf=8 weights claimed as ngf=16
-    utils.save_state(d / "wrong.safetensors", wrong)
+    modelfile.save_state(d / "wrong.safetensors", wrong)
     cases = {
         "ok": [
             "--ckpt",
@@ -220,10 +221,10 @@ def test_generate_from_path_equals_generate_from_layer(G, ckpt):
 def test_ema_flag_picks_weights(tmp_path):
     G_plain, G_ema = tiny_generator(1), tiny_generator(2)
     path = tmp_path / "checkpoint.safetensors"
-    utils.save_state(
+    modelfile.save_state(
         path,
         {
-            "format": network.CHECKPOINT_FORMAT,
+            "format": modelfile.CHECKPOINT_FORMAT,
             "G": G_plain.state_dict(),
             "G_ema": G_ema.state_dict(),
             "config": {"nz": 100, "ngf": 8},

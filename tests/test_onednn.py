@@ -74,7 +74,7 @@ def test_the_ops_do_run_and_skip_unneeded_gradients(monkeypatch):
 
 @needs_onednn
 def test_training_is_bit_identical_run_to_run(tmp_path):
-    from train import Trainer, TrainConfig
+    from train import TrainConfig, Trainer
 
     real = paddle.to_tensor(np.random.default_rng(0).uniform(-1, 1, (8, 3, 64, 64)).astype("float32"))
     runs = []

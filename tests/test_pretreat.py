@@ -13,13 +13,14 @@ import zipfile
 import zlib
 from pathlib import Path
 
+from utils import UserError
+
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
 import pretreat
 from pretreat import PretreatConfig, sidecar
-from utils import UserError
 
 ROOT = Path(__file__).resolve().parent.parent
 W, H = 178, 218  # CelebA's aligned images

@@ -19,7 +19,7 @@ import device
 import modelfile
 import train as train_mod
 from conftest import TINY_NET, make_faces
-from network import load_generator
+from modelfile import load_generator
 from train import TrainConfig, Trainer, TrainingDiverged, train
 
 ROOT = Path(__file__).resolve().parent.parent

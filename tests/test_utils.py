@@ -3,10 +3,10 @@
 import os
 import stat
 
+import utils
+
 import numpy as np
 import pytest
-
-import utils
 
 
 def test_atomic_path_writes_whole_file_with_normal_permissions(tmp_path):
