@@ -14,7 +14,6 @@ they take effect from here whatever was imported first.
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import platform
 import warnings
@@ -182,23 +181,32 @@ def check_amp(amp, device: str, support: dict[str, bool] | None = None) -> None:
 
 
 class GradScaler(paddle.amp.GradScaler):
-    """paddle.amp.GradScaler without its "Found inf or nan, current scale is ..." print, which comes on every
-    overflow, on every rank, and breaks the progress bar during fp16's early search for a scale; the overflows that
-    lowered the scale are counted in `lowered` instead (train.py's last line reports them)."""
+    """paddle.amp.GradScaler whose dynamic loss scaling runs without Paddle's "Found inf or nan, current scale is ..."
+    print. That print comes on every rank at every lowering of the scale, breaking the progress bar during fp16's
+    early search for a scale; and it reads the scale, a [1] tensor, with float(), which NumPy 2.4 (our constraint)
+    refuses ("only 0-dimensional arrays can be converted"): in Paddle 3.3.1 the first lowering would end an fp16 run
+    in a TypeError. The rule is Paddle's (paddle/amp/grad_scaler.py, AmpScaler._update): after
+    decr_every_n_nan_or_inf overflows in a row the scale is multiplied by decr_ratio, after incr_every_n_steps clean
+    steps by incr_ratio. The lowerings are counted in `lowered`; train.py's last line reports them."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.lowered = 0
 
-    def update(self) -> None:
-        out = io.StringIO()
-        with contextlib.redirect_stdout(out):
-            super().update()
-        for line in out.getvalue().splitlines():
-            if line.startswith("Found inf or nan"):
+    def _update(self) -> None:
+        if not self._enable:
+            return
+        if self._cache_found_inf:  # (a host read of the step's found_inf, as in Paddle's own)
+            self._incr_count, self._decr_count = 0, self._decr_count + 1
+            if self._decr_count == self._decr_every_n_nan_or_inf:
+                self._scale = self._scale * self._decr_ratio
+                self._decr_count = 0
                 self.lowered += 1
-            else:
-                print(line)  # anything else Paddle says goes through
+        else:
+            self._decr_count, self._incr_count = 0, self._incr_count + 1
+            if self._incr_count == self._incr_every_n_steps:
+                self._scale = self._scale * self._incr_ratio
+                self._incr_count = 0
 
 
 def amp_note(amp, settings: dict | None) -> str:

@@ -348,20 +348,26 @@ def _images_sha256(images: np.ndarray) -> str:
 
 def real_statistics(real: np.ndarray, model, cfg: EvaluateConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
     """(mu, sigma, features for KID, "cached" | "computed") of the real images; read from / written to --fid-stats,
-    whose identity is the SHA-256 of the real images themselves (data file, --num, --seed) and of the weights."""
-    ident = {"images_sha256": _images_sha256(real), "weights_sha256": model.sha256, "version": STATS_VERSION}
+    whose identity is the SHA-256 of the real images themselves (data file, --num, --seed) and of the weights, and the
+    device the features were computed on (fid.compute_key: statistics from a CPU are not reused on a GPU)."""
+    ident = {
+        "images_sha256": _images_sha256(real),
+        "weights_sha256": model.sha256,
+        "device": fidlib.compute_key(),  # CPU and GPU features differ in their last bits: statistics of one only
+        "version": STATS_VERSION,
+    }
     path = cfg.fid_stats
     if path and os.path.isfile(path):
         try:
             with np.load(path, allow_pickle=False) as z:
-                stored = {k: (int(z[k]) if k == "version" else str(z[k])) for k in ident}
+                stored = {k: (int(z[k]) if k == "version" else str(z[k])) for k in ident if k in z.files}
                 mu, sigma, kid_feats = z["mu"], z["sigma"], z["kid_features"]
         except (OSError, ValueError, KeyError, EOFError) as e:
             msg = f"{path}: not a statistics file of evaluate.py ({type(e).__name__}); delete it to recompute"
             raise UserError(msg) from None
         if stored == ident and mu.shape == (fidlib.FEATURE_DIM,) and sigma.shape == (fidlib.FEATURE_DIM,) * 2:
             return mu, sigma, kid_feats.astype(np.float64), "cached"
-        changed = [k.split("_")[0] for k in ident if stored[k] != ident[k]] or ["shape"]
+        changed = [k.split("_")[0] for k in ident if stored.get(k) != ident[k]] or ["shape"]
         print(f"{path}: {' and '.join(changed)} changed since it was written: recomputing")
     feats = inception_features(real, model, cfg.fid_batch)
     mu, sigma = fidlib.statistics(feats)
