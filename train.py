@@ -366,7 +366,6 @@ def train(cfg: TrainConfig) -> dict[str, list[float]]:
             # fetch, or in a grid or checkpoint
             with log.watch():
                 real = next(batches)
-                real = real[0] if isinstance(real, list) else real  # MERGE: house-faces makes batches tensors
                 if not log.pending:  # a log window starts: its noise in one copy
                     noise, window_start = trainer.noise(real.shape[0], it, min(every, total - it)), it
                 log.record(trainer.step(real, noise[it - window_start]), real.shape[0] * world_size)
