@@ -265,6 +265,7 @@ def check(cfg, iters: int = 5, batch_size: int = 16, width: int = 16) -> bool:
     else:
         print(f"data: {cfg.data} is not there (python pretreat.py makes it)")
     check_amp(cfg.amp, device)
+    settings = configure_gpu(device, getattr(cfg, "deterministic", True))  # as train.py runs: --check compares
     small = dataclasses.replace(cfg, ngf=width, ndf=width, batch_size=batch_size, ema=0.0)
     trainer = Trainer(small, device)
     real = paddle.uniform([batch_size, 3, 64, 64], min=-1.0, max=1.0, seed=cfg.seed)
@@ -275,7 +276,7 @@ def check(cfg, iters: int = 5, batch_size: int = 16, width: int = 16) -> bool:
     finite = bool(np.all(np.isfinite(values)))
     precision = trainer.amp["dtype"] + " autocast" if trainer.amp else "float32"
     print(
-        f"run: {iters} iterations, ngf = ndf = {width}, batch {batch_size}, {precision} on {device}: "
+        f"run: {iters} iterations, ngf = ndf = {width}, batch {batch_size}, {precision} on {device}{settings}: "
         f"{img_s:.1f} img/s; losses {'finite' if finite else 'NOT FINITE'} "
         f"(last D {values[-1, 0]:.3f}, G {values[-1, 1]:.3f})"
     )
