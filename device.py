@@ -1,4 +1,5 @@
-"""The device: CPU thread defaults, CPU or GPU, mixed-precision settings, and `python train.py --check`.
+"""The device: CPU thread defaults, CPU or GPU (and the launcher's backend for it), cuDNN determinism and TF32 on a
+GPU, mixed-precision settings and the fp16 loss scaler, and `python train.py --check`.
 
 CPU defaults (set when this module is imported; network.py imports it, so every script that builds a network has
 them; the user's environment wins):
