@@ -1,4 +1,5 @@
-"""Shared test set-up: the project root on sys.path, so tests import the flat modules."""
+"""Shared test set-up: the project root on sys.path (so tests import the flat modules), the tiny network's
+configuration, the data the tests make, and one trained run that the suites share."""
 
 import sys
 from pathlib import Path
@@ -7,7 +8,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-import utils  # noqa: E402,F401  (CPU env defaults before any test imports paddle)
+import utils  # noqa: E402,F401  (hides paddle's "No ccache found" warning: first, as in every module)
 
 # ---------------------------------------------------------------------------------------------
 # pretreat / dataReader fixtures
@@ -55,3 +56,50 @@ def make_faces(path: Path, n: int = 48, seed: int = 0) -> Path:
 
 # train.py flags of the tiny network the CLI tests train
 TINY_NET = ["--batch-size", "8", "--ngf", "8", "--ndf", "8", "--nz", "16"]
+
+
+def tiny(tmp_path: Path, data: Path, **kw):
+    """train.py's config for the tiny network on `data`, output in tmp_path/out (2 epochs, seed 3, no bar)."""
+    from train import TrainConfig
+
+    base = dict(
+        data=str(data), out=str(tmp_path / "out"), epochs=2, batch_size=8, ngf=8, ndf=8, nz=16, seed=3, progress=False
+    )
+    return TrainConfig(**{**base, **kw})
+
+
+def run_script(script: str, *args, timeout: int = 120):
+    """`python SCRIPT ARGS` from the project root, output captured."""
+    import subprocess
+
+    cmd = [sys.executable, str(ROOT / script), *map(str, args)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """The output folder of one finished tiny run (5 iterations, EMA on) that the suites share: checkpoint.safetensors
+    (with D), generator.safetensors, samples/, log.csv; its data is ../faces.npy. Read it, never change it."""
+    from train import train
+
+    d = tmp_path_factory.mktemp("tiny_run")
+    train(tiny(d, make_faces(d / "faces.npy"), max_iters=5, ema=0.5))
+    return d / "out"
+
+
+def assert_same_state(a, b, path: str = "") -> None:
+    """Two state trees equal leaf for leaf, arrays bit for bit; the config differs only by --resume."""
+    assert a.keys() == b.keys(), path
+    for k in a:
+        va, vb = a[k], b[k]
+        if isinstance(va, dict):
+            if k == "config":
+                ignore = {"resume": None, "out": None, "allow_pickle": None}  # how it was started, not what it trains
+                va, vb = {**va, **ignore}, {**vb, **ignore}
+                assert va == vb
+            else:
+                assert_same_state(va, vb, f"{path}{k}/")
+        elif isinstance(va, np.ndarray):
+            assert va.dtype == vb.dtype and np.array_equal(va, vb), f"{path}{k}"
+        else:
+            assert va == vb, f"{path}{k}"

@@ -25,7 +25,9 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+from conftest import ROOT, make_faces  # noqa: E402
+
 GOLDEN = HERE / "data" / "golden_run.json"
 BACKENDS = {"paddle": {"DCGAN_ONEDNN": "0"}, "onednn": {"DCGAN_ONEDNN": "1"}}
 TRAIN = ["--batch-size", "8", "--ngf", "8", "--ndf", "8", "--nz", "16", "--epochs", "2", "--seed", "3"]
@@ -104,9 +106,6 @@ def fingerprint(out: Path, faces: Path) -> dict:
 
 def run(backend: str, workdir: Path) -> dict:
     """Train (stop at 8, resume to 12) and generate in `workdir` on `backend`; the fingerprint."""
-    sys.path.insert(0, str(HERE))
-    from conftest import make_faces
-
     data = make_faces(workdir / "faces.npy")
     out, faces = workdir / "out", workdir / "faces"
     # the thread counts decide the summation order: fixed here (and OMP_NUM_THREADS, which `import paddle` sets to 1

@@ -18,39 +18,21 @@ from PIL import Image
 
 import complete
 import modelfile
-import train
 from complete import CompleteConfig, importance_weights, make_mask, poisson_blend
-from conftest import celeba_like
+from conftest import ROOT, celeba_like
 from generator import latent, sample
 from modelfile import CHECKPOINT_FILE, GENERATOR_FILE, load_discriminator, load_generator
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
-    """A train.py output folder (checkpoint with D, generator-only file) of a tiny 2-iteration run, and its data."""
-    d = tmp_path_factory.mktemp("complete")
-    np.save(d / "faces.npy", np.stack([celeba_like(i, 64, 64) for i in range(16)]))
-    train.train(
-        train.TrainConfig(
-            data=str(d / "faces.npy"),
-            out=str(d / "run"),
-            ngf=8,
-            ndf=8,
-            batch_size=8,
-            epochs=1,
-            max_iters=2,
-            seed=3,
-            progress=False,
-        )
-    )
-    return d
+def run_dir(tiny_run) -> Path:
+    """The shared tiny run's folder: out/ (checkpoint with D, generator-only file) and its data, faces.npy."""
+    return tiny_run.parent
 
 
 @pytest.fixture(scope="module")
 def ckpt(run_dir) -> str:
-    return str(run_dir / "run" / CHECKPOINT_FILE)
+    return str(run_dir / "out" / CHECKPOINT_FILE)
 
 
 @pytest.fixture(scope="module")
@@ -342,7 +324,7 @@ def test_cli_outputs(run_dir, ckpt, tmp_path):
     assert metrics["mask"] == "center" and metrics["images"] == 3 and metrics["iters"] == 3
     masked = np.asarray(Image.open(out / "masked" / "p0.png"))
     assert (masked[16:48, 16:48] == 255).all()
-    gen_only = run_dir / "run" / GENERATOR_FILE
+    gen_only = run_dir / "out" / GENERATOR_FILE
     r = subprocess.run(
         [
             sys.executable,
@@ -367,7 +349,7 @@ def test_cli_npy_and_lam0_with_generator_file(run_dir, tmp_path):
     out = tmp_path / "o"
     m = complete.run(
         CompleteConfig(
-            ckpt=str(run_dir / "run" / GENERATOR_FILE),
+            ckpt=str(run_dir / "out" / GENERATOR_FILE),
             images=str(run_dir / "faces.npy"),
             num=2,
             offset=3,
@@ -381,7 +363,7 @@ def test_cli_npy_and_lam0_with_generator_file(run_dir, tmp_path):
     )
     assert m["images"] == 2 and m["names"] == ["000003", "000004"] and m["missing"] == pytest.approx(0.8, abs=1e-3)
     assert (out / "completed" / "000004.png").is_file()
-    complete.run(CompleteConfig(ckpt=str(run_dir / "run" / GENERATOR_FILE), arithmetic="0,1-2+3", out=str(out)))
+    complete.run(CompleteConfig(ckpt=str(run_dir / "out" / GENERATOR_FILE), arithmetic="0,1-2+3", out=str(out)))
     assert (out / "arithmetic.png").is_file()
 
 
@@ -423,7 +405,7 @@ def test_cli_ngf_mismatch(ckpt, tmp_path):
     with pytest.raises(UserError, match="ngf=16"):
         complete.run(
             CompleteConfig(
-                ckpt=str(bad), images=ckpt.replace(f"run/{CHECKPOINT_FILE}", "faces.npy"), out=str(tmp_path / "o")
+                ckpt=str(bad), images=ckpt.replace(f"out/{CHECKPOINT_FILE}", "faces.npy"), out=str(tmp_path / "o")
             )
         )
     state["config"]["ngf"], state["config"]["ndf"] = 8, 16
@@ -431,7 +413,7 @@ def test_cli_ngf_mismatch(ckpt, tmp_path):
     with pytest.raises(UserError, match="ndf=16"):
         complete.run(
             CompleteConfig(
-                ckpt=str(bad), images=ckpt.replace(f"run/{CHECKPOINT_FILE}", "faces.npy"), out=str(tmp_path / "o")
+                ckpt=str(bad), images=ckpt.replace(f"out/{CHECKPOINT_FILE}", "faces.npy"), out=str(tmp_path / "o")
             )
         )
 

@@ -2,7 +2,6 @@
 
 import subprocess
 import sys
-from pathlib import Path
 
 from utils import UserError
 
@@ -13,10 +12,9 @@ from PIL import Image
 
 import dataReader
 import faces
+from conftest import ROOT
 from dataReader import FaceDataset, make_loader
 from pretreat import PretreatConfig, pretreat
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def indexed_faces(n: int) -> np.ndarray:

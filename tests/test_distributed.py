@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 
 import modelfile
-
-ROOT = Path(__file__).resolve().parent.parent
+from conftest import ROOT
 
 
 def launch(tmp_path, *args, timeout=240):

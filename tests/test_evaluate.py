@@ -5,7 +5,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 from utils import UserError
 
@@ -15,9 +14,8 @@ import scipy.ndimage
 from PIL import Image
 
 import evaluate
+from conftest import ROOT
 from faces import sample_packed
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def _lfw_rgb64(gray25: np.ndarray) -> np.ndarray:

@@ -3,7 +3,6 @@
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 from utils import UserError
 
@@ -12,8 +11,7 @@ import pytest
 from PIL import Image
 
 import faces
-
-ROOT = Path(__file__).resolve().parent.parent
+from conftest import ROOT
 
 
 def every_value() -> np.ndarray:

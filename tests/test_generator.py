@@ -19,12 +19,11 @@ from PIL import Image
 
 import generator
 import modelfile
+from conftest import ROOT
 from faces import make_grid
 from generator import GeneratorConfig, export, generate, interpolate, latent, run, sample, slerp
 from modelfile import generator_payload, load_generator, save_generator
 from network import Generator
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def tiny_generator(seed: int = 0) -> Generator:

@@ -22,9 +22,8 @@ from device import amp_settings, check_amp, uses_grad_scaler
 from train import TrainingDiverged, train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_train import run_cli, tiny  # noqa: E402
 
-from conftest import TINY_NET, make_faces
+from conftest import TINY_NET, make_faces, run_script, tiny
 
 
 @pytest.fixture
@@ -70,7 +69,8 @@ def test_amp_is_float32_on_cpu_or_off_and_the_flag_alone_is_fp16(tmp_path, faces
     assert parse_config(train_mod.TrainConfig, []).amp == "off"
     trainer = train_mod.Trainer(tiny(tmp_path, faces, amp="bf16"), "cpu")
     assert trainer.amp is None and not trainer.scalerG.is_enable()
-    r = run_cli(
+    r = run_script(
+        "train.py",
         "--data",
         str(faces),
         "--out",
@@ -244,7 +244,7 @@ def test_data_on_device_auto_follows_device_and_free_memory(tmp_path, monkeypatc
 
 
 def test_check_prints_the_setup_and_runs_a_small_model(tmp_path, faces):
-    r = run_cli("--check", "--data", str(faces), timeout=120)
+    r = run_script("train.py", "--check", "--data", str(faces), timeout=120)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     heads = [x.split(":")[0] for x in lines]

@@ -8,7 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from conftest import ROOT
+
 HEADERS = "--no-deps onednn-devel-cpu-iomp==2023.2.0"  # onednn_conv's headers, after Paddle is known to import
 
 FAKE_PIP = """

@@ -18,17 +18,15 @@ import numpy as np
 import paddle
 import pytest
 from safetensors import safe_open
-from test_train import assert_same_state, tiny
 
 import modelfile
 import network
 import train as train_mod
-from conftest import TINY_NET, make_faces
+from conftest import ROOT, TINY_NET, assert_same_state, tiny
 from generator import generate
 from modelfile import CHECKPOINT_FORMAT, load_discriminator, load_generator
 from network import Discriminator, Generator
 
-ROOT = Path(__file__).resolve().parent.parent
 GENERATOR_METADATA = {"format", "version", "nz", "ngf"}  # as docs/ documents them
 CHECKPOINT_METADATA = {
     "format",
@@ -86,13 +84,9 @@ def run_all(cmds: dict[str, list[str]], cwd: Path) -> dict[str, subprocess.Compl
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A tiny finished run (5 iterations, EMA on) and its data."""
-    d = tmp_path_factory.mktemp("run")
-    faces = make_faces(d / "faces.npy")
-    cfg = tiny(d, faces, max_iters=5, ema=0.5)
-    train_mod.train(cfg)
-    return Path(cfg.out), faces
+def trained(tiny_run):
+    """The shared tiny run (5 iterations, EMA on) and its data."""
+    return tiny_run, tiny_run.parent / "faces.npy"
 
 
 def guarded_names(tree: dict) -> dict:

@@ -2,13 +2,13 @@
 
 import importlib.util
 import json
-from pathlib import Path
 
 import nbformat
 import pytest
 from nbclient import NotebookClient
 
-ROOT = Path(__file__).resolve().parent.parent
+from conftest import ROOT
+
 NOTEBOOK = ROOT / "DCGAN.ipynb"
 
 

@@ -21,9 +21,9 @@ from PIL import Image, ImageDraw
 
 import faces
 import pretreat
+from conftest import ROOT
 from pretreat import PretreatConfig, sidecar
 
-ROOT = Path(__file__).resolve().parent.parent
 W, H = 178, 218  # CelebA's aligned images
 BOX = (0, 10, 64, 74)  # the tutorial's crop of the 64x78 scaled image (written out: faces.BOX is under test)
 # solid blocks (x0, y0, x1, y1) in a 178x218 picture, half-open; each survives the scale to 64x78

@@ -2,11 +2,11 @@
 "the repository)."""
 
 import re
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from conftest import ROOT
+
 READMES = {"en": ROOT / "README.md", "zh": ROOT / "README_zh.md"}
 FENCE = re.compile(r"^[ \t]*```[^\n]*\n(.*?)^[ \t]*```[ \t]*$", re.M | re.S)
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)[^)]*\)|<(https?://[^>\s]+)>|src=\"([^\"]+)\"")

@@ -18,11 +18,9 @@ from PIL import Image
 import device
 import modelfile
 import train as train_mod
-from conftest import TINY_NET, make_faces
+from conftest import ROOT, TINY_NET, assert_same_state, make_faces, run_script, tiny
 from modelfile import load_generator
-from train import TrainConfig, Trainer, TrainingDiverged, train
-
-ROOT = Path(__file__).resolve().parent.parent
+from train import Trainer, TrainingDiverged, train
 
 
 @pytest.fixture
@@ -30,22 +28,12 @@ def faces(tmp_path):
     return make_faces(tmp_path / "faces.npy")
 
 
-def tiny(tmp_path, data, **kw) -> TrainConfig:
-    base = dict(
-        data=str(data), out=str(tmp_path / "out"), epochs=2, batch_size=8, ngf=8, ndf=8, nz=16, seed=3, progress=False
-    )
-    base.update(kw)
-    return TrainConfig(**base)
-
-
 def state_arrays(layer) -> dict:
     return {k: v.numpy().copy() for k, v in layer.state_dict().items()}
 
 
 def run_cli(*args, timeout=120):
-    return subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT
-    )
+    return run_script("train.py", *args, timeout=timeout)
 
 
 # -- the schedule -------------------------------------------------------------------------------
@@ -210,24 +198,6 @@ def test_resume_refuses_changed_architecture_and_fresh_run_refuses_to_overwrite(
     assert len(train(tiny(tmp_path, faces, max_iters=3, overwrite=True))["d_loss"]) == 3
     with pytest.raises(UserError, match="no checkpoint"):
         train(tiny(tmp_path / "elsewhere", faces, resume=True))
-
-
-def assert_same_state(a, b, path="") -> None:
-    """Two state trees equal leaf for leaf, arrays bit for bit; the config differs only by --resume."""
-    assert a.keys() == b.keys(), path
-    for k in a:
-        va, vb = a[k], b[k]
-        if isinstance(va, dict):
-            if k == "config":
-                ignore = {"resume": None, "out": None, "allow_pickle": None}  # how it was started, not what it trains
-                va, vb = {**va, **ignore}, {**vb, **ignore}
-                assert va == vb
-            else:
-                assert_same_state(va, vb, f"{path}{k}/")
-        elif isinstance(va, np.ndarray):
-            assert va.dtype == vb.dtype and np.array_equal(va, vb), f"{path}{k}"
-        else:
-            assert va == vb, f"{path}{k}"
 
 
 def tensors_of(path) -> dict:

@@ -13,32 +13,19 @@ import pytest
 from PIL import Image
 
 import train as train_mod
-from conftest import make_faces
+from conftest import ROOT, make_faces, tiny
 from runlog import VisualDLLog
 from train import TrainConfig, train
 
-ROOT = Path(__file__).resolve().parent.parent
 SCALARS = ["d_loss", "g_loss", "d_real", "d_fake", "img_s"]
 
 
-def tiny(tmp_path: Path, **kw) -> TrainConfig:
+def tiny_vdl(tmp_path: Path, **kw) -> TrainConfig:
+    """The tiny run with --visualdl on its own data (48 faces / batch 8: 6 iterations per epoch)."""
     data = tmp_path / "faces.npy"
     if not data.exists():
         make_faces(data)
-    base = dict(
-        data=str(data),
-        out=str(tmp_path / "out"),
-        epochs=2,
-        batch_size=8,
-        ngf=8,
-        ndf=8,
-        nz=16,
-        seed=3,
-        progress=False,
-        visualdl=True,
-    )
-    base.update(kw)
-    return TrainConfig(**base)  # 48 faces / batch 8: 6 iterations per epoch
+    return tiny(tmp_path, data, visualdl=True, **kw)
 
 
 def read_records(out: Path):
@@ -78,7 +65,7 @@ def check_against_log_csv(out: Path, n_iters: int) -> list:
 
 def test_scalars_and_grids_match_log_csv_and_samples(tmp_path):
     pytest.importorskip("visualdl", reason="VisualDL is optional (pip install visualdl)")
-    cfg = tiny(tmp_path, sample_every=4)
+    cfg = tiny_vdl(tmp_path, sample_every=4)
     train(cfg)
     out = Path(cfg.out)
     grids = check_against_log_csv(out, 12)
@@ -90,7 +77,7 @@ def test_scalars_and_grids_match_log_csv_and_samples(tmp_path):
         np.testing.assert_array_equal(grid, np.asarray(Image.open(out / "samples" / name)))
 
     # --overwrite starts the curves afresh
-    train(tiny(tmp_path, overwrite=True, max_iters=3))
+    train(tiny_vdl(tmp_path, overwrite=True, max_iters=3))
     check_against_log_csv(out, 3)
 
 
@@ -98,7 +85,7 @@ def test_resume_continues_the_same_curves_without_the_redone_iterations(tmp_path
     pytest.importorskip("visualdl", reason="VisualDL is optional (pip install visualdl)")
     from visualdl import LogReader, LogWriter
 
-    cfg = tiny(tmp_path, max_iters=5)
+    cfg = tiny_vdl(tmp_path, max_iters=5)
     train(cfg)  # checkpoint at iteration 5
     out = Path(cfg.out)
     # what a run killed after the checkpoint leaves: records past it, and half a record at the end
@@ -108,7 +95,7 @@ def test_resume_continues_the_same_curves_without_the_redone_iterations(tmp_path
     with open(out / "vdl" / VisualDLLog.FILE, "ab") as f:
         f.write((1000).to_bytes(8, "little") + b"\x0a\x05cut")
 
-    train(tiny(tmp_path, resume=True))
+    train(tiny_vdl(tmp_path, resume=True))
     grids = check_against_log_csv(out, 12)  # steps 1..12 once each: 6..9 are the resumed run's, not 99
     assert [step for step, _ in grids] == [5, 6, 12]  # the first run's last picture (mid-epoch), then the epoch ends
     reader = LogReader(file_path=str(out / "vdl" / VisualDLLog.FILE))
@@ -119,7 +106,7 @@ def test_resume_continues_the_same_curves_without_the_redone_iterations(tmp_path
 def test_without_visualdl_the_flag_says_how_to_install_it(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "visualdl", None)  # import visualdl -> ImportError
     with pytest.raises(UserError, match="pip install visualdl"):
-        train(tiny(tmp_path))
+        train(tiny_vdl(tmp_path))
     assert not (tmp_path / "out").exists()  # refused before any work
     assert train_mod.TrainConfig().visualdl is False  # optional: off by default
 
@@ -127,7 +114,7 @@ def test_without_visualdl_the_flag_says_how_to_install_it(tmp_path, monkeypatch)
         "import sys, runpy; sys.modules['visualdl'] = None; sys.argv = ['train.py'] + sys.argv[1:]; "
         "runpy.run_path('train.py', run_name='__main__')"
     )
-    cfg = tiny(tmp_path)
+    cfg = tiny_vdl(tmp_path)
     p = subprocess.run(
         [sys.executable, "-c", code, "--data", cfg.data, "--out", cfg.out, "--visualdl"],
         capture_output=True,
