@@ -12,8 +12,10 @@ Method (the paper's): with the mask M (missing pixels) and the image y in [-1, 1
     L(z) = || W * (G(z) - y) ||_1 + lam * log(1 - D(G(z)))
 W_i = the share of missing pixels in the 7x7 window around a known pixel i (only the in-image pixels of the
 window count), 0 on missing pixels: known pixels next to the hole matter most. --restarts random starts per
-image; the one with the lowest final loss is kept. All images x restarts go through G and D as one batch, both
-in eval mode (BatchNorm's running statistics: a face does not depend on its batch-mates). Then Poisson blending
+image; the one with the lowest final loss is kept. The images x restarts go through G and D in chunks of
+--batch-size rows (default: all at once on a CPU, as many as half the GPU's free memory holds on a GPU), both in
+eval mode (BatchNorm's running statistics: a face does not depend on its batch-mates, so chunks give the one-batch
+result; tested). Then Poisson blending
 (Eq. 6): inside the hole the output has the gradients of G(z), on its border it meets the known pixels
 (--blend none pastes G(z) instead). Known pixels of the output are the input's, exactly.
 
@@ -108,6 +110,13 @@ class CompleteConfig:
         metadata={
             "help": "instead: face arithmetic A-B+C on generate(seed) faces, e.g. 3,5,9-1,2+4,8",
             "metavar": "A-B+C",
+        },
+    )
+    batch_size: int = field(
+        default=0,
+        metadata={
+            "help": "rows (image x start) through G and D at once; 0: by device (all on a CPU, what half the GPU's "
+            "free memory holds on a GPU)"
         },
     )
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
@@ -323,10 +332,12 @@ def search(
     seed: int = 0,
     progress: bool = False,
     patience: int = 0,
+    batch_size: int = 0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Adam on z for sum_i ||W_i * (G(z) - y_i)||_1 + lam * log(1 - D(G(z))), all images x restarts in one batch.
-    patience > 0: stop early (EarlyStop). y: float32 [N, 3, 64, 64]; weights: [N, 64, 64] (broadcast over
-    channels). An image's result does not depend on the others in the run (its starts are its own: `starts`).
+    """Adam on z for sum_i ||W_i * (G(z) - y_i)||_1 + lam * log(1 - D(G(z))), all images x restarts at once, through
+    G and D in chunks of `batch_size` rows (0: by device, see rows_per_chunk); patience > 0: stop early (EarlyStop).
+    y: float32 [N, 3, 64, 64]; weights: [N, 64, 64] (broadcast over channels). An image's result does not depend on
+    the others in the run (its starts are its own: `starts`).
     Returns the chosen z [N, nz, 1, 1], its G(z) float [N, 3, 64, 64], its loss [N] and all losses [N, R]."""
     from tqdm.auto import tqdm
 
@@ -339,19 +350,19 @@ def search(
     opt = paddle.optimizer.Adam(learning_rate=lr, parameters=[z])
     stop = EarlyStop(patience)
 
-    def loss_of(x: paddle.Tensor) -> paddle.Tensor:  # [N*R]
-        contextual = (w * (x - target).abs()).sum(axis=[1, 2, 3])
+    def loss_of(x: paddle.Tensor, rows: slice) -> paddle.Tensor:  # [rows]
+        contextual = (w[rows] * (x - target[rows]).abs()).sum(axis=[1, 2, 3])
         if lam <= 0:
             return contextual
         return contextual + lam * paddle.log(1.0 - D(x).clip(max=1.0 - EPS))
 
     with frozen(G, D), tqdm(range(iters), desc="complete", unit="it", disable=not progress) as bar:
+        chunk = batch_size or rows_per_chunk(G, D, n * restarts)
         for it in bar:
-            per_start = loss_of(G(z))
+            opt.clear_grad()
+            per_start = through_chunks(G, z, loss_of, chunk)[0]  # the gradients are in z.grad
             if stop(per_start):
                 break
-            opt.clear_grad()
-            per_start.sum().backward()
             opt.step()
             with paddle.no_grad():
                 z.set_value(_on_sphere(z, nz))
@@ -362,11 +373,41 @@ def search(
             if progress and it % 20 == 0:
                 bar.set_postfix(loss=f"{float(per_start.sum()) / (n * restarts):.3f}")
         with paddle.no_grad():
-            x = G(z)
-            losses = loss_of(x).numpy().reshape(n, restarts)
+            losses, x = through_chunks(G, z, loss_of, chunk, grad=False)
+            losses = losses.numpy().reshape(n, restarts)
     best = losses.argmin(axis=1)
     rows = np.arange(n) * restarts + best
-    return z.numpy()[rows], x.numpy()[rows], losses[np.arange(n), best], losses
+    return z.numpy()[rows], x[rows], losses[np.arange(n), best], losses
+
+
+def through_chunks(G: Generator, z: paddle.Tensor, loss_of, chunk: int, grad: bool = True):
+    """loss_of(G(z[rows]), rows) for chunks of `chunk` rows of z. With grad: each chunk's backward adds its rows'
+    gradients into z.grad (a row's loss depends on its own z only, G and D being in eval mode), so the Adam step after
+    it is the one-batch step, and only one chunk's activations are alive at a time. Returns every row's loss [rows]
+    (a tensor, detached) and, only without grad, G(z) as float32 [rows, 3, 64, 64]."""
+    losses, xs = [], []
+    for a in range(0, z.shape[0], chunk):
+        rows = slice(a, min(a + chunk, z.shape[0]))
+        x = G(z[rows])
+        loss = loss_of(x, rows)
+        if grad:
+            loss.sum().backward()
+        else:
+            xs.append(x.numpy())
+        losses.append(loss.detach())
+    return paddle.concat(losses), (np.concatenate(xs) if xs else None)
+
+
+def rows_per_chunk(G: Generator, D: Discriminator | None, rows: int) -> int:
+    """--batch-size 0: every row at once on a CPU (host memory); on a GPU as many rows as half its free memory
+    holds, at 4 bytes x (G's and D's activations, kept for the backward pass, and their gradients) a row."""
+    if not paddle.device.get_device().startswith("gpu"):
+        return rows
+    from dataReader import device_free_bytes
+
+    ndf = D.ndf if D is not None else 0
+    per_row = 4 * 2 * 3 * (1920 * (G.ngf + ndf) + 3 * SIZE * SIZE)  # conv, BN and ReLU outputs per layer, x2: grads
+    return max(1, min(rows, int(0.5 * device_free_bytes()) // per_row))
 
 
 def complete(
@@ -383,6 +424,7 @@ def complete(
     allow_pickle: bool = False,
     progress: bool = False,
     patience: int = 0,
+    batch_size: int = 0,
 ) -> Completion:
     """Complete uint8 faces [N, 64, 64, 3] where `mask` (bool [64, 64] or [N, 64, 64], True = missing) says.
     ckpt: the training checkpoint's path (a generator-only file when lam == 0), or a (G, D) pair of layers."""
@@ -395,7 +437,7 @@ def complete(
     check_mask(masks)
     G, D = models_of(ckpt, lam > 0, use_ema, allow_pickle, NEEDS_D)
     w = importance_weights(masks)
-    z, x, loss, losses = search(G, D, y, w, iters, lam, restarts, lr, seed, progress, patience)
+    z, x, loss, losses = search(G, D, y, w, iters, lam, restarts, lr, seed, progress, patience, batch_size)
     generated = to_images(x)
     if blend == "poisson":
         x_hwc, y_hwc = np.transpose(x, (0, 2, 3, 1)), np.transpose(y, (0, 2, 3, 1))
@@ -416,11 +458,13 @@ def invert(
     use_ema: bool = True,
     allow_pickle: bool = False,
     progress: bool = False,
+    batch_size: int = 0,
 ) -> np.ndarray:
     """The z [N, nz, 1, 1] whose G(z) is closest (L1, every pixel weighted 1, no prior) to each uint8 face."""
     y = to_float(images_uint8)
     G, _ = models_of(ckpt, False, use_ema, allow_pickle)
-    return search(G, None, y, np.ones((len(y), SIZE, SIZE), np.float32), iters, 0.0, restarts, lr, seed, progress)[0]
+    ones = np.ones((len(y), SIZE, SIZE), np.float32)
+    return search(G, None, y, ones, iters, 0.0, restarts, lr, seed, progress, batch_size)[0]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -532,10 +576,10 @@ def run_completion(cfg: CompleteConfig) -> dict:
     out = Path(cfg.out)
     if cfg.fast:
         cfg = dataclasses.replace(cfg, **FAST)
-    if cfg.iters < 0 or cfg.restarts < 1 or cfg.lam < 0 or not cfg.lr > 0 or cfg.patience < 0:
+    if cfg.iters < 0 or cfg.restarts < 1 or cfg.lam < 0 or not cfg.lr > 0 or cfg.patience < 0 or cfg.batch_size < 0:
         raise UserError(
-            "need --iters >= 0, --restarts >= 1, --lam >= 0, --lr > 0 "
-            f"(got {cfg.iters}, {cfg.restarts}, {cfg.lam}, {cfg.lr})"
+            "need --iters >= 0, --restarts >= 1, --lam >= 0, --lr > 0, --patience >= 0, --batch-size >= 0 "
+            f"(got {cfg.iters}, {cfg.restarts}, {cfg.lam}, {cfg.lr}, {cfg.patience}, {cfg.batch_size})"
         )
     images, names, skipped = load_images(cfg.images, cfg.num, cfg.offset)
     for name, why in skipped:
@@ -549,8 +593,8 @@ def run_completion(cfg: CompleteConfig) -> dict:
     )
     t0 = time.perf_counter()
     c = complete(
-        (G, D), images, mask, cfg.iters, cfg.lam, cfg.restarts, cfg.blend, cfg.seed, cfg.lr, progress=cfg.progress,
-        patience=cfg.patience,
+        (G, D), images, mask, cfg.iters, cfg.lam, cfg.restarts, cfg.blend, cfg.seed, cfg.lr,
+        progress=cfg.progress, patience=cfg.patience, batch_size=cfg.batch_size,
     )  # fmt: skip
     seconds = time.perf_counter() - t0
     baselines = {"biharmonic": inpaint_biharmonic(images, mask), "mean_fill": mean_fill(images, mask)}

@@ -250,10 +250,17 @@ def plan_on_device(n_images: int, packed: bool, mode: str, device: str, share: f
 
 
 def device_free_bytes() -> int:
-    """Bytes of the current GPU that Paddle has not reserved (its allocator grows on demand): total - reserved."""
+    """Free bytes of the current GPU as the driver counts them (cudaMemGetInfo, paddle.cuda.mem_get_info in Paddle
+    3.x): other processes (a notebook kernel, a desktop) and the CUDA context are already taken off. The memory Paddle
+    reserved but holds no tensor in is added back: its allocator reuses it. Paddle builds without mem_get_info:
+    total - reserved (an overestimate: it ignores other processes)."""
     dev = paddle.device.get_device()
-    props = paddle.device.cuda.get_device_properties(dev)
-    return int(props.total_memory) - int(paddle.device.cuda.memory_reserved(dev))
+    reserved = int(paddle.device.cuda.memory_reserved(dev))
+    mem_get_info = getattr(getattr(paddle, "cuda", None), "mem_get_info", None)
+    if mem_get_info is not None:
+        free, _total = mem_get_info(dev)
+        return int(free) + reserved - int(paddle.device.cuda.memory_allocated(dev))
+    return int(paddle.device.cuda.get_device_properties(dev).total_memory) - reserved
 
 
 def make_loader(

@@ -1,4 +1,5 @@
-"""The device: CPU thread defaults, CPU or GPU, mixed-precision settings, and `python train.py --check`.
+"""The device: CPU thread defaults, CPU or GPU (and the launcher's backend for it), cuDNN determinism and TF32 on a
+GPU, mixed-precision settings and the fp16 loss scaler, and `python train.py --check`.
 
 CPU defaults (set when this module is imported; network.py imports it, so every script that builds a network has
 them; the user's environment wins):
@@ -13,6 +14,7 @@ they take effect from here whatever was imported first.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import warnings
@@ -47,6 +49,69 @@ def pick_device(choice: str) -> str:
     return "gpu" if choice == "gpu" or (choice == "auto" and has_gpu) else "cpu"
 
 
+def parallel_backend(where: str) -> str:
+    """The collective backend for a run on `where` under paddle.distributed.launch, set (PADDLE_DISTRI_BACKEND, which
+    paddle.distributed.init_parallel_env reads) before the process group is made. A CPU run takes gloo: left to
+    'auto', a CUDA build of Paddle picks NCCL and a GPU place even for --device cpu, and DataParallel would then
+    broadcast CPU tensors over NCCL. A GPU run keeps the user's choice ('auto': NCCL)."""
+    if where == "cpu":
+        os.environ["PADDLE_DISTRI_BACKEND"] = "gloo"
+    return os.environ.get("PADDLE_DISTRI_BACKEND", "auto")
+
+
+# -- determinism and TF32 on a GPU --------------------------------------------------------------
+
+# Paddle 3.3.1's flags (paddle/common/flags.cc); they exist only in CUDA builds (paddle.set_flags refuses them on a
+# CPU build, where nothing needs them: the CPU kernels are deterministic for a fixed thread count).
+DETERMINISTIC_FLAGS = {
+    "FLAGS_cudnn_deterministic": True,  # cuDNN convolutions (G's transposed ones are backward-data) and pooling
+    "FLAGS_cudnn_exhaustive_search": False,  # no choice of algorithm by timing, which may differ run to run
+    "FLAGS_cudnn_batchnorm_spatial_persistent": False,  # this BatchNorm mode may use atomic reductions
+}
+NONDETERMINISTIC_FLAGS = {"FLAGS_cudnn_deterministic": False}  # Paddle's default: cuDNN picks by its heuristics
+
+
+def configure_gpu(where: str, deterministic: bool = True) -> str:
+    """Set the cuDNN flags for `where` ('gpu' only; a CPU needs nothing) and return what the start line says.
+
+    deterministic: cuDNN restricted to deterministic algorithms (FLAGS_cudnn_deterministic), so that a run, a
+    resume and any --log-every give the same bits on the same GPU, Paddle, CUDA and cuDNN. TF32: Paddle lets cuDNN
+    use TF32 tensor cores for float32 convolutions on Ampere and later (its default; deterministic too, but with a
+    10-bit mantissa in the products); training keeps that default and says so; FID's Inception turns it off
+    (strict_float32)."""
+    if where != "gpu":
+        return ""
+    paddle.set_flags(DETERMINISTIC_FLAGS if deterministic else NONDETERMINISTIC_FLAGS)
+    tf32 = tf32_state()
+    return f", cuDNN {'deterministic' if deterministic else 'non-deterministic (--no-deterministic)'}{tf32}"
+
+
+def tf32_state() -> str:
+    """', TF32 convolutions' when cuDNN may use TF32 for float32 (Ampere or later, Paddle's switch on), else ''."""
+    from paddle.base import core
+
+    on = core.get_cudnn_switch() if hasattr(core, "get_cudnn_switch") else False
+    cap = paddle.device.cuda.get_device_capability()
+    return ", TF32 convolutions" if on and cap[0] >= 8 else ""
+
+
+@contextlib.contextmanager
+def strict_float32(where: str):
+    """cuDNN without TF32 inside (Paddle's switch, core.set_cudnn_switch; on by default), restored after; a CPU has
+    no TF32 and needs nothing."""
+    from paddle.base import core
+
+    if where != "gpu" or not hasattr(core, "set_cudnn_switch"):
+        yield
+        return
+    was = core.get_cudnn_switch()
+    core.set_cudnn_switch(False)
+    try:
+        yield
+    finally:
+        core.set_cudnn_switch(was)
+
+
 # -- mixed precision ---------------------------------------------------------------------------
 
 AMP_DTYPES = {"fp16": "float16", "bf16": "bfloat16"}
@@ -56,8 +121,9 @@ AMP_DTYPES = {"fp16": "float16", "bf16": "bfloat16"}
 # precision, and ops on neither list follow their inputs (ReLU, LeakyReLU, tanh).
 AMP_WHITE_LIST = ("conv2d", "conv2d_transpose")
 # Always float32: BatchNorm (batch statistics), D's sigmoid (probabilities near 0 and 1, which the loss takes the
-# log of) and the loss itself (Paddle's BCE has no bfloat16 kernel). Each of these is a real op name (tested).
-AMP_BLACK_LIST = ("batch_norm", "sigmoid", "bce_loss")
+# log of) and the loss itself, on probabilities (CPU) or logits (GPU; Paddle's BCE has no bfloat16 kernel). Each
+# of these is a real op name (tested).
+AMP_BLACK_LIST = ("batch_norm", "sigmoid", "bce_loss", "sigmoid_cross_entropy_with_logits")
 
 
 def amp_mode(amp) -> str:
@@ -110,6 +176,35 @@ def check_amp(amp, device: str, support: dict[str, bool] | None = None) -> None:
         alt = "; try --amp fp16" if mode == "bf16" and support["fp16"] else ""
         name = paddle.device.cuda.get_device_name()
         raise UserError(f"--amp {mode}: {name} (compute capability {cap}) cannot run it, it needs {need}{alt}")
+
+
+class GradScaler(paddle.amp.GradScaler):
+    """paddle.amp.GradScaler whose dynamic loss scaling runs without Paddle's "Found inf or nan, current scale is ..."
+    print. That print comes on every rank at every lowering of the scale, breaking the progress bar during fp16's
+    early search for a scale; and it reads the scale, a [1] tensor, with float(), which NumPy 2.4 (our constraint)
+    refuses ("only 0-dimensional arrays can be converted"): in Paddle 3.3.1 the first lowering would end an fp16 run
+    in a TypeError. The rule is Paddle's (paddle/amp/grad_scaler.py, AmpScaler._update): after
+    decr_every_n_nan_or_inf overflows in a row the scale is multiplied by decr_ratio, after incr_every_n_steps clean
+    steps by incr_ratio. The lowerings are counted in `lowered`; train.py's last line reports them."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lowered = 0
+
+    def _update(self) -> None:
+        if not self._enable:
+            return
+        if self._cache_found_inf:  # (a host read of the step's found_inf, as in Paddle's own)
+            self._incr_count, self._decr_count = 0, self._decr_count + 1
+            if self._decr_count == self._decr_every_n_nan_or_inf:
+                self._scale = self._scale * self._decr_ratio
+                self._decr_count = 0
+                self.lowered += 1
+        else:
+            self._decr_count, self._incr_count = 0, self._incr_count + 1
+            if self._incr_count == self._incr_every_n_steps:
+                self._scale = self._scale * self._incr_ratio
+                self._incr_count = 0
 
 
 def amp_note(amp, settings: dict | None) -> str:
@@ -168,6 +263,7 @@ def check(cfg, iters: int = 5, batch_size: int = 16, width: int = 16) -> bool:
     else:
         print(f"data: {cfg.data} is not there (python pretreat.py makes it)")
     check_amp(cfg.amp, device)
+    settings = configure_gpu(device, getattr(cfg, "deterministic", True))  # as train.py runs: --check compares
     small = dataclasses.replace(cfg, ngf=width, ndf=width, batch_size=batch_size, ema=0.0)
     trainer = Trainer(small, device)
     real = paddle.uniform([batch_size, 3, 64, 64], min=-1.0, max=1.0, seed=cfg.seed)
@@ -178,7 +274,7 @@ def check(cfg, iters: int = 5, batch_size: int = 16, width: int = 16) -> bool:
     finite = bool(np.all(np.isfinite(values)))
     precision = trainer.amp["dtype"] + " autocast" if trainer.amp else "float32"
     print(
-        f"run: {iters} iterations, ngf = ndf = {width}, batch {batch_size}, {precision} on {device}: "
+        f"run: {iters} iterations, ngf = ndf = {width}, batch {batch_size}, {precision} on {device}{settings}: "
         f"{img_s:.1f} img/s; losses {'finite' if finite else 'NOT FINITE'} "
         f"(last D {values[-1, 0]:.3f}, G {values[-1, 1]:.3f})"
     )

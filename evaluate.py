@@ -301,6 +301,7 @@ _STATS = {  # member: (dtype, shape; None: any count up to KID_REAL_MAX)
     "images_sha256": ("<U64", ()),
     "weights_sha256": ("<U64", ()),
     "version": ("<i8", ()),
+    "device": ("<U", ()),  # optional: files written before it was part of the identity lack it
 }
 
 
@@ -324,6 +325,8 @@ def read_stats(path: str) -> dict | None:
     try:
         with zipfile.ZipFile(path) as z:
             for k, (dtype, shape) in _STATS.items():
+                if k == "device" and k + ".npy" not in z.namelist():
+                    continue
                 info = z.getinfo(k + ".npy")
                 if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED) or info.flag_bits & 1:
                     raise ValueError(f"{k} is compressed with method {info.compress_type} or encrypted")
@@ -337,7 +340,7 @@ def read_stats(path: str) -> dict | None:
                 if n is not None and not 2 <= n <= KID_REAL_MAX or info.file_size > 4096 + dt.itemsize * np.prod(got):
                     raise ValueError(f"{k} holds {got[0] if got else 0} rows in {info.file_size} bytes")
             with np.load(path, allow_pickle=False) as npz:
-                return {k: npz[k] for k in _STATS}
+                return {k: npz[k] for k in _STATS if k in npz.files}
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError) as e:
         raise UserError(msg.format(" ".join(str(e).split())[:120] or type(e).__name__)) from None
 
@@ -346,16 +349,22 @@ def real_statistics(
     real: np.ndarray, model, cfg: EvaluateConfig, stats: dict | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
     """(mu, sigma, features for KID, "cached" | "computed") of the real images; read from / written to --fid-stats,
-    whose identity is the SHA-256 of the real images themselves (data file, --num, --seed) and of the weights.
+    whose identity is the SHA-256 of the real images themselves (data file, --num, --seed) and of the weights, and the
+    device the features were computed on (fid.compute_key: statistics from a CPU are not reused on a GPU).
     stats: the file's read_stats(), when the caller read it already (before the work)."""
-    ident = {"images_sha256": _images_sha256(real), "weights_sha256": model.sha256, "version": STATS_VERSION}
+    ident = {
+        "images_sha256": _images_sha256(real),
+        "weights_sha256": model.sha256,
+        "device": fidlib.compute_key(),  # CPU and GPU features differ in their last bits: statistics of one only
+        "version": STATS_VERSION,
+    }
     path = cfg.fid_stats
     stats = stats if stats is not None else read_stats(path)
     if stats is not None:
-        stored = {k: (int(stats[k]) if k == "version" else str(stats[k])) for k in ident}
+        stored = {k: (int(stats[k]) if k == "version" else str(stats[k])) for k in ident if k in stats}
         if stored == ident:
             return stats["mu"], stats["sigma"], stats["kid_features"].astype(np.float64), "cached"
-        changed = [k.split("_")[0] for k in ident if stored[k] != ident[k]]
+        changed = [k.split("_")[0] for k in ident if stored.get(k) != ident[k]]
         print(f"{path}: {' and '.join(changed)} changed since it was written: recomputing")
     feats = inception_features(real, model, cfg.fid_batch)
     mu, sigma = fidlib.statistics(feats)

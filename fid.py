@@ -197,11 +197,14 @@ def inception_features(images, weights, batch_size: int = 0, progress: bool = Tr
     images = np.asarray(images)
     if images.ndim != 4 or images.shape[3] != 3 or images.dtype != np.uint8:
         raise ValueError(f"expected uint8 images (N, H, W, 3), got {images.dtype} {images.shape}")
+    import device
+
     model = load_inception(weights) if isinstance(weights, (str, os.PathLike)) else weights
     model.eval()
     bs = batch_size or default_batch_size()
     out = np.empty((len(images), FEATURE_DIM), np.float64)
     with (
+        device.strict_float32(paddle.device.get_device().split(":")[0]),  # no TF32 on Ampere+: see compute_key
         paddle.no_grad(),
         tqdm(total=len(images), desc="Inception features", unit="img", disable=not progress, leave=False) as bar,
     ):
@@ -210,6 +213,18 @@ def inception_features(images, weights, batch_size: int = 0, progress: bool = Tr
             out[i : i + bs] = model(x.astype("float32") / 255).numpy()  # as ToTensor: uint8 / 255
             bar.update(len(out[i : i + bs]))
     return out
+
+
+def compute_key() -> str:
+    """What inception_features computes on, as the statistics cache records it: 'cpu float32', or 'gpu NAME float32'
+    (strict float32: cuDNN's TF32, on by default in Paddle for Ampere and later, is off for the features). Features
+    from another device differ in their last bits (other kernels), so a cache written on one is not used on another."""
+    import paddle
+
+    where = paddle.device.get_device()
+    if not where.startswith("gpu"):
+        return "cpu float32"
+    return f"gpu {paddle.device.cuda.get_device_name()} float32"
 
 
 def statistics(feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -1,7 +1,7 @@
 """The DCGAN generator and discriminator of the tutorial (Radford et al. 2015), for 64x64 RGB faces.
 
     G: z [B, nz, 1, 1] -> image [B, 3, 64, 64] in [-1, 1] (tanh)
-    D: image [B, 3, 64, 64] -> probability that it is real, [B] in (0, 1) (sigmoid)
+    D: image [B, 3, 64, 64] -> probability that it is real, [B] in (0, 1) (sigmoid); D(x, logits=True): before it
 
 BatchNorm momentum is 0.5 everywhere (Paddle's convention: running = 0.5 * running + 0.5 * batch) and
 LeakyReLU's slope 0.2, as the tutorial says; weights start as weightInit.py says.
@@ -168,8 +168,10 @@ class Discriminator(nn.Layer):
             _down(ndf * 8, 1, stride=1, padding=0), nn.Sigmoid(),  # 1 x 1 x 1
         )  # fmt: skip
 
-    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        return _chain(self.main, x).flatten()  # [B]
+    def forward(self, x: paddle.Tensor, logits: bool = False) -> paddle.Tensor:
+        """P(real) [B]; with logits=True the pre-sigmoid scores [B] (the last layer skipped), for
+        bce_logits_loss."""
+        return _chain(self.main[:-1] if logits else self.main, x).flatten()  # [B]
 
 
 def bce_loss(prob: paddle.Tensor, label: float) -> paddle.Tensor:
@@ -177,6 +179,13 @@ def bce_loss(prob: paddle.Tensor, label: float) -> paddle.Tensor:
     (under float16 autocast log(1 - p) loses the small probabilities that matter)."""
     prob = prob.astype("float32")
     return nn.functional.binary_cross_entropy(prob, paddle.full_like(prob, label))
+
+
+def bce_logits_loss(logits: paddle.Tensor, label: float) -> paddle.Tensor:
+    """bce_loss(sigmoid(logits), label), computed from the logits in float32 (binary_cross_entropy_with_logits:
+    log-sum-exp, finite for every finite logit, and no kernel that checks its input: a NaN stays a NaN)."""
+    logits = logits.astype("float32")
+    return nn.functional.binary_cross_entropy_with_logits(logits, paddle.full_like(logits, label))
 
 
 def parameter_count(model: nn.Layer, trainable_only: bool = True) -> int:

@@ -1,7 +1,7 @@
 """The run log of train.py: log.csv, the progress bar, VisualDL records, loss.png, and the one check for divergence.
 
     log = RunLog(out, history, per_epoch=..., total=..., every=...)   # out=None on the ranks that write nothing
-    with log.watch():                      # a kernel error that means "diverged" becomes TrainingDiverged
+    with log.watch():                      # a kernel error meaning "diverged" or a device trap: TrainingDiverged
         log.record(stats, images)          # stats: the step's [d_loss, g_loss, D(x), D(G(z))], still on the device
     log.flush()                            # before a checkpoint or a grid: every recorded iteration checked
     log.close()
@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import re
 import struct
 import time
 from pathlib import Path
@@ -29,26 +30,50 @@ import faces
 
 CSV_FIELDS = ["epoch", "iteration", "d_loss", "g_loss", "d_real", "d_fake", "img_s"]
 HISTORY_KEYS = ["d_loss", "g_loss", "d_real", "d_fake"]
-# What a diverged run's kernels say. On a CPU Paddle's BCE kernel refuses a NaN probability at once ("Illegal
-# input"); on a GPU it checks its input in device code and stops the device, and the error surfaces at the next host
-# sync as one of the CUDA errors below.
-DIVERGENCE_MARKS = (
-    "Illegal input",
-    "Input is expected to be within the interval",
+# What a diverged run's kernels say on a CPU: Paddle's BCE kernel refuses a NaN probability at once.
+DIVERGENCE_MARKS = ("Illegal input", "Input is expected to be within the interval")
+# What a GPU says when a kernel stopped it (a NaN reaching a kernel that checks its input in device code, an
+# out-of-range index, a fault): the CUDA context is dead, and the error surfaces at the next checked CUDA call --
+# inside the step (fp16: the GradScaler's found_inf read; float32: a cuDNN call of the same iteration's backward) or
+# at the next fetch. Paddle's wording: "CUDA error(719), unspecified launch failure", "CUDA error(700), an illegal
+# memory access was encountered", CUDNN_STATUS_EXECUTION_FAILED, "device-side assert triggered" (710), ...
+DEVICE_TRAP_MARKS = (
+    "CUDA error(700)",
+    "CUDA error(710)",
+    "CUDA error(715)",
+    "CUDA error(716)",
+    "CUDA error(719)",
+    "illegal memory access",
     "unspecified launch failure",
-    "illegal instruction",
     "device-side assert",
+    "illegal instruction",
+    "misaligned address",
+    "CUDNN_STATUS_EXECUTION_FAILED",
+    "CUBLAS_STATUS_EXECUTION_FAILED",
+    "cudaErrorIllegalAddress",
+    "cudaErrorLaunchFailure",
+    "cudaErrorAssert",
 )
 
 
 class TrainingDiverged(UserError):
-    """A loss became NaN or inf."""
+    """A loss became NaN or inf, or the device stopped on a kernel's error."""
+
+
+def device_trap(error: BaseException) -> str | None:
+    """The mark of DEVICE_TRAP_MARKS that `error` carries (the GPU stopped), or None."""
+    text = str(error)
+    return next((m for m in DEVICE_TRAP_MARKS if m.lower() in text.lower()), None)
 
 
 def is_divergence(error: BaseException) -> bool:
-    """Whether a kernel error means a NaN reached a kernel that checks its input (see DIVERGENCE_MARKS)."""
+    """Whether a kernel error means the run cannot go on: a NaN refused by a kernel, or a device trap."""
     text = str(error)
-    return any(m in text for m in DIVERGENCE_MARKS) or "nan" in text.lower()
+    return (
+        any(m in text for m in DIVERGENCE_MARKS)
+        or bool(re.search(r"\bnan\b", text.lower()))
+        or bool(device_trap(error))
+    )
 
 
 def to_host(stats: list[paddle.Tensor]) -> np.ndarray:
@@ -110,10 +135,7 @@ class RunLog:
         except (RuntimeError, OSError) as e:  # an error of a kernel queued since the last flush surfaces here
             if not is_divergence(e):
                 raise
-            raise self._diverged(
-                f"iterations {first}-{last}: the GPU stopped on an error (Paddle's BCE kernel stops the device when "
-                "D's output is NaN: training diverged)"
-            ) from None
+            raise self._diverged(f"iterations {first}-{last}: {self._cause(e)}") from None
         now = time.perf_counter()
         img_s = self.images / max(now - self.t, 1e-9)  # the window's rate, on every row of it
         self.speed = img_s if self.speed == 0 else 0.9 * self.speed + 0.1 * img_s
@@ -146,8 +168,20 @@ class RunLog:
             if not is_divergence(e):
                 raise
             failed = self.done + len(self.pending) + 1
+            if device_trap(e):  # the device is gone: nothing pending can be fetched any more
+                raise self._diverged(f"iteration {failed}: {self._cause(e)}") from None
             self.flush()  # the iterations before it: logged, or an earlier NaN named
             raise self._diverged(f"iteration {failed}: D's output became NaN (training diverged); stopped.") from None
+
+    @staticmethod
+    def _cause(e: BaseException) -> str:
+        mark = device_trap(e)
+        if mark is None:
+            return "a kernel refused a NaN (training diverged); stopped."
+        return (
+            f"the GPU stopped on an error ({mark}): a NaN or inf reaching a kernel that checks its input (training "
+            "diverged), or a device fault; stopped, nothing after the last checkpoint saved."
+        )
 
     def _diverged(self, what: str) -> TrainingDiverged:
         return TrainingDiverged(f"{what} The last good checkpoint stays in {self.ckpt_path} (try a lower --lr)")

@@ -38,7 +38,7 @@ import runlog
 from dataReader import make_loader, on_device
 from generator import sample
 from modelfile import CHECKPOINT_FILE, GENERATOR_FILE
-from network import Discriminator, Generator, bce_loss, conv_backend
+from network import Discriminator, Generator, bce_logits_loss, bce_loss, conv_backend
 from runlog import TrainingDiverged  # noqa: F401  (train.TrainingDiverged: what a diverged run raises)
 
 # changing these between a run and its --resume would silently train something else
@@ -121,6 +121,13 @@ class TrainConfig:
         default=0, metadata={"help": "stop when the iteration count (across resumes) reaches N; 0: no limit"}
     )
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
+    deterministic: bool = field(
+        default=True,
+        metadata={
+            "help": "on a GPU, deterministic cuDNN algorithms: the same bits run to run and across --resume and "
+            "--log-every (--no-deterministic: cuDNN's fastest pick; see docs/performance.md)"
+        },
+    )
     visualdl: bool = field(
         default=False,
         metadata={"help": "also log scalars and sample grids to OUT/vdl for VisualDL (pip install visualdl)"},
@@ -146,7 +153,13 @@ class Trainer:
         self.optD = paddle.optimizer.Adam(cfg.lr, cfg.beta1, cfg.beta2, parameters=self.D.parameters())
         self.amp = device.amp_settings(cfg.amp, where)  # auto_cast's arguments, None for float32
         scaled = device.uses_grad_scaler(self.amp)
-        self.scalerG, self.scalerD = paddle.amp.GradScaler(enable=scaled), paddle.amp.GradScaler(enable=scaled)
+        self.scalerG, self.scalerD = device.GradScaler(enable=scaled), device.GradScaler(enable=scaled)
+        # On a GPU the loss is computed from D's logits (binary_cross_entropy_with_logits): Paddle's GPU BCE kernel
+        # checks its probabilities in device code, so a NaN from D would stop the device, and the error would surface
+        # as a CUDA error somewhere later; from logits a NaN flows into the statistics, which every rank receives
+        # (all_reduce) and checks at the same fetch. The CPU keeps BCE on probabilities: same values within float
+        # rounding (tested), but not the same bits, and CPU runs are bit-reproducible (tests/test_golden.py).
+        self.from_logits = where != "cpu"
         self.fixed_noise = np.random.default_rng([cfg.seed, 2**31]).standard_normal((64, cfg.nz, 1, 1), np.float32)
         self.iteration = 0
         self.history: dict[str, list[float]] = {k: [] for k in runlog.HISTORY_KEYS}
@@ -173,8 +186,8 @@ class Trainer:
                 # have to be .detach(): a program traced under no_grad drops G's BN gradients in later calls.)
                 with paddle.no_grad():
                     fake = self.G_dp(z[i])
-                p_real, p_fake = self.D_dp(real), self.D_dp(fake)
-                loss_d = bce_loss(p_real, 1.0) + bce_loss(p_fake, 0.0)
+                p_real, p_fake = self._D(self.D_dp, real), self._D(self.D_dp, fake)
+                loss_d = self._loss(p_real, 1.0) + self._loss(p_fake, 0.0)
             self._update(loss_d, self.optD, self.scalerD)
         # D frozen in the G steps: no weight gradients for D (optD would clear them unused). The bare D, not
         # its DataParallel wrapper: there are no D gradients to all-reduce.
@@ -183,7 +196,7 @@ class Trainer:
         try:
             for i in range(cfg.d_steps, cfg.d_steps + cfg.g_steps):
                 with self._autocast():
-                    loss_g = bce_loss(self.D(self.G_dp(z[i])), 1.0)
+                    loss_g = self._loss(self._D(self.D, self.G_dp(z[i])), 1.0)
                 self._update(loss_g, self.optG, self.scalerG)
                 g_losses.append(loss_g)
         finally:
@@ -191,11 +204,23 @@ class Trainer:
         if self.G_ema is not None:
             self.update_ema()
         g_loss = paddle.add_n(g_losses) / len(g_losses) if g_losses else paddle.zeros([])
-        stats = paddle.stack([loss_d, g_loss, p_real.mean().astype("float32"), p_fake.mean().astype("float32")])
+        stats = paddle.stack([loss_d, g_loss, self._mean_prob(p_real), self._mean_prob(p_fake)])
         if self.world_size > 1:  # log the mean over ranks; every rank then sees the same NaN and stops together
             dist.all_reduce(stats)
             stats = stats / self.world_size
         return stats
+
+    def _D(self, D, x: paddle.Tensor) -> paddle.Tensor:
+        """D's output [B]: logits on a GPU, probabilities on a CPU (see from_logits)."""
+        return D(x, logits=True) if self.from_logits else D(x)
+
+    def _loss(self, out: paddle.Tensor, label: float) -> paddle.Tensor:
+        return bce_logits_loss(out, label) if self.from_logits else bce_loss(out, label)
+
+    def _mean_prob(self, out: paddle.Tensor) -> paddle.Tensor:
+        """Mean D output as a probability (the log's D(x), D(G(z)))."""
+        out = out.astype("float32")
+        return (paddle.nn.functional.sigmoid(out) if self.from_logits else out).mean()
 
     def _autocast(self):
         return paddle.amp.auto_cast(**self.amp) if self.amp else contextlib.nullcontext()
@@ -272,18 +297,21 @@ def log_interval(cfg: TrainConfig, device: str) -> int:
     return cfg.log_every or (20 if device == "gpu" else 1)
 
 
-def setup(cfg: TrainConfig) -> tuple[str, int, int]:
-    """Check the flags, join the launcher's process group, pick the device: (device, rank, world size)."""
+def setup(cfg: TrainConfig) -> tuple[str, int, int, str]:
+    """Check the flags, pick the device, join the launcher's process group with the backend of that device, set the
+    device's flags: (device, rank, world size, what the start line says about the device's settings)."""
     validate(cfg)
     world_size = dist.get_world_size()
+    where = device.pick_device(cfg.device)  # first: the process group's backend and place follow from it
     if world_size > 1:
+        device.parallel_backend(where)
         dist.init_parallel_env()
-    where = device.pick_device(cfg.device)
     paddle.set_device(where)
     device.check_amp(cfg.amp, where)
+    note = device.configure_gpu(where, cfg.deterministic)
     if cfg.visualdl and dist.get_rank() == 0:
         runlog.require_visualdl()  # before any work
-    return where, dist.get_rank(), world_size
+    return where, dist.get_rank(), world_size, note
 
 
 def save(trainer: Trainer, log: runlog.RunLog, out: Path, per_epoch: int) -> None:
@@ -302,10 +330,14 @@ def grid(trainer: Trainer, log: runlog.RunLog, name: str) -> None:
         log.grid(faces.make_grid(sample(trainer.G_sampled, trainer.fixed_noise), nrow=8), name, trainer.iteration)
 
 
-def start_line(cfg: TrainConfig, trainer: Trainer, loader, data_note: str, every: int, total: int) -> str:
+def start_line(
+    cfg: TrainConfig, trainer: Trainer, loader, data_note: str, every: int, total: int, settings: str = ""
+) -> str:
+    """train.py's first line; `settings`: what setup() set on the device (cuDNN determinism, TF32)."""
     where, n = trainer.device, trainer.world_size
     return (
-        f"train.py: device {where}{device.amp_note(cfg.amp, trainer.amp)}, convolutions on {conv_backend(where)}, "
+        f"train.py: device {where}{device.amp_note(cfg.amp, trainer.amp)}{settings}, convolutions on "
+        f"{conv_backend(where)}, "
         f"{f'{n} processes, ' if n > 1 else ''}{len(loader.dataset)} images in {cfg.data} ({data_note}), "
         f"{len(loader)} iterations per epoch, losses fetched every {every}; "
         f"{f'resuming at iteration {trainer.iteration}' if trainer.iteration else 'starting'}; "
@@ -315,7 +347,7 @@ def start_line(cfg: TrainConfig, trainer: Trainer, loader, data_note: str, every
 
 def train(cfg: TrainConfig) -> dict[str, list[float]]:
     """Train as the config says; returns the loss history {d_loss, g_loss, d_real, d_fake: [per iteration]}."""
-    where, rank, world_size = setup(cfg)
+    where, rank, world_size, settings = setup(cfg)
     out = Path(cfg.out)
     ckpt, source = resume_state(cfg, out / CHECKPOINT_FILE)
     loader = make_loader(cfg.data, cfg.batch_size, seed=cfg.seed, drop_last=True, num_workers=cfg.num_workers)
@@ -328,7 +360,7 @@ def train(cfg: TrainConfig) -> dict[str, list[float]]:
     every = log_interval(cfg, where)
     if rank == 0:
         (out / "samples").mkdir(parents=True, exist_ok=True)
-        print(start_line(cfg, trainer, loader, data_note, every, total), flush=True)
+        print(start_line(cfg, trainer, loader, data_note, every, total, settings), flush=True)
     log = runlog.RunLog(out if rank == 0 else None, trainer.history, per_epoch, total, every, cfg.progress,
                         cfg.visualdl, out / CHECKPOINT_FILE)  # fmt: skip
     with log:
@@ -338,27 +370,32 @@ def train(cfg: TrainConfig) -> dict[str, list[float]]:
             if batches is None:  # an epoch starts (or the run resumes inside one)
                 loader.set_epoch(it // per_epoch)
                 batches = loader.iter_from(it % per_epoch)
-            real = next(batches)
-            if not log.pending:  # a log window starts: its noise in one copy
-                noise, window_start = trainer.noise(real.shape[0], it, min(every, total - it)), it
+            # the one place a diverged run or a stopped GPU is recognised, wherever it surfaces: in the step, at a
+            # fetch, or in a grid or checkpoint
             with log.watch():
+                real = next(batches)
+                if not log.pending:  # a log window starts: its noise in one copy
+                    noise, window_start = trainer.noise(real.shape[0], it, min(every, total - it)), it
                 log.record(trainer.step(real, noise[it - window_start]), real.shape[0] * world_size)
-            trainer.iteration = it = it + 1
-            if cfg.sample_every and it % cfg.sample_every == 0:
-                grid(trainer, log, f"iter_{it:06d}.png")
-            if it % per_epoch == 0:  # a whole epoch: its grid, plot and checkpoint
-                batches = None
-                grid(trainer, log, f"epoch_{it // per_epoch:03d}.png")
-                log.plot()
-                save(trainer, log, out, per_epoch)
-            elif it == total or (cfg.save_every and it % cfg.save_every == 0):
-                save(trainer, log, out, per_epoch)
+                trainer.iteration = it = it + 1
+                if cfg.sample_every and it % cfg.sample_every == 0:
+                    grid(trainer, log, f"iter_{it:06d}.png")
+                if it % per_epoch == 0:  # a whole epoch: its grid, plot and checkpoint
+                    batches = None
+                    grid(trainer, log, f"epoch_{it // per_epoch:03d}.png")
+                    log.plot()
+                    save(trainer, log, out, per_epoch)
+                elif it == total or (cfg.save_every and it % cfg.save_every == 0):
+                    save(trainer, log, out, per_epoch)
         if trainer.iteration % per_epoch and log.done:  # stopped mid-epoch (--max-iters): a picture of where it got
             grid(trainer, log, f"iter_{trainer.iteration:06d}.png")
             log.plot()
     if rank == 0:
         h = trainer.history
         last = f"; last D loss {h['d_loss'][-1]:.3f}, G loss {h['g_loss'][-1]:.3f}" if h["d_loss"] else ""
+        lowered = trainer.scalerD.lowered + trainer.scalerG.lowered
+        if lowered:  # Paddle prints each of these; device.GradScaler counts them instead
+            last += f"; fp16 loss scale lowered {lowered} times after an overflow (those steps skipped)"
         print(
             f"train.py: done, {trainer.iteration} iterations{last}. "
             f"Faces: python generator.py --ckpt {out / GENERATOR_FILE}"

@@ -189,6 +189,35 @@ def test_same_seed_same_result_and_batch_independence(models, ckpt):
     assert np.array_equal(from_file.completed[~mask], x[~mask])
 
 
+def test_chunks_give_the_one_batch_result(models, monkeypatch):
+    """--batch-size: the images x restarts go through G and D a chunk at a time, with one Adam step on all of z."""
+    G, D = models
+    x = sample(G, latent(3, G.nz, seed=4))
+    mask = make_mask("center", num=3)
+    one = complete.complete((G, D), x, mask, iters=6, restarts=3)  # 9 rows, one batch on a CPU
+    sizes = []
+    hook = G.register_forward_pre_hook(lambda layer, inp: sizes.append(inp[0].shape[0]))
+    try:
+        chunked = [complete.complete((G, D), x, mask, iters=6, restarts=3, batch_size=b) for b in (4, 1)]
+    finally:
+        hook.remove()
+    assert sizes[:3] == [4, 4, 1] and sizes.count(1) == 7 * 9 + 7 * 1  # 6 steps + the final pass, per run
+    for c in chunked:
+        np.testing.assert_allclose(c.z, one.z, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(c.restart_losses, one.restart_losses, rtol=1e-5)
+        assert np.abs(c.completed.astype(int) - one.completed).max() <= 1
+    with pytest.raises(UserError, match="batch size"):
+        complete.complete((G, D), x, mask, iters=1, restarts=1, batch_size=-1)
+    # by device: all rows on a CPU; on a GPU what half its free memory holds
+    assert complete.rows_per_chunk(G, D, 5000) == 5000
+    per_row = 4 * 2 * 3 * (1920 * (G.ngf + D.ndf) + 3 * 64 * 64)
+    monkeypatch.setattr(paddle.device, "get_device", lambda: "gpu:0")
+    monkeypatch.setattr("dataReader.device_free_bytes", lambda: 2 * 300 * per_row)
+    assert complete.rows_per_chunk(G, D, 5000) == 300 and complete.rows_per_chunk(G, D, 100) == 100
+    monkeypatch.setattr("dataReader.device_free_bytes", lambda: 0)
+    assert complete.rows_per_chunk(G, D, 5000) == 1
+
+
 @pytest.mark.parametrize("kind", ["center", "left", "random", "grid"])
 def test_each_mask_kind_completes(models, kind):
     G, D = models

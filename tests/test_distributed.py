@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -107,3 +108,28 @@ def test_launched_train_checkpoint_resumes_in_one_process(tmp_path, numbered_fac
     assert r1.returncode == 0, r1.stderr
     assert "resuming at iteration 4" in r1.stdout
     assert modelfile.read_state(out / "checkpoint.safetensors")["iteration"] == 7
+
+
+def test_a_device_trap_on_one_rank_stops_every_rank(tmp_path, numbered_faces):
+    """Rank 1 meets a GPU trap in its step and exits with the one line; rank 0, left waiting in the step's
+    all_reduce, is stopped by the launcher, which exits non-zero: no rank waits forever. The last checkpoint stays."""
+    out = tmp_path / "run"
+    cmd = [
+        sys.executable,
+        "-m",
+        "paddle.distributed.launch",
+        "--nproc_per_node",
+        "2",
+        "--log_dir",
+        str(tmp_path / "log"),
+    ]
+    cmd += [str(ROOT / "tests" / "dist_trap_worker.py"), str(numbered_faces), str(out), "7"]  # 5 iterations an epoch
+    t = time.monotonic()
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    took = time.monotonic() - t
+    logs = {p.name: p.read_text() for p in (tmp_path / "log").glob("workerlog.*")}
+    assert r.returncode != 0, r.stdout[-2000:]
+    assert ": error: iteration 7: the GPU stopped on an error (CUDA error(700))" in logs["workerlog.1"]
+    assert "Traceback" not in logs["workerlog.1"]
+    assert modelfile.read_state(out / "checkpoint.safetensors")["iteration"] == 5
+    assert took < 240  # stopped by the launcher, not by a collective's timeout (gloo's and NCCL's are far longer)

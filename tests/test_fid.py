@@ -297,6 +297,14 @@ def test_cli_fid_kid_and_the_statistics_cache(weights_file, tmp_path, capsys, mo
     assert second["kid_mean"] == pytest.approx(first["kid_mean"], rel=1e-5, abs=1e-9)
     third = evaluate.main([*argv[:6], "--seed", "1", *argv[6:]])  # other real rows: the cache is stale
     assert third["fid_real_stats"] == "computed" and "images changed since it was written" in capsys.readouterr().out
+    with np.load(stats) as z:
+        assert str(z["device"]) == fid.compute_key() == "cpu float32"
+    # statistics written on a CPU are refused on a GPU (other kernels: other last bits), and the other way round
+    monkeypatch.setattr(fid, "compute_key", lambda: "gpu NVIDIA A100-SXM4-40GB float32")
+    fourth = evaluate.main([*argv[:6], "--seed", "1", *argv[6:]])
+    assert fourth["fid_real_stats"] == "computed" and "device changed since it was written" in capsys.readouterr().out
+    with np.load(stats) as z:
+        assert str(z["device"]) == "gpu NVIDIA A100-SXM4-40GB float32"
 
 
 def test_cli_without_weights_says_how_to_get_fid(tmp_path, capsys):

@@ -2,6 +2,8 @@
 in device memory (--data-on-device, forced on), and train.py --check."""
 
 import csv
+import os
+import re
 import sys
 from pathlib import Path
 
@@ -316,3 +318,245 @@ def test_nothing_but_the_fetch_reads_device_values_during_the_loop(tmp_path, mon
     train(tiny(tmp_path, faces, epochs=1, max_iters=10, log_every=5))
     assert fetches == [5, 5]
     assert done_reads["before_first_save"] == [(5, "numpy"), (10, "numpy")]  # the two fetches' transfers
+
+
+# -- device traps (issue 26) --------------------------------------------------------------------
+
+TRAPS = [  # Paddle's wording of the CUDA and cuDNN errors a stopped GPU gives
+    ("(External) CUDA error(719), unspecified launch failure.", "CUDA error(719)"),
+    ("(External) CUDA error(700), an illegal memory access was encountered.", "CUDA error(700)"),
+    ("(External) CUDNN error(8), CUDNN_STATUS_EXECUTION_FAILED.", "CUDNN_STATUS_EXECUTION_FAILED"),
+    ("(External) CUDA error(710), device-side assert triggered.", "CUDA error(710)"),
+    ("an illegal memory access was encountered", "illegal memory access"),
+]
+
+
+def _no_nan_checkpoint(out: Path, before: int) -> None:
+    ckpt = modelfile.read_state(out / "checkpoint.safetensors")
+    assert ckpt["iteration"] == before and all(np.isfinite(v).all() for v in ckpt["G"].values())
+
+
+@pytest.mark.parametrize("where", ["step", "fetch", "grid"])
+@pytest.mark.parametrize("message, mark", TRAPS)
+def test_a_device_trap_is_one_line_wherever_it_surfaces(tmp_path, faces, monkeypatch, where, message, mark):
+    """The trap surfaces at the next checked CUDA call: in the step (fp16's found_inf read, float32's backward), at a
+    fetch, or in a grid's sampling; each is the same one-line stop, nothing saved after the last good checkpoint."""
+    calls = {"n": 0}
+
+    def trap_at(n, real):
+        def f(*a, **kw):
+            calls["n"] += 1
+            if calls["n"] == n:
+                raise OSError(message)
+            return real(*a, **kw)
+
+        return f
+
+    cfg = tiny(tmp_path, faces, epochs=3, log_every=4, save_every=4, sample_every=5)
+    if where == "step":  # the 7th step (iteration 7), after the checkpoint at 6
+        monkeypatch.setattr(train_mod.Trainer, "step", trap_at(7, train_mod.Trainer.step))
+        expect = rf"^iteration 7: the GPU stopped on an error \({re.escape(mark)}\)"
+    elif where == "fetch":  # fetches at 4, 5 (the grid), 6 (the epoch's end): the third
+        monkeypatch.setattr(runlog, "to_host", trap_at(3, runlog.to_host))
+        expect = rf"^iterations 6-6: the GPU stopped on an error \({re.escape(mark)}\)"
+    else:  # the grid at 5
+        monkeypatch.setattr(train_mod, "sample", trap_at(1, train_mod.sample))
+        expect = rf"^iteration 6: the GPU stopped on an error \({re.escape(mark)}\)"
+    with pytest.raises(TrainingDiverged, match=expect) as err:
+        train(cfg)
+    assert "\n" not in str(err.value) and "NaN" in str(err.value) and "checkpoint" in str(err.value)
+    _no_nan_checkpoint(Path(cfg.out), 6 if where == "step" else 4)
+    r = subprocess_one_line(err.value)
+    assert r.count("\n") == 1
+
+
+def subprocess_one_line(e: Exception) -> str:
+    """What utils.run_cli prints for it."""
+    import io
+    from contextlib import redirect_stderr
+
+    from utils import run_cli as run_main
+
+    buf = io.StringIO()
+
+    def main(argv):
+        raise e
+
+    with redirect_stderr(buf):
+        assert run_main(main, []) == 2
+    return buf.getvalue()
+
+
+def test_device_traps_and_divergence_are_told_apart_from_other_errors():
+    for message, mark in TRAPS:
+        assert runlog.device_trap(OSError(message)) == mark and runlog.is_divergence(OSError(message))
+    assert runlog.is_divergence(ValueError("(InvalidArgument) Illegal input, x is nan"))
+    assert runlog.device_trap(ValueError("Illegal input")) is None
+    for other in ("out of memory", "Cannot allocate 2.0GB", "finance", "the maintenance window"):
+        assert not runlog.is_divergence(RuntimeError(other))
+
+
+def test_loss_from_logits_equals_the_cpu_loss_and_lets_a_nan_through(tmp_path, faces):
+    """The GPU's loss (from D's logits) against the CPU's (BCE of D's probabilities), on the CPU: the same losses and
+    gradients within float rounding at the same weights; and a NaN from D becomes a NaN loss, not a kernel error.
+    (Over many steps the two drift apart as any two summation orders do: Adam divides each gradient by its own
+    running scale, so rounding differences in near-zero gradients become lr-sized steps.)"""
+    cfg = tiny(tmp_path, faces)
+    probs, logits = train_mod.Trainer(cfg, "cpu"), train_mod.Trainer(cfg, "cpu")
+    assert probs.from_logits is False
+    logits.from_logits = True  # what a GPU runs
+    real = paddle.uniform([8, 3, 64, 64], min=-1.0, max=1.0, seed=4)
+    fake = probs.G(probs.noise(8)[0, 0])
+    for label, x in ((1.0, real), (0.0, fake.detach())):
+        losses, grads = [], []
+        for t in (probs, logits):
+            loss = t._loss(t._D(t.D, x), label)
+            t.optD.clear_grad()
+            loss.backward()
+            losses.append(float(loss))
+            grads.append([p.grad.numpy() for p in t.D.parameters() if p.grad is not None])
+        assert losses[1] == pytest.approx(losses[0], rel=1e-6)
+        assert len(grads[0]) == len(grads[1]) == len(modelfile.trainable(probs.D))
+        for ga, gb in zip(*grads, strict=True):
+            np.testing.assert_allclose(gb, ga, rtol=1e-4, atol=1e-5 * np.abs(ga).max())  # float rounding
+    a, b = probs.step(real).numpy(), logits.step(real).numpy()  # a whole iteration from the same weights
+    np.testing.assert_allclose(b, a, rtol=1e-6)
+    nan = paddle.full([8, 3, 64, 64], float("nan"))
+    stats = logits.step(nan).numpy()
+    assert np.isnan(stats[0]) and np.isnan(stats[2])
+    with pytest.raises(ValueError, match="Illegal input|interval"):  # the CPU's BCE refuses it (runlog's mark)
+        probs.step(nan).numpy()
+
+
+# -- determinism, TF32, launcher backend, free memory, GradScaler --------------------------------
+
+
+@pytest.fixture
+def fake_gpu(monkeypatch):
+    """A CUDA build that sees one Ampere GPU, as far as device.py, train.setup and dataReader ask."""
+    from paddle.base import core
+
+    state = {"flags": [], "switch": True, "switch_calls": [], "place": []}
+    monkeypatch.setattr(paddle.device, "is_compiled_with_cuda", lambda: True)
+    monkeypatch.setattr(paddle.device.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(paddle.device.cuda, "get_device_capability", lambda *a: (8, 0))
+    monkeypatch.setattr(paddle, "set_flags", lambda flags: state["flags"].append(dict(flags)))
+    monkeypatch.setattr(paddle, "set_device", lambda d: state["place"].append(d))
+    monkeypatch.setattr(core, "get_cudnn_switch", lambda: state["switch"], raising=False)
+
+    def set_switch(on):
+        state["switch_calls"].append(on)
+        state["switch"] = on
+
+    monkeypatch.setattr(core, "set_cudnn_switch", set_switch, raising=False)
+    return state
+
+
+def test_deterministic_cudnn_on_a_gpu_by_default_and_tf32_stated(fake_gpu):
+    import device
+
+    assert device.configure_gpu("cpu", True) == "" and fake_gpu["flags"] == []  # a CPU: nothing to set
+    note = device.configure_gpu("gpu", True)
+    assert fake_gpu["flags"][-1] == {
+        "FLAGS_cudnn_deterministic": True,
+        "FLAGS_cudnn_exhaustive_search": False,
+        "FLAGS_cudnn_batchnorm_spatial_persistent": False,
+    }
+    assert note == ", cuDNN deterministic, TF32 convolutions"
+    assert device.configure_gpu("gpu", False) == ", cuDNN non-deterministic (--no-deterministic), TF32 convolutions"
+    assert fake_gpu["flags"][-1] == {"FLAGS_cudnn_deterministic": False}
+    fake_gpu["switch"] = False
+    assert device.configure_gpu("gpu", True) == ", cuDNN deterministic"
+    paddle.device.cuda.get_device_capability = lambda *a: (7, 5)  # (restored by monkeypatch) Turing: no TF32
+    fake_gpu["switch"] = True
+    assert device.configure_gpu("gpu", True) == ", cuDNN deterministic"
+    assert parse_config(train_mod.TrainConfig, []).deterministic is True
+    assert parse_config(train_mod.TrainConfig, ["--no-deterministic"]).deterministic is False
+
+
+def test_strict_float32_turns_tf32_off_and_back(fake_gpu):
+    import device
+
+    with device.strict_float32("cpu"):
+        pass
+    assert fake_gpu["switch_calls"] == []
+    with device.strict_float32("gpu"):
+        assert fake_gpu["switch"] is False
+    assert fake_gpu["switch_calls"] == [False, True] and fake_gpu["switch"] is True
+
+
+@pytest.mark.parametrize("choice, backend", [("cpu", "gloo"), ("gpu", None), ("auto", None)])
+def test_the_device_is_chosen_before_the_process_groups_backend(
+    tmp_path, faces, monkeypatch, fake_gpu, choice, backend
+):
+    """Under paddle.distributed.launch (2 ranks) on a CUDA build: --device cpu makes the group with gloo (Paddle's
+    'auto' would pick NCCL and a GPU place); a GPU keeps the launcher's default (NCCL)."""
+    import device
+
+    for k, v in {"PADDLE_TRAINERS_NUM": "2", "PADDLE_TRAINER_ID": "0", "PADDLE_LOCAL_SIZE": "2"}.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("PADDLE_DISTRI_BACKEND", raising=False)
+    order = []
+    real_pick = device.pick_device
+    monkeypatch.setattr(device, "pick_device", lambda c: order.append("pick") or real_pick(c))
+    monkeypatch.setattr(train_mod.dist, "get_world_size", lambda: 2)
+    monkeypatch.setattr(train_mod.dist, "get_rank", lambda: 0)
+    monkeypatch.setattr(
+        train_mod.dist, "init_parallel_env", lambda: order.append(("init", os.environ.get("PADDLE_DISTRI_BACKEND")))
+    )
+    where, rank, world, note = train_mod.setup(tiny(tmp_path, faces, device=choice))
+    assert order == ["pick", ("init", backend)] and world == 2 and rank == 0
+    assert where == ("cpu" if choice == "cpu" else "gpu") and fake_gpu["place"] == [where]
+    assert bool(fake_gpu["flags"]) is (where == "gpu") and ("deterministic" in note) is (where == "gpu")
+
+
+def test_free_gpu_memory_is_the_drivers_count(monkeypatch):
+    """cudaMemGetInfo (paddle.cuda.mem_get_info) sees other processes and the CUDA context; what Paddle reserved
+    but does not use is added back. Without mem_get_info: total - reserved."""
+    calls = []
+    monkeypatch.setattr(paddle.device, "get_device", lambda: "gpu:0")
+    monkeypatch.setattr(paddle.cuda, "mem_get_info", lambda d=None: calls.append(d) or (3 * 10**9, 16 * 10**9))
+    monkeypatch.setattr(paddle.device.cuda, "memory_reserved", lambda d=None: 10**9)
+    monkeypatch.setattr(paddle.device.cuda, "memory_allocated", lambda d=None: 4 * 10**8)
+    props = type("P", (), {"total_memory": 16 * 10**9})
+    monkeypatch.setattr(paddle.device.cuda, "get_device_properties", lambda d=None: props)
+    assert dataReader.device_free_bytes() == 3 * 10**9 + 6 * 10**8 and calls == ["gpu:0"]
+    use, note = plan_on_device(202_599, True, "auto", "gpu")  # CelebA (2.49 GB) is over half of 3.6 GB
+    assert not use and "free 3.6 GB" in note
+    monkeypatch.delattr(paddle.cuda, "mem_get_info")  # an older Paddle
+    assert dataReader.device_free_bytes() == 15 * 10**9
+
+
+def _as_on_a_gpu(scaler):
+    """A scaler set up as paddle.amp.GradScaler() sets one up on a GPU (a CPU place turns it off in __init__)."""
+    scaler._enable, scaler._use_dynamic_loss_scaling, scaler._scale = True, True, paddle.to_tensor([1024.0])
+    scaler._incr_ratio, scaler._decr_ratio, scaler._incr_every_n_steps, scaler._decr_every_n_nan_or_inf = (
+        2,
+        0.5,
+        1000,
+        1,
+    )
+    scaler._incr_count = scaler._decr_count = 0
+    return scaler
+
+
+def test_fp16_scalers_lowerings_are_counted_not_printed(capsys):
+    import device
+
+    ours, plain = _as_on_a_gpu(device.GradScaler(enable=False)), _as_on_a_gpu(paddle.amp.GradScaler(enable=False))
+    scales = []
+    for found_inf in [True, True, False, True] + [False] * 1000 + [True]:
+        ours._cache_found_inf = found_inf  # what step() leaves: an overflow in this step's gradients, or none
+        ours.update()
+        scales.append(float(ours._scale[0]))
+    assert capsys.readouterr().out == "" and ours.lowered == 4
+    # Paddle's rule: every overflow lowers the scale (decr_every_n_nan_or_inf = 1 here) by half, and 1000 clean
+    # steps in a row double it
+    assert scales[:4] == [512.0, 256.0, 256.0, 128.0] and scales[1003] == 256.0 and scales[-1] == 128.0
+    assert ours._incr_count == 0 and ours._decr_count == 0
+    plain._cache_found_inf = True  # Paddle's own: the print, which NumPy 2.4 turns into a TypeError
+    try:
+        plain.update()
+        assert "Found inf or nan, current scale is" in capsys.readouterr().out
+    except TypeError as e:
+        assert "0-dimensional" in str(e) and np.lib.NumpyVersion(np.__version__) >= "2.4.0"
