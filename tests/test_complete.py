@@ -248,7 +248,7 @@ def test_cpu_search_prints_its_expected_time_first(models, monkeypatch, capsys):
     G, D = models
     ticks = itertools.chain([10.0, 13.0], itertools.repeat(0.0))  # iterations 1 and 2 take 1.5 s each
     monkeypatch.setattr(complete, "time", SimpleNamespace(perf_counter=lambda: next(ticks)))  # complete.py's clock
-    y = complete._to_float(sample(G, latent(2, G.nz)))
+    y = complete.to_float(sample(G, latent(2, G.nz)))
     w = importance_weights(np.broadcast_to(make_mask("center"), (2, 64, 64)))
     complete.search(G, D, y, w, iters=40, lam=0.003, restarts=3, progress=True)
     out = capsys.readouterr().out
