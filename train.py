@@ -21,10 +21,14 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import os
 import sys
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import utils
 from utils import UserError, parse_config, run_cli
 
 import numpy as np
@@ -125,6 +129,28 @@ class TrainConfig:
         default=False,
         metadata={"help": "also log scalars and sample grids to OUT/vdl for VisualDL (pip install visualdl)"},
     )
+    peer_timeout: float = field(
+        default=25.0,
+        metadata={
+            "help": "under paddle.distributed.launch, stop the job with a message when no iteration ends for this "
+            "many seconds (another process died or hangs; gloo itself aborts after 30 s without one)"
+        },
+    )
+
+
+def average_grads(params: list, world_size: int) -> None:
+    """The mean over the ranks of each parameter's gradient, in one all-reduce (as DataParallel: sum, then / n)."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return
+    flat = paddle.concat([g.reshape([-1]) for g in grads])
+    dist.all_reduce(flat)
+    flat = flat / world_size
+    start = 0
+    for g in grads:
+        n = g.size
+        g.set_value(flat[start : start + n].reshape(g.shape))
+        start += n
 
 
 class Trainer:
@@ -137,10 +163,13 @@ class Trainer:
         self.G_ema = copy.deepcopy(self.G) if cfg.ema > 0 else None  # the average of G's weights, sampled from
         if self.G_ema is not None:
             self.G_ema.eval()
-        # under the launcher, the passes whose gradients are averaged over the ranks go through DataParallel
-        self.G_dp, self.D_dp = self.G, self.D
+        # Under the launcher each update averages the gradients over the ranks (average_grads), not through
+        # paddle.DataParallel: its all-reduce runs in backward hooks, where a gloo error (another process died)
+        # ends in std::terminate and SIGABRT; here it is a RuntimeError that train() turns into one line.
+        self.G_dp, self.D_dp = self.G, self.D  # (names kept for bench/ and notebooks)
         if world_size > 1:
-            self.G_dp, self.D_dp = paddle.DataParallel(self.G), paddle.DataParallel(self.D)
+            for p in [*self.G.parameters(), *self.D.parameters()]:  # every rank starts from rank 0's weights
+                dist.broadcast(p, src=0)
         self.D_trainable = modelfile.trainable(self.D)
         self.optG = paddle.optimizer.Adam(cfg.lr, cfg.beta1, cfg.beta2, parameters=self.G.parameters())
         self.optD = paddle.optimizer.Adam(cfg.lr, cfg.beta1, cfg.beta2, parameters=self.D.parameters())
@@ -148,7 +177,7 @@ class Trainer:
         scaled = device.uses_grad_scaler(self.amp)
         self.scalerG, self.scalerD = paddle.amp.GradScaler(enable=scaled), paddle.amp.GradScaler(enable=scaled)
         self.fixed_noise = np.random.default_rng([cfg.seed, 2**31]).standard_normal((64, cfg.nz, 1, 1), np.float32)
-        self.iteration = 0
+        self.iteration = self.saved_iteration = 0  # saved_iteration: the checkpoint's, when one was written or read
         self.history: dict[str, list[float]] = {k: [] for k in runlog.HISTORY_KEYS}
 
     def noise(self, n: int, first: int | None = None, count: int = 1) -> paddle.Tensor:
@@ -203,6 +232,8 @@ class Trainer:
     def _update(self, loss: paddle.Tensor, opt, scaler) -> None:
         opt.clear_grad(set_to_zero=False)
         scaler.scale(loss).backward()
+        if self.world_size > 1:
+            average_grads((self.G if opt is self.optG else self.D).parameters(), self.world_size)
         scaler.step(opt)
         scaler.update()
 
@@ -225,6 +256,56 @@ class Trainer:
     def G_sampled(self) -> Generator:
         """The generator the grids and generator.safetensors show: the average when --ema is on."""
         return self.G_ema if self.G_ema is not None else self.G
+
+
+# what Paddle's gloo collectives raise when another process of the job is gone (kill -9: its sockets are reset)
+PEER_ERRORS = ("gloo", "Connection reset", "Connection refused", "Broken pipe", "Connection closed", "TIMEOUT")
+
+
+def peer_lost(trainer: Trainer, out: Path, what: str) -> str:
+    """The one line a process of a launched job prints when the others are gone."""
+    saved = trainer.saved_iteration
+    resume = (
+        f"the last checkpoint, {out / CHECKPOINT_FILE} (iteration {saved}), resumes with --resume (on any number of "
+        "processes)"
+        if saved
+        else "no checkpoint was written yet"
+    )
+    return f"rank {trainer.rank} at iteration {trainer.iteration + 1}: {what}; the job stops; {resume}"
+
+
+class PeerWatch:
+    """Under the launcher, a thread that ends the process with one line when no iteration ends for `timeout`
+    seconds (or 2.5 times the slowest one so far): a process of the job stopped answering (a node went down, a
+    process hangs). Armed after the first iteration (which waits for every process to start). Without it, gloo
+    aborts the process after 30 s inside a collective with a C++ traceback and no word on what to do."""
+
+    def __init__(self, trainer: Trainer, out: Path, timeout: float):
+        self.trainer, self.out, self.timeout = trainer, out, timeout
+        self.last, self.slowest, self.armed = time.monotonic(), 0.0, False
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="PeerWatch", daemon=True)
+
+    def beat(self, iteration_ended: bool = True) -> None:
+        now = time.monotonic()
+        if iteration_ended and self.armed:
+            self.slowest = max(self.slowest, now - self.last)
+        self.last, self.armed = now, self.armed or iteration_ended
+
+    def _run(self) -> None:
+        while not self.stopped.wait(0.5):
+            limit = max(self.timeout, 2.5 * self.slowest)
+            if self.armed and time.monotonic() - self.last > limit:
+                what = f"no iteration ended for {limit:.0f} s (another process of the job died or stopped answering)"
+                print(f"train.py: error: {peer_lost(self.trainer, self.out, what)}", file=sys.stderr, flush=True)
+                os._exit(2)  # the main thread is blocked inside a collective: nothing else would end it
+
+    def __enter__(self) -> PeerWatch:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stopped.set()
 
 
 def resume_state(cfg: TrainConfig, ckpt_path: Path) -> tuple[dict | None, Path]:
@@ -262,6 +343,8 @@ def validate(cfg: TrainConfig) -> None:
         raise UserError("--g-steps, --d-steps, --save-every, --sample-every and --max-iters must not be negative")
     if not 0 <= cfg.ema < 1:
         raise UserError("--ema must be in [0, 1)")
+    if not cfg.peer_timeout > 0:
+        raise UserError(f"--peer-timeout must be a positive number of seconds, got {cfg.peer_timeout}")
     if cfg.log_every < 0:
         raise UserError("--log-every must not be negative (0: chosen by device)")
     device.amp_mode(cfg.amp)
@@ -286,6 +369,13 @@ def setup(cfg: TrainConfig) -> tuple[str, int, int]:
     return where, dist.get_rank(), world_size
 
 
+def remove_stale_temps(out: Path) -> None:
+    """Temporary files of writes a killed run left behind (utils.atomic_path's names only), before this run writes."""
+    removed = [f"{d / name}" for d in (out, out / "samples", out / "vdl") for name in utils.remove_stale_temps(d)]
+    if removed:
+        print(f"train.py: removed {len(removed)} temporary file(s) of an interrupted run: {', '.join(removed)}")
+
+
 def save(trainer: Trainer, log: runlog.RunLog, out: Path, per_epoch: int) -> None:
     """The checkpoint and the generator file (rank 0), after every pending iteration was checked."""
     log.flush()
@@ -293,6 +383,7 @@ def save(trainer: Trainer, log: runlog.RunLog, out: Path, per_epoch: int) -> Non
         log.sync_vdl()
         modelfile.save_checkpoint(out / CHECKPOINT_FILE, trainer, trainer.iteration // per_epoch)
         modelfile.save_generator(out / GENERATOR_FILE, trainer.G_sampled)
+    trainer.saved_iteration = trainer.iteration
 
 
 def grid(trainer: Trainer, log: runlog.RunLog, name: str) -> None:
@@ -302,17 +393,55 @@ def grid(trainer: Trainer, log: runlog.RunLog, name: str) -> None:
         log.grid(faces.make_grid(sample(trainer.G_sampled, trainer.fixed_noise), nrow=8), name, trainer.iteration)
 
 
+def loop(cfg: TrainConfig, trainer: Trainer, loader, log: runlog.RunLog, out: Path, total: int, every: int,
+         watch: PeerWatch | None) -> None:  # fmt: skip
+    """Iterations until `total`, with the grids, plots and checkpoints on their schedule."""
+    per_epoch, world_size = len(loader), trainer.world_size
+    batches = None
+    while trainer.iteration < total:
+        it = trainer.iteration
+        if batches is None:  # an epoch starts (or the run resumes inside one)
+            loader.set_epoch(it // per_epoch)
+            batches = loader.iter_from(it % per_epoch)
+        real = next(batches)
+        real = real[0] if isinstance(real, list) else real  # MERGE: house-faces makes batches tensors
+        if not log.pending:  # a log window starts: its noise in one copy
+            noise, window_start = trainer.noise(real.shape[0], it, min(every, total - it)), it
+        with log.watch():
+            log.record(trainer.step(real, noise[it - window_start]), real.shape[0] * world_size)
+        trainer.iteration = it = it + 1
+        if watch:
+            watch.beat()
+        if cfg.sample_every and it % cfg.sample_every == 0:
+            grid(trainer, log, f"iter_{it:06d}.png")
+        if it % per_epoch == 0:  # a whole epoch: its grid, plot and checkpoint
+            batches = None
+            grid(trainer, log, f"epoch_{it // per_epoch:03d}.png")
+            log.plot()
+            save(trainer, log, out, per_epoch)
+        elif it == total or (cfg.save_every and it % cfg.save_every == 0):
+            save(trainer, log, out, per_epoch)
+        if watch:  # the time rank 0 took to write files is not an iteration's
+            watch.beat(iteration_ended=False)
+    if trainer.iteration % per_epoch and log.done:  # stopped mid-epoch (--max-iters): a picture of where it got
+        grid(trainer, log, f"iter_{trainer.iteration:06d}.png")
+        log.plot()
+
+
 def train(cfg: TrainConfig) -> dict[str, list[float]]:
     """Train as the config says; returns the loss history {d_loss, g_loss, d_real, d_fake: [per iteration]}."""
     where, rank, world_size = setup(cfg)
     out = Path(cfg.out)
     ckpt, source = resume_state(cfg, out / CHECKPOINT_FILE)
+    if rank == 0:
+        remove_stale_temps(out)
     loader = make_loader(cfg.data, cfg.batch_size, seed=cfg.seed, drop_last=True, num_workers=cfg.num_workers)
     loader, data_note = on_device(loader, cfg.data_on_device, where)
     per_epoch = len(loader)
     trainer = Trainer(cfg, where, world_size, rank)
     if ckpt is not None:
         modelfile.load_checkpoint(source, ckpt, trainer)
+        trainer.saved_iteration = trainer.iteration
     total = min(cfg.epochs * per_epoch, cfg.max_iters or cfg.epochs * per_epoch)
     every = log_interval(cfg, where)
     if rank == 0:
@@ -327,32 +456,15 @@ def train(cfg: TrainConfig) -> dict[str, list[float]]:
         )
     log = runlog.RunLog(out if rank == 0 else None, trainer.history, per_epoch, total, every, cfg.progress,
                         cfg.visualdl, out / CHECKPOINT_FILE)  # fmt: skip
-    with log:
-        batches = None
-        while trainer.iteration < total:
-            it = trainer.iteration
-            if batches is None:  # an epoch starts (or the run resumes inside one)
-                loader.set_epoch(it // per_epoch)
-                batches = loader.iter_from(it % per_epoch)
-            real = next(batches)
-            real = real[0] if isinstance(real, list) else real  # MERGE: house-faces makes batches tensors
-            if not log.pending:  # a log window starts: its noise in one copy
-                noise, window_start = trainer.noise(real.shape[0], it, min(every, total - it)), it
-            with log.watch():
-                log.record(trainer.step(real, noise[it - window_start]), real.shape[0] * world_size)
-            trainer.iteration = it = it + 1
-            if cfg.sample_every and it % cfg.sample_every == 0:
-                grid(trainer, log, f"iter_{it:06d}.png")
-            if it % per_epoch == 0:  # a whole epoch: its grid, plot and checkpoint
-                batches = None
-                grid(trainer, log, f"epoch_{it // per_epoch:03d}.png")
-                log.plot()
-                save(trainer, log, out, per_epoch)
-            elif it == total or (cfg.save_every and it % cfg.save_every == 0):
-                save(trainer, log, out, per_epoch)
-        if trainer.iteration % per_epoch and log.done:  # stopped mid-epoch (--max-iters): a picture of where it got
-            grid(trainer, log, f"iter_{trainer.iteration:06d}.png")
-            log.plot()
+    watch = PeerWatch(trainer, out, cfg.peer_timeout) if world_size > 1 else contextlib.nullcontext()
+    try:
+        with log, watch:
+            loop(cfg, trainer, loader, log, out, total, every, watch if world_size > 1 else None)
+    except RuntimeError as e:  # a collective failed: another process of the job is gone
+        if world_size == 1 or not any(m in str(e) for m in PEER_ERRORS):
+            raise
+        detail = " ".join(str(e).split()[-6:])
+        raise UserError(peer_lost(trainer, out, f"lost contact with another process of the job ({detail})")) from None
     if rank == 0:
         h = trainer.history
         last = f"; last D loss {h['d_loss'][-1]:.3f}, G loss {h['g_loss'][-1]:.3f}" if h["d_loss"] else ""
