@@ -47,10 +47,10 @@ import paddle
 
 from arithmetic import Arithmetic, arithmetic, parse_arithmetic  # noqa: F401  (documented as complete.arithmetic)
 from arithmetic import run as arithmetic_run
+from faces import SIZE, make_grid, open_packed, read_folder, save_png, to_float, to_images, to_uint8
 from modelfile import CHECKPOINT_FILE, models_of
 from network import Discriminator, Generator
 
-SIZE = 64
 WINDOW = 7  # the paper: "We use a window size of 7 in all experiments"
 MASKS = ("center", "left", "random", "grid", "file:PATH")
 BLENDS = ("poisson", "none")
@@ -234,16 +234,6 @@ class Completion:
 NEEDS_D = f"the prior term (lam > 0) needs D: pass the training checkpoint ({CHECKPOINT_FILE}) or --lam 0 (lam=0)"
 
 
-def _to_float(images: np.ndarray) -> np.ndarray:
-    """uint8 [N, 64, 64, 3] -> float32 [N, 3, 64, 64] in [-1, 1]."""
-    images = np.asarray(images)
-    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (SIZE, SIZE, 3) or not len(images):
-        raise UserError(
-            f"images must be uint8 [N, {SIZE}, {SIZE}, 3] with N > 0, got {images.dtype} {list(images.shape)}"
-        )
-    return np.ascontiguousarray(np.transpose(images, (0, 3, 1, 2))).astype(np.float32) / 127.5 - 1.0
-
-
 def _on_sphere(z: np.ndarray | paddle.Tensor, nz: int):
     """Scale each z [B, nz, 1, 1] to norm sqrt(nz)."""
     if isinstance(z, paddle.Tensor):
@@ -345,15 +335,15 @@ def complete(
         raise UserError(f"blend must be one of {', '.join(BLENDS)}, not {blend!r}")
     if iters < 0 or restarts < 1 or lam < 0 or not lr > 0:
         raise UserError(f"need iters >= 0, restarts >= 1, lam >= 0, lr > 0 (got {iters}, {restarts}, {lam}, {lr})")
-    y = _to_float(images_uint8)
+    y = to_float(images_uint8)
     masks = np.broadcast_to(np.asarray(mask, bool), (len(y), SIZE, SIZE))
     check_mask(masks)
     G, D = models_of(ckpt, lam > 0, use_ema, allow_pickle, NEEDS_D)
     z, x, loss, losses = search(G, D, y, importance_weights(masks), iters, lam, restarts, lr, seed, progress)
-    generated = utils.chw_to_hwc(utils.to_uint8(x))
+    generated = to_images(x)
     if blend == "poisson":
         x_hwc, y_hwc = np.transpose(x, (0, 2, 3, 1)), np.transpose(y, (0, 2, 3, 1))
-        completed = utils.to_uint8(np.stack([poisson_blend(y_hwc[i], x_hwc[i], m) for i, m in enumerate(masks)]))
+        completed = to_uint8(np.stack([poisson_blend(y_hwc[i], x_hwc[i], m) for i, m in enumerate(masks)]))
     else:
         completed = generated
     completed = np.where(masks[..., None], completed, images_uint8)  # known pixels: the input's, exactly
@@ -372,7 +362,7 @@ def invert(
     progress: bool = False,
 ) -> np.ndarray:
     """The z [N, nz, 1, 1] whose G(z) is closest (L1, every pixel weighted 1, no prior) to each uint8 face."""
-    y = _to_float(images_uint8)
+    y = to_float(images_uint8)
     G, _ = models_of(ckpt, False, use_ema, allow_pickle)
     return search(G, None, y, np.ones((len(y), SIZE, SIZE), np.float32), iters, 0.0, restarts, lr, seed, progress)[0]
 
@@ -437,33 +427,14 @@ def format_table(metrics: dict) -> str:
 def load_images(path: str, num: int = 0, offset: int = 0) -> tuple[np.ndarray, list[str], list[tuple[str, str]]]:
     """uint8 [N, 64, 64, 3], their names and the skipped (name, reason): a packed .npy or a folder of images
     (any size, converted and cropped as pretreat.py does; unreadable files are skipped)."""
-    from dataReader import open_packed
-    from pretreat import Source, _reason, load_face
-
     if num < 0 or offset < 0:
         raise UserError(f"--num and --offset must be >= 0 (got {num}, {offset})")
     p = Path(path)
     if not p.exists():
         raise UserError(f"{path}: no such folder or .npy file")
     if p.is_dir():
-        source = Source(p)
-        names = source.names[offset : offset + num if num else None]
-        if not names:
-            raise UserError(
-                f"{path}: no .jpg/.jpeg/.png/.bmp/.webp images in this folder"
-                + (f" from --offset {offset}" if offset else "")
-            )
-        images, kept, skipped = [], [], []
-        for i, name in enumerate(names, start=offset):
-            data = source.read(i)
-            try:
-                images.append(load_face(data))
-                kept.append(Path(name).with_suffix("").as_posix().replace("/", "_"))
-            except Exception as e:  # anything a bad file makes Pillow raise
-                skipped.append((name, _reason(e, len(data))))
-        if not images:
-            raise UserError(f"{path}: none of the {len(names)} images could be read ({skipped[0][0]}: {skipped[0][1]})")
-        return np.stack(images), kept, skipped
+        images, names, skipped = read_folder(p, num, offset)
+        return images, [Path(name).with_suffix("").as_posix().replace("/", "_") for name in names], skipped
     if p.suffix.lower() != ".npy":
         raise UserError(f"{path}: not a folder of images or a packed .npy")
     arr = open_packed(p)
@@ -486,7 +457,7 @@ def comparison_grid(rows: list[np.ndarray], ncol: int = GRID_COLS) -> np.ndarray
         for r in rows:
             block = r[s : s + ncol]
             cells += list(block) + list(np.repeat(blank, min(ncol, n) - len(block), axis=0))
-    return utils.make_grid(np.stack(cells), nrow=min(ncol, n))
+    return make_grid(np.stack(cells), nrow=min(ncol, n))
 
 
 def run(cfg: CompleteConfig) -> dict:
@@ -543,8 +514,8 @@ def run_completion(cfg: CompleteConfig) -> dict:
     masked = masked_view(images, mask)
     for kind, arr in (("completed", c.completed), ("generated", c.generated), ("masked", masked)):
         for name, im in zip(names, arr, strict=True):
-            utils.save_png(im, out / kind / f"{name}.png")
-    utils.save_png(comparison_grid([images, masked, c.completed]), out / "grid.png")
+            save_png(im, out / kind / f"{name}.png")
+    save_png(comparison_grid([images, masked, c.completed]), out / "grid.png")
     utils.atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     print(format_table(metrics))
     print(

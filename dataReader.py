@@ -9,16 +9,17 @@ API (what train.py calls):
     len(loader)                  # batches per epoch (this rank's share when distributed)
     len(loader.dataset)          # images in the file
     loader.set_epoch(epoch)      # the order of epoch e is a pure function of (seed, e): call it every epoch
-    for images, in loader.iter_from(k):   # batches k, k+1, ... of that epoch; iter(loader) = iter_from(0)
-        ...                      # images: paddle.Tensor [B, 3, 64, 64] float32 in [-1, 1] (x / 127.5 - 1)
+    for images in loader.iter_from(k):   # batches k, k+1, ... of that epoch; iter(loader) = iter_from(0)
+        ...                      # images: paddle.Tensor [B, 3, 64, 64] float32 in [-1, 1] (faces.to_float)
     loader, note = on_device(loader, "auto", device)   # --data-on-device: the same batches, gathered from a copy
                                                        # of the packed set in device memory (DeviceLoader)
 `iter_from(k)` skips the first k batches without reading them, so a run resumed at iteration
-epoch * len(loader) + k sees exactly the batches it would have seen. Each batch is a list whose first
-(only) element is the image tensor. Epoch e's order is np.random.default_rng([seed, e]).permutation(N),
-padded to a multiple of the world size and dealt out rank::world; each batch's indices are sorted, so a
-batch is one forward gather from the memory-mapped file and one uint8 -> float32 conversion, written into
-a recycled buffer that becomes the tensor without a copy.
+epoch * len(loader) + k sees exactly the batches it would have seen. Epoch e's order is
+np.random.default_rng([seed, e]).permutation(N), padded to a multiple of the world size and dealt out
+rank::world; each batch's indices are sorted, so a batch is one forward gather from the memory-mapped file and
+one uint8 -> float32 conversion (faces.to_float), in this process (num_workers=0) or in paddle.io.DataLoader's
+worker processes (num_workers > 0), or, with DeviceLoader, on the device from its copy of the set. Where the
+batches are gathered is chosen once, when the loader is made.
 With paddle.distributed world size > 1, the batch sampler (a paddle.io.DistributedBatchSampler) gives each
 rank its own shard, all ranks the same number of batches; pass the same seed on every rank.
 """
@@ -26,46 +27,17 @@ rank its own shard, all ranks the same number of batches; pass the same seed on 
 from __future__ import annotations
 
 import sys
-import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import utils  # first: it sets CPU thread defaults before paddle loads
+import utils
 from utils import UserError
 
 import numpy as np
 import paddle
 
-from pretreat import SIZE, Source, load_face
-
-PACK_HINT = "run python pretreat.py first (CelebA), or python pretreat.py --demo for the bundled demo set"
-
-
-def to_float_chw(images: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """uint8 (B, 64, 64, 3) -> float32 (B, 3, 64, 64) in [-1, 1]: x / 127.5 - 1, axes moved explicitly."""
-    if out is None:
-        out = np.empty((len(images), 3, *images.shape[1:3]), np.float32)
-    for i in range(0, len(images), 8):  # 8 images (400 KB of float) at a time: the two in-place passes stay in cache
-        o = out[i : i + 8]
-        np.copyto(o, np.transpose(images[i : i + 8], (0, 3, 1, 2)), casting="unsafe")
-        o /= np.float32(127.5)
-        o -= np.float32(1.0)
-    return out
-
-
-def open_packed(path: str | Path) -> np.ndarray:
-    """Memory-map a pretreat.py .npy and check it is uint8 (N, 64, 64, 3) with N > 0."""
-    try:
-        arr = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (ValueError, OSError, EOFError) as e:
-        why = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise UserError(f"{path}: not a readable .npy file ({why}); {PACK_HINT}") from None
-    if not isinstance(arr, np.ndarray) or arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[1:] != (SIZE, SIZE, 3):
-        what = f"{arr.dtype} array of shape {arr.shape}" if isinstance(arr, np.ndarray) else type(arr).__name__
-        raise UserError(f"{path}: holds a {what}, expected uint8 (N, {SIZE}, {SIZE}, 3) images; {PACK_HINT}")
-    if len(arr) == 0:
-        raise UserError(f"{path}: holds no images; {PACK_HINT}")
-    return arr
+import faces
+from faces import PACK_HINT, SIZE, ImageSource, open_packed, read_faces, to_float
 
 
 class FaceDataset(paddle.io.Dataset):
@@ -81,7 +53,7 @@ class FaceDataset(paddle.io.Dataset):
         if not self.path.exists():
             raise UserError(f"{path}: no such file or folder; {PACK_HINT}")
         if self.path.is_dir():
-            self._source = Source(self.path)
+            self._source = ImageSource(self.path)
             if not self._source.names:
                 raise UserError(f"{path}: no .jpg/.jpeg/.png/.bmp/.webp images in this folder")
             self._len = len(self._source.names)
@@ -91,6 +63,17 @@ class FaceDataset(paddle.io.Dataset):
             )
         else:
             self._len = len(open_packed(self.path))
+
+    @property
+    def packed(self) -> bool:
+        return self._source is None
+
+    @property
+    def images(self) -> np.ndarray:
+        """The packed set, uint8 (N, 64, 64, 3), memory-mapped."""
+        if self._array is None:
+            self._array = open_packed(self.path)
+        return self._array
 
     def __len__(self) -> int:
         return self._len
@@ -104,20 +87,16 @@ class FaceDataset(paddle.io.Dataset):
         """float32 (B, 3, 64, 64) in [-1, 1] for `indices`, in that order (sorted indices read fastest),
         written into `out` when given."""
         idx = np.asarray(indices, dtype=np.int64)
-        if self._source is not None:
-            return to_float_chw(np.stack([self._read_image(int(i)) for i in idx]), out)
-        if self._array is None:
-            self._array = open_packed(self.path)
-        return to_float_chw(self._array[idx], out)  # one gather, one conversion
-
-    def _read_image(self, i: int) -> np.ndarray:
-        try:
-            return load_face(self._source.read(i))
-        except Exception as e:  # anything a bad file makes Pillow raise
+        if self.packed:
+            return to_float(self.images[idx], out)  # one gather, one conversion
+        images, _, skipped = read_faces(self._source, idx)
+        if skipped:
+            name, reason = skipped[0]
             raise UserError(
-                f"{self.path / self._source.names[i]}: cannot read this image ({type(e).__name__}: {e}); "
+                f"{self.path / name}: cannot read this image ({reason}); "
                 f"pack the folder with python pretreat.py --src {self.path}, which skips bad files"
-            ) from None
+            )
+        return to_float(np.stack(images), out)
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_array": None}
@@ -153,70 +132,26 @@ class SeededBatchSampler(paddle.io.DistributedBatchSampler):
         return iter(self.epoch_batches())
 
 
-class _WholeBatches:
-    """Hands each batch's index array to the DataLoader as a one-item "batch", so its fetcher calls
-    dataset[index_array] once per batch instead of dataset[i] per image."""
+class _Batches(paddle.io.Dataset):
+    """Item j is the whole batch `batches[j]`: DataLoader workers gather and convert a batch in one call
+    (with batch_size=None the DataLoader neither samples nor collates)."""
 
-    def __init__(self, sampler: SeededBatchSampler):
-        self.sampler, self.start = sampler, 0
-
-    def __iter__(self):
-        return iter([[b] for b in self.sampler.epoch_batches()[self.start :]])  # eager: fixed when iteration starts
+    def __init__(self, dataset: FaceDataset, batches: list[np.ndarray]):
+        self.dataset, self.batches = dataset, batches
 
     def __len__(self) -> int:
-        return len(self.sampler)
+        return len(self.batches)
 
-
-class _Pooled:
-    """The DataLoader's dataset when it runs in this process: pooled[index_array] is the batch, written into a
-    recycled buffer, and it reaches paddle without a copy (_shared): paddle keeps a reference to the array it
-    is given, a view of the buffer, until the last tensor using that memory is gone; then the view's finalizer
-    returns the buffer. Why: paddle's copy of each batch took two thirds of the loader's time, and a fresh
-    6 MB array costs a page-zeroing every batch. (A test checks that held batches keep their contents.)"""
-
-    def __init__(self, dataset: FaceDataset, keep: int = 8):
-        self.dataset, self.keep, self._free = dataset, keep, []
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, indices) -> np.ndarray:
-        shape = (len(indices), 3, SIZE, SIZE)
-        try:
-            buf = self._free.pop()  # atomic: finalizers append from other threads
-        except IndexError:
-            buf = None
-        if buf is None or buf.shape != shape:  # (a last, smaller batch's buffer is simply dropped)
-            buf = np.empty(shape, np.float32)
-        view = self.dataset.get_batch(indices, out=buf)[...]  # [...]: a new array object over the same memory
-        weakref.finalize(view, self._give_back, buf)
-        return view
-
-    def _give_back(self, buf: np.ndarray) -> None:
-        if len(self._free) < self.keep:
-            self._free.append(buf)
-
-
-def _shared(items: list) -> list:
-    return [paddle.Tensor(value=items[0], place=paddle.CPUPlace(), zero_copy=True)]
-
-
-def _first(items: list) -> list:
-    return [items[0]]  # worker processes: the DataLoader copies it into shared memory
+    def __getitem__(self, j: int) -> np.ndarray:
+        return self.dataset.get_batch(self.batches[j])
 
 
 class FaceLoader:
-    """A paddle.io.DataLoader over a FaceDataset with a seeded, resumable batch order (see the module docstring)."""
+    """The batches of a FaceDataset as tensors [B, 3, 64, 64], in a seeded, resumable order (see the module
+    docstring): gathered in this process, or by paddle.io.DataLoader worker processes when num_workers > 0."""
 
     def __init__(self, dataset: FaceDataset, sampler: SeededBatchSampler, num_workers: int = 0):
-        self.dataset, self.batch_sampler = dataset, sampler
-        self._batches = _WholeBatches(sampler)
-        if num_workers == 0:
-            self.dataloader = paddle.io.DataLoader(_Pooled(dataset), batch_sampler=self._batches, collate_fn=_shared)
-        else:
-            self.dataloader = paddle.io.DataLoader(
-                dataset, batch_sampler=self._batches, collate_fn=_first, num_workers=num_workers
-            )
+        self.dataset, self.batch_sampler, self.num_workers = dataset, sampler, num_workers
 
     @property
     def seed(self) -> int:
@@ -239,62 +174,57 @@ class FaceLoader:
         """Iterate the current epoch from batch `start_batch` on (0 <= start_batch <= len(self))."""
         if not 0 <= start_batch <= len(self):
             raise ValueError(f"start_batch {start_batch} is outside 0..{len(self)}")
-        self._batches.start = start_batch
-        try:
-            return iter(self.dataloader)  # takes the sampler's batch list now
-        finally:
-            self._batches.start = 0
+        batches = self.batch_sampler.epoch_batches()[start_batch:]  # fixed now, not when the first batch is asked
+        return self._gather(batches) if batches else iter(())
+
+    def _gather(self, batches: list[np.ndarray]):
+        if self.num_workers > 0:
+            return iter(
+                paddle.io.DataLoader(_Batches(self.dataset, batches), batch_size=None, num_workers=self.num_workers)
+            )
+        return self._in_process(batches)
+
+    def _in_process(self, batches: list[np.ndarray]):
+        for idx in batches:
+            # a fresh array each batch, which becomes the tensor without a copy (paddle keeps a reference to it):
+            # paddle's copy took two thirds of the loader's time; recycling the buffers instead measured the same
+            # (glibc reuses the freed block), so there is no pool
+            yield paddle.Tensor(value=self.dataset.get_batch(idx), place=paddle.CPUPlace(), zero_copy=True)
 
 
-class DeviceLoader:
-    """The batches of a FaceLoader over a packed set, gathered from a copy of the whole uint8 set in device memory.
+class DeviceLoader(FaceLoader):
+    """The batches of a loader over a packed set, gathered from a copy of the whole uint8 set in device memory.
 
-    Same API as FaceLoader (len, set_epoch, iter_from, dataset) and the same batches bit for bit: the index lists
-    come from the loader's own sampler, and the conversion is the same float32 x / 127.5 - 1 (IEEE division,
-    correctly rounded on either side). Per epoch, one upload of the index table; per batch, nothing crosses.
+    Same API and the same batches bit for bit: the index lists come from the loader's own sampler, and the
+    conversion is faces.to_float on the gathered uint8 tensor. Per epoch, one upload of the index table; per
+    batch, nothing crosses.
     """
 
     def __init__(self, loader: FaceLoader, place: str | None = None):
-        if loader.dataset._array is None and loader.dataset._source is None:
-            loader.dataset._array = open_packed(loader.dataset.path)
-        if loader.dataset._array is None:
+        if not loader.dataset.packed:
             raise UserError(
                 f"{loader.dataset.path}: --data-on-device needs a packed .npy (python pretreat.py), not a folder"
             )
-        self.dataset, self.batch_sampler, self._loader = loader.dataset, loader.batch_sampler, loader
-        self.images = paddle.to_tensor(np.ascontiguousarray(loader.dataset._array), place=place)  # (N, 64, 64, 3) uint8
-        self._scale = paddle.to_tensor(np.float32(127.5), place=self.images.place)
-        self._one = paddle.to_tensor(np.float32(1.0), place=self.images.place)
-
-    seed, epoch, set_epoch, __len__ = FaceLoader.seed, FaceLoader.epoch, FaceLoader.set_epoch, FaceLoader.__len__
-
-    def __iter__(self):
-        return self.iter_from(0)
-
-    def iter_from(self, start_batch: int):
-        if not 0 <= start_batch <= len(self):
-            raise ValueError(f"start_batch {start_batch} is outside 0..{len(self)}")
-        batches = self.batch_sampler.epoch_batches()[start_batch:]
-        return self._gather(batches) if batches else iter(())
+        super().__init__(loader.dataset, loader.batch_sampler)
+        self.images = paddle.to_tensor(np.ascontiguousarray(loader.dataset.images), place=place)  # (N, 64, 64, 3) uint8
 
     def _gather(self, batches: list[np.ndarray]):
         last = batches[-1] if len(batches[-1]) != len(batches[0]) else None  # drop_last=False: a shorter last batch
         full = batches[:-1] if last is not None else batches
         table = paddle.to_tensor(np.stack(full), place=self.images.place) if full else None
         for i in range(len(full)):
-            yield [self.batch(table[i])]
+            yield self.batch(table[i])
         if last is not None:
-            yield [self.batch(paddle.to_tensor(last, place=self.images.place))]
+            yield self.batch(paddle.to_tensor(last, place=self.images.place))
 
     def batch(self, indices: paddle.Tensor) -> paddle.Tensor:
         """float32 (B, 3, 64, 64) in [-1, 1] of the images at `indices` (a device tensor)."""
-        x = paddle.gather(self.images, indices).transpose([0, 3, 1, 2]).astype("float32")
-        return paddle.subtract(paddle.divide(x, self._scale), self._one)
+        return to_float(paddle.gather(self.images, indices))
 
 
 def on_device(loader: FaceLoader, mode: str, device: str) -> tuple[FaceLoader | DeviceLoader, str]:
     """--data-on-device: `loader` itself or a DeviceLoader over the same batches (see plan_on_device), and a note."""
-    use, note = plan_on_device(len(loader.dataset), loader.dataset._source is None, mode, device)
+    use, note = plan_on_device(len(loader.dataset), loader.dataset.packed, mode, device)
     return (DeviceLoader(loader) if use else loader), note
 
 
@@ -378,9 +308,8 @@ class ReaderConfig:
 def main(argv: list[str] | None = None) -> None:
     cfg = utils.parse_config(ReaderConfig, argv, description=__doc__)
     loader = make_loader(cfg.data, batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed, drop_last=False)
-    (images,) = next(iter(loader))
-    grid = utils.make_grid(utils.chw_to_hwc(utils.to_uint8(images)))
-    utils.save_png(grid, cfg.out)
+    images = next(iter(loader))
+    faces.save_png(faces.make_grid(faces.to_images(images)), cfg.out)
     print(
         f"dataReader: {images.shape[0]} of {len(loader.dataset)} images from {cfg.data}, "
         f"{list(images.shape)} {images.dtype} in [{float(images.min()):.2f}, {float(images.max()):.2f}] -> {cfg.out}"

@@ -164,7 +164,7 @@ def check(cfg, iters: int = 5, batch_size: int = 16, width: int = 16) -> bool:
     if os.path.exists(cfg.data):
         try:
             ds = FaceDataset(cfg.data)
-            plan = plan_on_device(len(ds), ds._source is None, cfg.data_on_device, device)[1]
+            plan = plan_on_device(len(ds), ds.packed, cfg.data_on_device, device)[1]
             print(f"data: {cfg.data}, {len(ds)} images; --data-on-device {cfg.data_on_device}: {plan}")
         except UserError as e:
             print(f"data: {e}")

@@ -14,7 +14,8 @@
   (see fid.py). KID: mean and std over 100 subsets of min(1000, n) images, x1e3 in the table.
 
 Real images are `--num` random rows of the packed .npy that pretreat.py writes; generated ones come
-from generator.generate(), or from a folder of PNG/JPEG images with --images. Both sets get the
+from generator.generate(), or from a folder of images with --images (cropped as
+pretreat.py does; 64x64 images are used as they are). Both sets get the
 same size. `--json PATH` also writes the numbers. Same --seed, same images, same patches, same number.
 """
 
@@ -36,11 +37,10 @@ import numpy as np
 from scipy.ndimage import convolve1d
 
 import fid as fidlib  # numpy only at import: paddle loads when the Inception is built
+from faces import SIZE, cores, read_folder, sample_packed
 from fid import frechet_distance, kid  # noqa: F401  (part of evaluate's API)
 from modelfile import CHECKPOINT_FILE, GENERATOR_FILE
 
-IMAGE_SIZE = 64
-IMAGE_EXTS = {".png", ".jpg", ".jpeg"}
 SHEETS = {"grid.png", "interpolation.png"}  # what generator.py writes beside the faces: not faces, skipped
 
 
@@ -82,10 +82,6 @@ class EvaluateConfig:
         default=None, metadata={"help": "score this folder of images, not --ckpt's", "metavar": "DIR"}
     )
     workers: int = field(default=0, metadata={"help": "threads for face detection (0: all usable cores)"})
-
-
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -138,7 +134,7 @@ def detect_faces(images: np.ndarray, workers: int = 0) -> np.ndarray:
         raise ValueError(f"expected images (N, H, W, 3) or (N, H, W), got shape {images.shape}")
     gray = np.ascontiguousarray(gray)
     blocks = [gray[i : i + 32] for i in range(0, len(gray), 32)]
-    with ThreadPoolExecutor(workers or _cores()) as pool:
+    with ThreadPoolExecutor(workers or cores()) as pool:
         return np.concatenate([np.zeros(0, bool), *pool.map(_detect_block, blocks)])
 
 
@@ -274,54 +270,6 @@ def swd(
 # inputs
 
 
-def load_real(path: str, num: int, seed: int) -> np.ndarray:
-    """`num` random rows (all when there are fewer) of a packed uint8 (N, 64, 64, 3) .npy."""
-    if not os.path.isfile(path):
-        raise UserError(
-            f"{path}: no such file; make it with python pretreat.py (or pretreat.py --demo for data/demo64.npy)"
-        )
-    try:
-        data = np.load(path, mmap_mode="r")
-    except Exception as e:  # np.load raises ValueError, OSError, EOFError, UnpicklingError on foreign files
-        raise UserError(f"{path}: not a .npy array ({type(e).__name__})") from None
-    if data.dtype != np.uint8 or data.ndim != 4 or data.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE, 3):
-        raise UserError(f"{path}: expected uint8 images (N, 64, 64, 3), found {data.dtype} {data.shape}")
-    if len(data) == 0:
-        raise UserError(f"{path}: holds no images")
-    if num >= len(data):
-        return np.array(data)
-    rows = np.sort(np.random.default_rng(seed).choice(len(data), num, replace=False))  # sorted: sequential reads
-    return np.array(data[rows])
-
-
-def load_folder(folder: str, num: int) -> np.ndarray:
-    """The first `num` images (by name) of a folder of PNG/JPEG files as uint8 (n, 64, 64, 3); other
-    sizes are center-cropped to a square and resized to 64x64."""
-    from PIL import Image
-
-    root = Path(folder)
-    if not root.is_dir():
-        raise UserError(f"{folder}: no such folder")
-    files = sorted(p for p in root.iterdir() if p.suffix.lower() in IMAGE_EXTS and p.name not in SHEETS and p.is_file())
-    if not files:
-        raise UserError(f"{folder}: no PNG or JPEG images in it")
-    out = np.empty((min(num, len(files)), IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)
-    for i, p in enumerate(files[: len(out)]):
-        try:
-            with Image.open(p) as im:
-                im = im.convert("RGB")
-                if im.size != (IMAGE_SIZE, IMAGE_SIZE):
-                    s = min(im.size)
-                    left, top = (im.width - s) // 2, (im.height - s) // 2
-                    im = im.crop((left, top, left + s, top + s)).resize(
-                        (IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.LANCZOS
-                    )
-                out[i] = np.asarray(im)
-        except (OSError, ValueError) as e:  # PIL's UnidentifiedImageError is an OSError
-            raise UserError(f"{p}: cannot read this image ({type(e).__name__})") from None
-    return out
-
-
 # ---------------------------------------------------------------------------------------------
 # FID / KID (fid.py holds the network, the weight reader and the statistics)
 
@@ -407,9 +355,11 @@ def evaluate(cfg: EvaluateConfig) -> dict:
         raise UserError(f"--num must be at least 1, got {cfg.num}")
     t0 = time.perf_counter()
     inception = fidlib.load_inception(cfg.fid_weights) if cfg.fid_weights else None  # a bad file fails before the work
-    real = load_real(cfg.data, cfg.num, cfg.seed)
+    real = sample_packed(cfg.data, cfg.num, cfg.seed)
     if cfg.images:
-        fake = load_folder(cfg.images, cfg.num)
+        fake, _, skipped = read_folder(cfg.images, cfg.num, exclude=SHEETS)
+        if skipped:  # an error, not a skip: the scores would silently cover other images than asked
+            raise UserError(f"{Path(cfg.images) / skipped[0][0]}: cannot read this image ({skipped[0][1]})")
     else:
         from generator import generate  # imports paddle: only when generating
 
@@ -423,7 +373,7 @@ def evaluate(cfg: EvaluateConfig) -> dict:
         "face_rate_fake": face_rate(fake, cfg.workers),
         "swd": dists,
         "swd_avg": float(np.mean(dists)),
-        "swd_resolutions": [IMAGE_SIZE >> i for i in range(len(dists))],
+        "swd_resolutions": [SIZE >> i for i in range(len(dists))],
         "num_real": n,
         "num_fake": n,
         "seed": cfg.seed,

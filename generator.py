@@ -35,6 +35,7 @@ import numpy as np
 import paddle
 import paddle.nn as nn
 
+from faces import make_grid, save_png, to_images
 from modelfile import CHECKPOINT_FILE, GENERATOR_FILE, generator_of, load_generator
 from network import Generator
 
@@ -137,9 +138,7 @@ def sampling_net(G: Generator, bn: str = BN_DEFAULT) -> Iterator[nn.Layer]:
 def sample(G: Generator, z: np.ndarray, bn: str = BN_DEFAULT) -> np.ndarray:
     """The faces of latent points z [B, nz, 1, 1] as uint8 [B, 64, 64, 3] ((x + 1) * 127.5, rounded, clipped)."""
     with sampling_net(G, bn) as net:
-        out = [
-            utils.chw_to_hwc(utils.to_uint8(net(paddle.to_tensor(z[i : i + CHUNK])))) for i in range(0, len(z), CHUNK)
-        ]
+        out = [to_images(net(paddle.to_tensor(z[i : i + CHUNK]))) for i in range(0, len(z), CHUNK)]
     return np.concatenate(out) if out else np.zeros((0, 64, 64, 3), np.uint8)
 
 
@@ -237,14 +236,12 @@ def run(cfg: GeneratorConfig) -> None:
     if cfg.num:
         faces = generate(G, cfg.num, cfg.seed, cfg.bn)
         for i, face in enumerate(faces):
-            utils.save_png(face, out / f"face_{i:04d}.png")
-        utils.save_png(utils.make_grid(faces), out / "grid.png")
+            save_png(face, out / f"face_{i:04d}.png")
+        save_png(make_grid(faces), out / "grid.png")
         print(f"{cfg.num} faces -> {out}/face_0000.png ... face_{cfg.num - 1:04d}.png, {out}/grid.png")
     if cfg.interpolate:
         rows = interpolate(G, cfg.interpolate, cfg.pairs, cfg.seed, cfg.bn)
-        utils.save_png(
-            utils.make_grid(rows.reshape(-1, *rows.shape[2:]), nrow=cfg.interpolate), out / "interpolation.png"
-        )
+        save_png(make_grid(rows.reshape(-1, *rows.shape[2:]), nrow=cfg.interpolate), out / "interpolation.png")
         print(f"{cfg.pairs} x {cfg.interpolate} interpolation -> {out}/interpolation.png")
     if cfg.export:
         files, diff = export(G, cfg.export, cfg.bn)

@@ -404,7 +404,6 @@ def loop(cfg: TrainConfig, trainer: Trainer, loader, log: runlog.RunLog, out: Pa
             loader.set_epoch(it // per_epoch)
             batches = loader.iter_from(it % per_epoch)
         real = next(batches)
-        real = real[0] if isinstance(real, list) else real  # MERGE: house-faces makes batches tensors
         if not log.pending:  # a log window starts: its noise in one copy
             noise, window_start = trainer.noise(real.shape[0], it, min(every, total - it)), it
         with log.watch():

@@ -20,8 +20,6 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
-
 warnings.filterwarnings("ignore", message="No ccache found")
 
 
@@ -76,51 +74,6 @@ def _umask() -> int:
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         f.write(text)
-
-
-# ---------------------------------------------------------------------------------------------
-# images
-
-
-def to_uint8(x) -> np.ndarray:
-    """Map tanh-range images in [-1, 1] (a tensor or array) to uint8 [0, 255]: (x + 1) * 127.5."""
-    x = x.numpy() if hasattr(x, "numpy") else np.asarray(x)
-    return np.clip(np.rint((x.astype(np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
-
-
-def chw_to_hwc(x: np.ndarray) -> np.ndarray:
-    """(N, C, H, W) -> (N, H, W, C); an explicit axis order, never a bare .transpose()."""
-    return np.ascontiguousarray(np.transpose(x, (0, 2, 3, 1)))
-
-
-def make_grid(images: np.ndarray, nrow: int | None = None, padding: int = 2, pad_value: int = 255) -> np.ndarray:
-    """Tile uint8 images (N, H, W, C) into one (rows*H', cols*W', C) image with a border.
-
-    nrow is the number of images per row (default: a square-ish grid, ceil(sqrt(N))).
-    """
-    images = np.asarray(images)
-    if images.ndim == 3:
-        images = images[..., None]
-    n, h, w, c = images.shape
-    ncol = nrow or int(np.ceil(np.sqrt(n)))
-    nrows = int(np.ceil(n / ncol))
-    grid = np.full((nrows * (h + padding) + padding, ncol * (w + padding) + padding, c), pad_value, images.dtype)
-    for i in range(n):
-        r, col = divmod(i, ncol)
-        y, x = padding + r * (h + padding), padding + col * (w + padding)
-        grid[y : y + h, x : x + w] = images[i]
-    return grid
-
-
-def save_png(image: np.ndarray, path: str | os.PathLike) -> None:
-    """Write a uint8 HWC (or HW) image as PNG, atomically."""
-    from PIL import Image
-
-    image = np.asarray(image)
-    if image.ndim == 3 and image.shape[2] == 1:
-        image = image[..., 0]
-    with atomic_path(path) as tmp:
-        Image.fromarray(image).save(tmp, format="PNG")
 
 
 # ---------------------------------------------------------------------------------------------

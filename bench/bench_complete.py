@@ -33,6 +33,7 @@ import numpy as np  # noqa: E402
 import paddle  # noqa: E402
 
 import complete  # noqa: E402
+from faces import to_float  # noqa: E402
 from network import Discriminator, Generator  # noqa: E402
 
 DEFAULT_ITERS = 1500
@@ -52,7 +53,7 @@ def bench_width(width: int, images: int, restarts: int, steps: int, rounds: int)
     G.eval(), D.eval()
     rng = np.random.default_rng(0)
     faces = rng.integers(0, 256, (images, 64, 64, 3), dtype=np.uint8)
-    y = complete._to_float(faces)
+    y = to_float(faces)
     mask = complete.make_mask("center")
     w = complete.importance_weights(np.broadcast_to(mask, (images, 64, 64)))
     batched, loop = [], []

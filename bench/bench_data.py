@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> None:
     epochs, n, t0 = 0, 0, time.perf_counter()
     while time.perf_counter() - t0 < 2.0 or epochs < 3:
         loader.set_epoch(epochs)
-        for (images,) in loader:
+        for images in loader:
             n += images.shape[0]
         epochs += 1
     reader_rate = n / (time.perf_counter() - t0)

@@ -224,8 +224,7 @@ def bench_batches(data: str, batch: int):
         epoch = 0
         while True:
             loader.set_epoch(epoch)
-            for (images,) in loader:
-                yield images
+            yield from loader
             epoch += 1
 
     return forever()

@@ -28,7 +28,7 @@ def main(data: str, out: str) -> None:
     for epoch in (0, 1):
         loader.set_epoch(epoch)
         seen[f"ids_epoch{epoch}"] = np.concatenate(
-            [np.rint((b[0][:, 0, 0, 0].numpy() + 1) * 127.5) for b in loader]
+            [np.rint((b[:, 0, 0, 0].numpy() + 1) * 127.5) for b in loader]
         ).astype(int)
 
     writes = []
@@ -59,7 +59,7 @@ def main(data: str, out: str) -> None:
     for i, batch in enumerate(loader):
         if i == 3:
             break
-        tr.step(batch[0])
+        tr.step(batch)
     weights = {f"G.{k}": v.numpy() for k, v in tr.G.state_dict().items()} | {
         f"D.{k}": v.numpy() for k, v in tr.D.state_dict().items()
     }

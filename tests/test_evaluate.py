@@ -15,6 +15,7 @@ import scipy.ndimage
 from PIL import Image
 
 import evaluate
+from faces import sample_packed
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -217,7 +218,7 @@ def test_cli_with_checkpoint(files, tmp_path):
     assert result["num_fake"] == result["num_real"] == 8 and result["fake"] == str(ckpt)
     assert result["face_rate_fake"] == evaluate.face_rate(generate(str(ckpt), 8, 2))
     assert result["swd"] == pytest.approx(
-        evaluate.swd(evaluate.load_real(str(data), 8, 2), generate(str(ckpt), 8, 2), seed=2), rel=1e-6
+        evaluate.swd(sample_packed(str(data), 8, 2), generate(str(ckpt), 8, 2), seed=2), rel=1e-6
     )
 
 

@@ -19,6 +19,7 @@ from PIL import Image
 
 import generator
 import modelfile
+from faces import make_grid
 from generator import GeneratorConfig, export, generate, interpolate, latent, run, sample, slerp
 from modelfile import generator_payload, load_generator, save_generator
 from network import Generator
@@ -112,10 +113,10 @@ def test_cli_writes_faces_grid_and_interpolation(cli, G):
     expected = generate(G, 5, seed=3)
     for i in range(5):
         assert np.array_equal(np.asarray(Image.open(faces / f"face_{i:04d}.png")), expected[i])
-    assert np.array_equal(np.asarray(Image.open(faces / "grid.png")), utils.make_grid(expected))
+    assert np.array_equal(np.asarray(Image.open(faces / "grid.png")), make_grid(expected))
     rows = interpolate(G, steps=4, pairs=2, seed=3)
     assert np.array_equal(
-        np.asarray(Image.open(faces / "interpolation.png")), utils.make_grid(rows.reshape(8, 64, 64, 3), nrow=4)
+        np.asarray(Image.open(faces / "interpolation.png")), make_grid(rows.reshape(8, 64, 64, 3), nrow=4)
     )
 
 

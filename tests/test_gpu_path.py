@@ -200,8 +200,8 @@ def test_device_batches_equal_the_loaders_byte_for_byte(tmp_path, drop_last):
         for start in (0, 3):  # 3: a run resumed in the middle of the epoch
             host.set_epoch(epoch)
             dev.set_epoch(epoch)
-            a = [b[0].numpy() for b in host.iter_from(start)]
-            b = [b[0].numpy() for b in dev.iter_from(start)]
+            a = [b.numpy() for b in host.iter_from(start)]
+            b = [b.numpy() for b in dev.iter_from(start)]
             assert len(a) == len(b) == len(host) - start
             for x, y in zip(a, b, strict=True):
                 assert x.dtype == y.dtype == np.float32 and x.shape == y.shape and x.tobytes() == y.tobytes()

@@ -19,12 +19,13 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+import faces
 import pretreat
 from pretreat import PretreatConfig, sidecar
 
 ROOT = Path(__file__).resolve().parent.parent
 W, H = 178, 218  # CelebA's aligned images
-BOX = (0, 10, 64, 74)  # the tutorial's crop of the 64x78 scaled image (written out: pretreat.BOX is under test)
+BOX = (0, 10, 64, 74)  # the tutorial's crop of the 64x78 scaled image (written out: faces.BOX is under test)
 # solid blocks (x0, y0, x1, y1) in a 178x218 picture, half-open; each survives the scale to 64x78
 MARKS = {(255, 0, 0): (10, 40, 40, 70), (0, 160, 0): (120, 60, 165, 90), (0, 0, 255): (60, 150, 110, 195)}
 # blocks the tutorial's crop cuts away: above scaled row 10 and below scaled row 74 (beyond the filter's reach)
@@ -98,7 +99,7 @@ def test_marks_land_where_scale_then_crop_puts_them(tmp_path, fmt, tol):
     for colour in CUT:
         assert centroid(face, colour, tol=0.25) is None, f"{colour} should be cropped away"
     if fmt == "png":  # lossless: exactly PIL's resize of the whole image to 64x78, then the tutorial's crop
-        ref = np.asarray(marked(marks={**MARKS, **CUT}).resize((64, 78), pretreat.RESAMPLE).crop(BOX))
+        ref = np.asarray(marked(marks={**MARKS, **CUT}).resize((64, 78), faces.RESAMPLE).crop(BOX))
         assert np.abs(face.astype(int) - ref).max() <= 1
 
 
@@ -179,9 +180,9 @@ def test_center_crop_when_the_box_does_not_fit(tmp_path, size, blocks, gone):
 def test_crop_equals_resizing_the_whole_image_then_cropping(size, scaled, box):
     rng = np.random.default_rng(0)
     img = Image.fromarray(rng.integers(0, 256, (size[1] // 10 + 1, size[0] // 10 + 1, 3), dtype=np.uint8)).resize(size)
-    assert pretreat.scaled_size(*size) == scaled
-    face = pretreat.crop_face(img.copy())
-    ref = np.asarray(img.resize(scaled, pretreat.RESAMPLE).crop(box))
+    assert faces.scaled_size(*size) == scaled
+    face = faces.crop_face(img.copy())
+    ref = np.asarray(img.resize(scaled, faces.RESAMPLE).crop(box))
     assert face.shape == (64, 64, 3) and face.dtype == np.uint8
     assert np.abs(face.astype(int) - ref).max() <= 1
 
@@ -192,23 +193,23 @@ def test_plain_jpeg_fast_path_gives_the_same_pixels_as_image_open(size, options)
     rng = np.random.default_rng(1)
     img = Image.fromarray(rng.integers(0, 256, (size[1] // 8, size[0] // 8, 3), dtype=np.uint8)).resize(size)
     data = jpeg_bytes(img, **options)
-    assert pretreat.plain_jpeg_size(data) == size
-    general = pretreat.crop_face(Image.open(io.BytesIO(data)))  # Image.open, draft mode
-    assert np.array_equal(pretreat.load_face(data), general)
+    assert faces.plain_jpeg_size(data) == size
+    general = faces.crop_face(Image.open(io.BytesIO(data)))  # Image.open, draft mode
+    assert np.array_equal(faces.load_face(data), general)
 
 
 def test_jpegs_with_exif_or_not_ycbcr_take_the_general_path():
     img = marked()
     exif = Image.Exif()
     exif[0x0112] = 1
-    assert pretreat.plain_jpeg_size(jpeg_bytes(img, exif=exif.tobytes())) is None
-    assert pretreat.plain_jpeg_size(jpeg_bytes(img.convert("L"))) is None
-    assert pretreat.plain_jpeg_size(jpeg_bytes(img.convert("CMYK"))) is None
+    assert faces.plain_jpeg_size(jpeg_bytes(img, exif=exif.tobytes())) is None
+    assert faces.plain_jpeg_size(jpeg_bytes(img.convert("L"))) is None
+    assert faces.plain_jpeg_size(jpeg_bytes(img.convert("CMYK"))) is None
     png = io.BytesIO()
     img.save(png, "PNG")
-    assert pretreat.plain_jpeg_size(png.getvalue()) is None
+    assert faces.plain_jpeg_size(png.getvalue()) is None
     data = jpeg_bytes(img)
-    assert pretreat.plain_jpeg_size(data[:20]) is None  # cut before the frame header
+    assert faces.plain_jpeg_size(data[:20]) is None  # cut before the frame header
 
 
 def test_images_flag_writes_each_crop_and_limit_takes_the_first(tmp_path, tiny_celeba_dir):
