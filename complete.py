@@ -467,8 +467,7 @@ def comparison_grid(rows: list[np.ndarray], ncol: int = GRID_COLS) -> np.ndarray
 def run(cfg: CompleteConfig) -> dict:
     """complete.py's job: with --arithmetic, face arithmetic (arithmetic.py); otherwise the completion."""
     out = Path(cfg.out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} exists and is not a folder")
+    utils.check_out_path(out, "--out", folder=True)
     if cfg.arithmetic:
         arithmetic_run(cfg.ckpt, cfg.arithmetic, cfg.out, cfg.seed, cfg.ema, cfg.allow_pickle)
         return {}

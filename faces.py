@@ -417,7 +417,7 @@ def open_packed(path: str | os.PathLike) -> np.ndarray:
         )
     try:
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (ValueError, OSError, EOFError) as e:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:  # (an .npz is a zip)
         why = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise UserError(f"{path}: not a readable .npy file ({why}); {PACK_HINT}") from None
     if not isinstance(arr, np.ndarray) or arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[1:] != (SIZE, SIZE, 3):

@@ -347,6 +347,9 @@ def validate(cfg: TrainConfig) -> None:
         raise UserError(f"--peer-timeout must be a positive number of seconds, got {cfg.peer_timeout}")
     if cfg.log_every < 0:
         raise UserError("--log-every must not be negative (0: chosen by device)")
+    if cfg.num_workers < 0:
+        raise UserError(f"--num-workers must not be negative, got {cfg.num_workers}")
+    utils.check_out_path(cfg.out, "--out", folder=True)
     device.amp_mode(cfg.amp)
 
 
@@ -477,6 +480,7 @@ def train(cfg: TrainConfig) -> dict[str, list[float]]:
 def main(argv: list[str] | None = None) -> None:
     cfg = parse_config(TrainConfig, argv, description=__doc__)
     if cfg.check:
+        validate(cfg)  # the flags as a normal run takes them
         if not device.check(cfg):
             raise UserError(
                 "--check: the losses of the small model were not finite (paste the lines above into a bug report)"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import errno
 import os
 import re
 import sys
@@ -35,17 +36,34 @@ class UserError(Exception):
 def atomic_path(path: str | os.PathLike) -> Iterator[str]:
     """Yield a temporary path beside `path`; on success it is renamed onto `path`, else removed."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise _write_error(path, e) from None
     os.close(fd)
     try:
         yield tmp
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the permissions open() would
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.errno in _DISK_ERRORS:
+            raise _write_error(path, e) from None
         raise
+
+
+# a full disk, a read-only or full-quota file system, no permission: the user's to fix, one line
+_DISK_ERRORS = {errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EISDIR,
+                errno.ENAMETOOLONG}  # fmt: skip
+
+
+def _write_error(path: Path, e: OSError) -> Exception:
+    if e.errno not in _DISK_ERRORS:
+        return e
+    kept = "; the previous file is unchanged" if path.exists() else ""
+    return UserError(f"{path}: cannot write it ({e.strerror or os.strerror(e.errno)}){kept}")
 
 
 # atomic_path's temporary names: "." + the file's name + "." + mkstemp's 8 random characters + ".tmp"
@@ -69,6 +87,21 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def check_out_path(path: str | os.PathLike, flag: str, folder: bool) -> None:
+    """UserError, before any work, when an output path cannot be what it must be: a file where a folder is
+    expected (folder=True) or a folder where a file is, or a file where one of its parent folders would go."""
+    p = Path(path)
+    if folder and p.exists() and not p.is_dir():
+        raise UserError(f"{p}: {flag} must be a folder, and this is a file")
+    if not folder and p.is_dir():
+        raise UserError(f"{p}: {flag} must be a file, and this is a folder")
+    for parent in p.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UserError(f"{parent}: a file, where {flag} {p} needs a folder")
+            break
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
