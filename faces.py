@@ -21,7 +21,9 @@ from __future__ import annotations
 import errno
 import io
 import os
+import stat
 import threading
+import warnings
 import zipfile
 import zlib
 from pathlib import Path
@@ -37,6 +39,9 @@ EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 # 40 MP passes any camera photo up to ~7700x5200 but bounds a worker's full-size decode (PNG/BMP/WebP have
 # no reduced-scale decoding) to ~160 MB; CelebA's images are 0.04 MP. Pillow's own hard limit is 179 MP.
 MAX_PIXELS = 40_000_000
+# Pillow warns from 89 MP at Image.open (a stray stderr line, in a thread pool too); the readers here check every
+# image's pixels against MAX_PIXELS (or --max-pixels) before decoding it, so its warning says nothing more
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 MAX_FILE_BYTES = 256 << 20  # one image file (or zip member) over this is not a photo of a face: never read
 RESAMPLE = Image.Resampling.BILINEAR  # antialiased (the triangle widens with the downscale), like torchvision's Resize
 PACK_HINT = "run python pretreat.py first (CelebA), or python pretreat.py --demo for the bundled demo set"
@@ -311,12 +316,16 @@ class ImageSource:
         name = self.names[i]
         if self.zip is None:
             path = os.path.join(self.path, name)
-            try:
-                with open(path, "rb") as f:
-                    _check_file_size(os.fstat(f.fileno()).st_size)
-                    return f.read(MAX_FILE_BYTES + 1)
+            try:  # non-blocking: opening a FIFO must not wait for a writer
+                fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
             except OSError as e:
                 raise UnreadableFile(_os_reason(path, e)) from None
+            with os.fdopen(fd, "rb") as f:
+                st = os.fstat(fd)
+                if not stat.S_ISREG(st.st_mode):  # a FIFO, a device (/dev/zero never ends), a socket
+                    raise UnreadableFile("not a regular file (a device, FIFO or socket)")
+                _check_file_size(st.st_size)
+                return f.read(MAX_FILE_BYTES + 1)
         info = self._infos[name]
         _check_file_size(info.file_size)
         try:

@@ -297,10 +297,10 @@ def read_model_file(path: str | os.PathLike, allow_pickle: bool = False) -> tupl
     return ("generator" if fmt == GENERATOR_FORMAT else "checkpoint"), tree
 
 
-def _size(path, value, name: str, limit: int) -> int:
+def _size(path, value, name: str, limit: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise UserError(f"{path}: {name} is {str(value)[:40]!r} in the file, not a positive integer")
-    if value > limit:
+    if limit is not None and value > limit:
         raise UserError(f"{path}: {name} is {value} in the file, over the {limit} this code builds")
     return value
 
@@ -346,9 +346,10 @@ def _generator_from(path, kind: str, tree: dict, use_ema: bool) -> Generator:
         nz, ngf = cfg.get("nz"), cfg.get("ngf")
         ema = tree.get("G_ema")
         state = ema if use_ema and isinstance(ema, dict) and ema else tree.get("G")
-    nz, ngf = _size(path, nz, "nz", MAX_NZ), _size(path, ngf, "ngf", MAX_WIDTH)
+    nz, ngf = _size(path, nz, "nz"), _size(path, ngf, "ngf")
     settings = f" for nz={nz}, ngf={ngf}"
     _first_shape(path, state, "main.0.weight", (nz, ngf * 8, 4, 4), "generator", settings)
+    _size(path, nz, "nz", MAX_NZ), _size(path, ngf, "ngf", MAX_WIDTH)
     _fits(path, state, generator_numel(nz, ngf), "generator", settings)
     G = Generator(nz=nz, ngf=ngf)
     check_weights(path, G, state, "generator", settings)
@@ -363,9 +364,10 @@ def _discriminator_from(path, kind: str, tree: dict) -> Discriminator:
     if kind == "generator":
         raise UserError(f"{path}: a generator-only file holds no discriminator; use train.py's {CHECKPOINT_FILE}")
     cfg = tree.get("config") if isinstance(tree.get("config"), dict) else {}
-    ndf = _size(path, cfg.get("ndf"), "ndf", MAX_WIDTH)
+    ndf = _size(path, cfg.get("ndf"), "ndf")
     state = tree.get("D")
     _first_shape(path, state, "main.0.weight", (ndf, 3, 4, 4), "discriminator", f" for ndf={ndf}")
+    _size(path, ndf, "ndf", MAX_WIDTH)
     _fits(path, state, discriminator_numel(ndf), "discriminator", f" for ndf={ndf}")
     D = Discriminator(ndf=ndf)
     check_weights(path, D, state, "discriminator", f" for ndf={ndf}")

@@ -191,6 +191,22 @@ def long_zip(d: Path) -> None:
         z.writestr("ok.jpg", small_png())
 
 
+def fifo(name: str):
+    def make(d: Path) -> None:
+        os.mkfifo(d / name)
+
+    return make
+
+
+def bad_crc_zip(d: Path) -> None:
+    """A stored (uncompressed) JPEG member with one byte of its data changed: the CRC check fails."""
+    with zipfile.ZipFile(d / "bad.zip", "w") as z:
+        z.writestr("000001.png", small_png())
+    raw = bytearray((d / "bad.zip").read_bytes())
+    raw[raw.index(b"IDAT") + 8] ^= 0xFF
+    (d / "bad.zip").write_bytes(bytes(raw))
+
+
 def both(*makers):
     def make(d: Path) -> None:
         for m in makers:
@@ -303,6 +319,32 @@ CASES = [
     Case(
         "complete_symlink_loop",
         both(checkpoint_with(), folder(("loop.png", "->loop.png"))),
+        COMPLETE + " --images {d}/imgs",
+        "{d}/imgs",
+    ),  # fmt: skip
+    Case("eval_png_12000", folder(("big.png", png_claiming(12000, 12000))), EVAL, "{d}/imgs"),
+    Case(
+        "complete_mask_png_12000",
+        both(checkpoint_with(), write("mask.png", png_claiming(12000, 12000))),
+        COMPLETE + " --images {d}/faces.npy --mask file:{d}/mask.png",
+        "{d}/mask.png",
+    ),  # fmt: skip
+    Case("eval_fifo", both(folder(("a.png", small_png())), fifo("imgs/b.png")), EVAL, "{d}/imgs/b.png"),
+    Case(
+        "pretreat_dev_zero",
+        folder(("z.png", "->/dev/zero")),
+        "pretreat.py --src {d}/imgs --out {d}/o.npy --workers 1 --no-progress",
+        "{d}/imgs",
+    ),  # fmt: skip
+    Case(
+        "pretreat_zip_bad_crc",
+        bad_crc_zip,
+        "pretreat.py --src {d}/bad.zip --out {d}/o.npy --workers 1 --no-progress",
+        "{d}/bad.zip",
+    ),  # fmt: skip
+    Case(
+        "complete_images_dangling",
+        both(checkpoint_with(), folder(("gone.png", "->nowhere.png"))),
         COMPLETE + " --images {d}/imgs",
         "{d}/imgs",
     ),  # fmt: skip
