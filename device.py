@@ -21,17 +21,14 @@ from utils import UserError
 
 import paddle
 
-
-def cores() -> int:
-    """The cores this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+import faces
 
 
 def cpu_defaults() -> None:
     """MKL's thread count and AMD code path, Paddle's C++ log level; see the module docstring."""
     if os.environ.get("OMP_NUM_THREADS", "1") == "1":
         local_procs = int(os.environ.get("PADDLE_LOCAL_SIZE", "1") or 1)  # set by paddle.distributed.launch
-        os.environ.setdefault("MKL_NUM_THREADS", str(max(1, cores() // max(1, local_procs))))
+        os.environ.setdefault("MKL_NUM_THREADS", str(max(1, faces.cores() // max(1, local_procs))))
     os.environ.setdefault("MKL_DEBUG_CPU_TYPE", "5")
     os.environ.setdefault("GLOG_minloglevel", "2")  # Paddle's C++ INFO/WARNING lines (type promotion, PIR)
     warnings.filterwarnings("ignore", message="When training, we now always track global mean")  # every BN call

@@ -430,6 +430,17 @@ def loop(cfg: TrainConfig, trainer: Trainer, loader, log: runlog.RunLog, out: Pa
         log.plot()
 
 
+def start_line(cfg: TrainConfig, trainer: Trainer, loader, data_note: str, every: int, total: int) -> str:
+    where, n = trainer.device, trainer.world_size
+    return (
+        f"train.py: device {where}{device.amp_note(cfg.amp, trainer.amp)}, convolutions on {conv_backend(where)}, "
+        f"{f'{n} processes, ' if n > 1 else ''}{len(loader.dataset)} images in {cfg.data} ({data_note}), "
+        f"{len(loader)} iterations per epoch, losses fetched every {every}; "
+        f"{f'resuming at iteration {trainer.iteration}' if trainer.iteration else 'starting'}; "
+        f"{total} iterations in all -> {cfg.out}/"
+    )
+
+
 def train(cfg: TrainConfig) -> dict[str, list[float]]:
     """Train as the config says; returns the loss history {d_loss, g_loss, d_real, d_fake: [per iteration]}."""
     where, rank, world_size = setup(cfg)
@@ -448,14 +459,7 @@ def train(cfg: TrainConfig) -> dict[str, list[float]]:
     every = log_interval(cfg, where)
     if rank == 0:
         (out / "samples").mkdir(parents=True, exist_ok=True)
-        print(
-            f"train.py: device {where}{device.amp_note(cfg.amp, trainer.amp)}, convolutions on "
-            f"{conv_backend(where)}, {f'{world_size} processes, ' if world_size > 1 else ''}"
-            f"{len(loader.dataset)} images in {cfg.data} ({data_note}), {per_epoch} iterations per epoch, losses "
-            f"fetched every {every}; {f'resuming at iteration {trainer.iteration}' if ckpt else 'starting'}; "
-            f"{total} iterations in all -> {out}/",
-            flush=True,
-        )
+        print(start_line(cfg, trainer, loader, data_note, every, total), flush=True)
     log = runlog.RunLog(out if rank == 0 else None, trainer.history, per_epoch, total, every, cfg.progress,
                         cfg.visualdl, out / CHECKPOINT_FILE)  # fmt: skip
     watch = PeerWatch(trainer, out, cfg.peer_timeout) if world_size > 1 else contextlib.nullcontext()

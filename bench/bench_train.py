@@ -281,7 +281,9 @@ def worker_paddle(args) -> dict:
         sys.modules["dataReader"] = types.SimpleNamespace(make_loader=None)
         import train
 
-    device = train.pick_device(args.device)  # train.py's own choice: the GPU when Paddle has CUDA and sees one
+    from device import amp_support, pick_device
+
+    device = pick_device(args.device)  # train.py's own choice: the GPU when Paddle has CUDA and sees one
     paddle.set_device(device)
     cfg = train.TrainConfig(batch_size=args.batch, ngf=args.ngf, ndf=args.ngf, amp=lever.get("amp", "off"))
     t0 = time.perf_counter()
@@ -342,7 +344,7 @@ def worker_paddle(args) -> dict:
         "others": m.others,
         "flops": flops,
         "peak_gflops": peak,
-        "amp_support": train.amp_support(device),
+        "amp_support": amp_support(device),
         "amp": trainer.amp,
         "conv_backend": sys.modules["network"].conv_backend(device),
         "env": {k: os.environ.get(k) for k in ENV_SHOWN},
