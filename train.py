@@ -4,6 +4,7 @@
     python train.py --data data/demo64.npy --out output/demo --ngf 32 --ndf 32 --batch-size 32 --max-iters 600
     python train.py --resume                          # continue output/checkpoint.safetensors where it stopped
     python -m paddle.distributed.launch --gpus 0,1 train.py ...   # data-parallel (batch size is per GPU)
+                                                      # (several machines: docs/distributed.md)
     python train.py --check                           # Paddle's build, the device, GPU, AMP support; a short run
     python train.py --amp bf16                        # mixed precision on a GPU (--amp alone: fp16)
 
