@@ -52,7 +52,7 @@ import paddle
 
 from arithmetic import Arithmetic, arithmetic, parse_arithmetic  # noqa: F401  (documented as complete.arithmetic)
 from arithmetic import run as arithmetic_run
-from faces import SIZE, make_grid, open_packed, read_folder, save_png, to_float, to_images, to_uint8
+from faces import MAX_PIXELS, SIZE, make_grid, open_packed, read_folder, save_png, to_float, to_images, to_uint8
 from modelfile import CHECKPOINT_FILE, models_of
 from network import Discriminator, Generator
 
@@ -165,10 +165,14 @@ def _mask_file(path: str, size: int) -> np.ndarray:
         raise UserError(f"{path}: empty mask file (0 bytes)")
     try:
         with Image.open(path) as img:
+            if img.width * img.height > MAX_PIXELS:  # before decoding: a small PNG can claim gigapixels
+                raise UserError(f"{path}: a {img.width}x{img.height} mask image, over {MAX_PIXELS} pixels")
             gray = img.convert("L")
             if gray.size != (size, size):
                 gray = gray.resize((size, size), Image.Resampling.NEAREST)
             return np.asarray(gray) > 127
+    except Image.DecompressionBombError as e:  # Image.open's own check, over twice Pillow's limit
+        raise UserError(f"{path}: mask image too large ({e})") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise UserError(f"{path}: not an image Pillow can read as a mask ({type(e).__name__})") from None
 
@@ -563,8 +567,7 @@ def comparison_grid(rows: list[np.ndarray], ncol: int = GRID_COLS) -> np.ndarray
 def run(cfg: CompleteConfig) -> dict:
     """complete.py's job: with --arithmetic, face arithmetic (arithmetic.py); otherwise the completion."""
     out = Path(cfg.out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} exists and is not a folder")
+    utils.check_out_path(out, "--out", folder=True)
     if cfg.arithmetic:
         arithmetic_run(cfg.ckpt, cfg.arithmetic, cfg.out, cfg.seed, cfg.ema, cfg.allow_pickle)
         return {}

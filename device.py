@@ -279,3 +279,19 @@ def check(cfg, iters: int = 5, batch_size: int = 16, width: int = 16) -> bool:
         f"(last D {values[-1, 0]:.3f}, G {values[-1, 1]:.3f})"
     )
     return finite
+
+
+def start(choice: str, amp, deterministic: bool = True) -> tuple[str, int, int, str]:
+    """A training process's device: picked first (the launcher's process group takes its backend and place from it),
+    then the group joined, Paddle's device set, --amp checked, the GPU's flags set. Returns (device, rank, world size,
+    what the start line says about the GPU's settings)."""
+    import paddle.distributed as dist
+
+    world_size = dist.get_world_size()
+    where = pick_device(choice)
+    if world_size > 1:
+        parallel_backend(where)
+        dist.init_parallel_env()
+    paddle.set_device(where)
+    check_amp(amp, where)
+    return where, dist.get_rank(), world_size, configure_gpu(where, deterministic)

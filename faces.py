@@ -18,10 +18,14 @@ Importing this module loads numpy and Pillow only: a tensor given to to_float/to
 
 from __future__ import annotations
 
+import errno
 import io
 import os
+import stat
 import threading
+import warnings
 import zipfile
+import zlib
 from pathlib import Path
 
 from utils import UserError, atomic_path
@@ -35,6 +39,10 @@ EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 # 40 MP passes any camera photo up to ~7700x5200 but bounds a worker's full-size decode (PNG/BMP/WebP have
 # no reduced-scale decoding) to ~160 MB; CelebA's images are 0.04 MP. Pillow's own hard limit is 179 MP.
 MAX_PIXELS = 40_000_000
+# Pillow warns from 89 MP at Image.open (a stray stderr line, in a thread pool too); the readers here check every
+# image's pixels against MAX_PIXELS (or --max-pixels) before decoding it, so its warning says nothing more
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+MAX_FILE_BYTES = 256 << 20  # one image file (or zip member) over this is not a photo of a face: never read
 RESAMPLE = Image.Resampling.BILINEAR  # antialiased (the triangle widens with the downscale), like torchvision's Resize
 PACK_HINT = "run python pretreat.py first (CelebA), or python pretreat.py --demo for the bundled demo set"
 
@@ -248,6 +256,8 @@ def plain_jpeg_size(data: bytes) -> tuple[int, int] | None:
 
 def unreadable_reason(e: Exception, nbytes: int) -> str:
     """Why an image file could not be used, in a few words, from what reading it raised and its size."""
+    if isinstance(e, UnreadableFile):
+        return str(e)
     if nbytes == 0:
         return "empty file (0 bytes)"
     if isinstance(e, UnidentifiedImageError):
@@ -301,20 +311,64 @@ class ImageSource:
         self.ignored = len(all_names) - len(self.names)
 
     def read(self, i: int) -> bytes:
+        """The file's bytes; UnreadableFile (with the reason) for a broken link, a link loop, a file or zip member
+        over MAX_FILE_BYTES (checked before reading: a zip member's declared size too), a damaged zip member."""
         name = self.names[i]
         if self.zip is None:
-            with open(os.path.join(self.path, name), "rb") as f:
-                return f.read()
-        with self._lock:  # ZipFile.open counts its file's users without a lock: concurrent reads can close it
-            return self.zip.read(self._infos[name])
+            path = os.path.join(self.path, name)
+            try:  # non-blocking: opening a FIFO must not wait for a writer
+                fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+            except OSError as e:
+                raise UnreadableFile(_os_reason(path, e)) from None
+            with os.fdopen(fd, "rb") as f:
+                st = os.fstat(fd)
+                if not stat.S_ISREG(st.st_mode):  # a FIFO, a device (/dev/zero never ends), a socket
+                    raise UnreadableFile("not a regular file (a device, FIFO or socket)")
+                _check_file_size(st.st_size)
+                return f.read(MAX_FILE_BYTES + 1)
+        info = self._infos[name]
+        _check_file_size(info.file_size)
+        try:
+            with self._lock, self.zip.open(info) as f:  # ZipFile.open counts its users without a lock
+                data = f.read(MAX_FILE_BYTES + 1)  # a member inflates to its declared size at most (zipfile stops)
+        except (zipfile.BadZipFile, NotImplementedError, RuntimeError, OSError, EOFError, zlib.error) as e:
+            raise UnreadableFile(f"damaged zip member: {' '.join(str(e).split())[:100] or type(e).__name__}") from None
+        _check_file_size(len(data))
+        return data
 
     def size(self, i: int) -> int:
+        """The file's size in bytes (-1 when it cannot be known: a broken link)."""
         name = self.names[i]
-        return os.path.getsize(self.path / name) if self.zip is None else self._infos[name].file_size
+        if self.zip is not None:
+            return self._infos[name].file_size
+        try:
+            return os.path.getsize(self.path / name)
+        except OSError:
+            return -1
 
     def close(self) -> None:
         if self.zip is not None:
             self.zip.close()
+
+
+class UnreadableFile(OSError):
+    """An image file that cannot be read at all (its message is the reason, for the skipped list)."""
+
+
+def _check_file_size(nbytes: int) -> None:
+    if nbytes > MAX_FILE_BYTES:
+        raise UnreadableFile(f"too large: {nbytes / 2**20:.0f} MiB, over {MAX_FILE_BYTES >> 20} MiB for one image file")
+
+
+def _os_reason(path: str, e: OSError) -> str:
+    if os.path.islink(path) and not os.path.exists(path):  # exists() follows the link: False when it leads nowhere
+        try:
+            os.stat(path)
+        except OSError as err:
+            if err.errno == errno.ELOOP:
+                return "a symbolic link loop"
+        return f"a broken symbolic link (to {os.readlink(path)})"
+    return f"cannot open: {e.strerror or type(e).__name__}"
 
 
 def read_faces(source: ImageSource, indices) -> tuple[list[np.ndarray], list[str], list[tuple[str, str]]]:
@@ -322,12 +376,13 @@ def read_faces(source: ImageSource, indices) -> tuple[list[np.ndarray], list[str
     that could not be read: a bad file is skipped, never raised."""
     images, names, skipped = [], [], []
     for i in indices:
-        data = source.read(int(i))
+        data = b""
         try:
+            data = source.read(int(i))
             images.append(load_face(data))
             names.append(source.names[i])
         except Exception as e:  # anything a bad file makes Pillow raise
-            skipped.append((source.names[i], unreadable_reason(e, len(data))))
+            skipped.append((source.names[i], unreadable_reason(e, len(data) if data else source.size(int(i)))))
     return images, names, skipped
 
 
@@ -371,7 +426,7 @@ def open_packed(path: str | os.PathLike) -> np.ndarray:
         )
     try:
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (ValueError, OSError, EOFError) as e:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:  # (an .npz is a zip)
         why = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise UserError(f"{path}: not a readable .npy file ({why}); {PACK_HINT}") from None
     if not isinstance(arr, np.ndarray) or arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[1:] != (SIZE, SIZE, 3):

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -222,18 +223,33 @@ def export(
 # command line
 
 
+OWN_FACE = re.compile(r"face_\d{4,}\.png")  # the names run() gives the faces it writes
+
+
+def remove_old_faces(out: Path) -> None:
+    """Remove the face_NNNN.png an earlier run wrote to `out` (only files of that name), with one line: a folder
+    never mixes the faces of two runs (a new --num 16 over an old --num 64 would leave 48 old ones)."""
+    old = [p for p in out.glob("face_*.png") if OWN_FACE.fullmatch(p.name) and p.is_file()] if out.is_dir() else []
+    for p in old:
+        p.unlink()
+    if old:
+        print(f"generator.py: removed {len(old)} faces of an earlier run from {out} (face_*.png), so old and new "
+              "are not mixed")  # fmt: skip
+
+
 def run(cfg: GeneratorConfig) -> None:
     if cfg.num < 0:
         raise utils.UserError(f"--num must be >= 0 (got {cfg.num})")
     if cfg.interpolate and (cfg.interpolate < 2 or cfg.pairs < 1):
         raise utils.UserError(f"--interpolate needs K >= 2 steps and --pairs >= 1 (got {cfg.interpolate}, {cfg.pairs})")
     out = Path(cfg.out)
-    for flag, d in (("--out", out), ("--export", Path(cfg.export))):
-        if d.exists() and not d.is_dir():
-            raise utils.UserError(f"{flag} {d} exists and is not a folder")
+    utils.check_out_path(out, "--out", folder=True)
+    if cfg.export:
+        utils.check_out_path(cfg.export, "--export", folder=True)
     G = load_generator(cfg.ckpt, use_ema=cfg.ema, allow_pickle=cfg.allow_pickle)
     print(f"{cfg.ckpt}: generator nz={G.nz} ngf={G.ngf}; seed {cfg.seed}, bn {cfg.bn}")
     if cfg.num:
+        remove_old_faces(out)
         faces = generate(G, cfg.num, cfg.seed, cfg.bn)
         for i, face in enumerate(faces):
             save_png(face, out / f"face_{i:04d}.png")

@@ -36,6 +36,10 @@ CHECKPOINT_FORMAT = "dcgan-faces-paddle/checkpoint"
 FORMAT_VERSION = 1
 PICKLE_PROTOCOLS = range(2, 6)  # a pickle of protocol >= 2 starts with PROTO (0x80) and its number; Paddle writes 2-4
 MAX_HEADER = 1 << 27  # a safetensors JSON header claiming more (128 MiB) is not one: no model file has such a header
+MAX_METADATA = 1 << 20  # our metadata (config, counters, skeletons) is a few KB; the loss history is a tensor
+MAX_DEPTH = 8  # JSON nesting in our metadata: 3 (optimizer state in a checkpoint's skeleton)
+FREE_BUILD = 64 << 20  # a model up to this size is built whatever the file holds (its errors are then the exact ones)
+MAX_NZ, MAX_WIDTH = 4096, 1024  # bounds on nz and ngf/ndf from a file: ngf=1024 is already a 3.4 GB generator
 
 
 # ---------------------------------------------------------------------------------------------
@@ -144,12 +148,16 @@ def read_state(path: str | os.PathLike, allow_pickle: bool = False) -> dict:
     if kind != "safetensors":
         raise UserError(f"{path}: not a safetensors model file (nor a Paddle .pdparams)")
     metadata, tensors = read_safetensors(path)
+    if sum(len(k) + len(v) for k, v in metadata.items()) > MAX_METADATA:
+        raise UserError(f"{path}: its metadata is over {MAX_METADATA >> 20} MiB (not a dcgan-faces-paddle file)")
     tree: dict = {}
     for k, text in metadata.items():
         try:
             tree[k] = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise UserError(f"{path}: metadata {k!r} is not JSON (not a dcgan-faces-paddle file?)") from None
+        if _depth(tree[k]) > MAX_DEPTH:
+            raise UserError(f"{path}: metadata {k!r} is nested over {MAX_DEPTH} deep (not a dcgan-faces-paddle file)")
     for name, arr in tensors.items():
         *parents, leaf = name.split("/")
         node = tree
@@ -157,8 +165,23 @@ def read_state(path: str | os.PathLike, allow_pickle: bool = False) -> dict:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise UserError(f"{path}: tensor {name} does not fit the metadata (not a dcgan-faces-paddle file?)")
+        if leaf in node:  # a tensor named like a metadata entry ("format", "G_ema"): never replaces it
+            raise UserError(f"{path}: tensor {name} has the name of a metadata entry (not a dcgan-faces-paddle file)")
         node[leaf] = arr
     return tree
+
+
+def _depth(value) -> int:
+    """How deep JSON lists and dicts nest in `value` (0 for a scalar), level by level (no recursion), up to
+    MAX_DEPTH + 1."""
+    depth, level = 0, [value]
+    while depth <= MAX_DEPTH:
+        level = [v for v in level if isinstance(v, (list, dict))]
+        if not level:
+            break
+        depth += 1
+        level = [c for v in level for c in (v.values() if isinstance(v, dict) else v)]
+    return depth
 
 
 def _read_pickle(path) -> dict:
@@ -273,22 +296,55 @@ def read_model_file(path: str | os.PathLike, allow_pickle: bool = False) -> tupl
         tree = {**{k: v for k, v in tree.items() if k != "state_dict"}, **tree["state_dict"]}
     elif fmt is None and isinstance(tree.get("config"), dict) and isinstance(tree.get("G"), dict):  # an old checkpoint
         fmt = tree["format"] = CHECKPOINT_FORMAT
-    if fmt not in (GENERATOR_FORMAT, CHECKPOINT_FORMAT):
-        what = f"its format is {fmt!r}" if fmt is not None else "no 'format' in its metadata"
+    if not isinstance(fmt, (str, type(None))) or fmt not in (GENERATOR_FORMAT, CHECKPOINT_FORMAT):
+        what = f"its format is {_short(fmt)}" if fmt is not None else "no 'format' in its metadata"
         keys = ", ".join(list(tree)[:4])
         raise UserError(f"{path}: not a dcgan-faces-paddle generator or checkpoint ({what}; holds {keys})")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if not isinstance(version, int) or isinstance(version, bool) or version > FORMAT_VERSION:
         raise UserError(
-            f"{path}: format version {version!r} is newer than this code reads ({FORMAT_VERSION}); "
+            f"{path}: format version {_short(version)} is newer than this code reads ({FORMAT_VERSION}); "
             "update dcgan-faces-paddle"
         )
     return ("generator" if fmt == GENERATOR_FORMAT else "checkpoint"), tree
 
 
-def _size(path, value, name: str) -> int:
+def _short(value, n: int = 40) -> str:
+    """repr of a value from a file, cut to n characters (a file can hold megabytes in one metadata entry)."""
+    text = repr(value)
+    return text if len(text) <= n else text[:n] + "..."
+
+
+def _size(path, value, name: str, limit: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise UserError(f"{path}: {name} is {value!r} in the file, not a positive integer")
+        raise UserError(f"{path}: {name} is {_short(value)} in the file, not a positive integer")
+    if limit is not None and value > limit:
+        raise UserError(f"{path}: {name} is {value} in the file, over the {limit} this code builds")
     return value
+
+
+def generator_numel(nz: int, ngf: int) -> int:
+    """Elements of network.Generator(nz, ngf)'s state dict: 5 transposed convolutions (4x4, no bias) and 4
+    BatchNorms (weight, bias, mean, variance), computed without building it."""
+    return 16 * (8 * nz * ngf + 42 * ngf * ngf + 3 * ngf) + 4 * 15 * ngf
+
+
+def discriminator_numel(ndf: int) -> int:
+    """Elements of network.Discriminator(ndf)'s state dict (5 convolutions, 3 BatchNorms)."""
+    return 16 * (42 * ndf * ndf + 11 * ndf) + 4 * 14 * ndf
+
+
+def _fits(path, state, numel: int, what: str, settings: str) -> None:
+    # before building: a model is never much larger than the weights the file holds for it (a 120-byte file
+    # claiming nz = 10**9 never asks Paddle for terabytes). Small models are built: check_weights then names the
+    # first wrong tensor.
+    if not isinstance(state, dict):
+        raise TensorMismatch(f"{path}: holds no {what} weights", "absent")
+    have = sum(v.nbytes for v in state.values() if isinstance(v, np.ndarray))
+    if numel * 4 > 2 * have + FREE_BUILD:
+        raise UserError(
+            f"{path}: a {what}{settings} has {numel * 4 / 2**20:.1f} MiB of weights, the file holds "
+            f"{have / 2**20:.1f} MiB for it"
+        )
 
 
 def _first_shape(path, state, key: str, expected: tuple, what: str, settings: str) -> None:
@@ -309,10 +365,12 @@ def _generator_from(path, kind: str, tree: dict, use_ema: bool) -> Generator:
         cfg = tree.get("config") if isinstance(tree.get("config"), dict) else {}
         nz, ngf = cfg.get("nz"), cfg.get("ngf")
         ema = tree.get("G_ema")
-        state = ema if use_ema and ema else tree.get("G")
+        state = ema if use_ema and isinstance(ema, dict) and ema else tree.get("G")
     nz, ngf = _size(path, nz, "nz"), _size(path, ngf, "ngf")
     settings = f" for nz={nz}, ngf={ngf}"
     _first_shape(path, state, "main.0.weight", (nz, ngf * 8, 4, 4), "generator", settings)
+    _size(path, nz, "nz", MAX_NZ), _size(path, ngf, "ngf", MAX_WIDTH)
+    _fits(path, state, generator_numel(nz, ngf), "generator", settings)
     G = Generator(nz=nz, ngf=ngf)
     check_weights(path, G, state, "generator", settings)
     G.set_state_dict(state)
@@ -329,6 +387,8 @@ def _discriminator_from(path, kind: str, tree: dict) -> Discriminator:
     ndf = _size(path, cfg.get("ndf"), "ndf")
     state = tree.get("D")
     _first_shape(path, state, "main.0.weight", (ndf, 3, 4, 4), "discriminator", f" for ndf={ndf}")
+    _size(path, ndf, "ndf", MAX_WIDTH)
+    _fits(path, state, discriminator_numel(ndf), "discriminator", f" for ndf={ndf}")
     D = Discriminator(ndf=ndf)
     check_weights(path, D, state, "discriminator", f" for ndf={ndf}")
     D.set_state_dict(state)
@@ -522,11 +582,10 @@ def _legacy_names(path, cfg: dict) -> dict[str, list[str]]:
 
     from network import Discriminator, Generator
 
-    try:
-        with paddle.utils.unique_name.guard():
-            G, D = Generator(int(cfg["nz"]), int(cfg["ngf"])), Discriminator(int(cfg["ndf"]))
-    except (KeyError, TypeError, ValueError):
-        raise UserError(f"{path}: its config has no usable nz, ngf and ndf") from None
+    nz, ngf = _size(path, cfg.get("nz"), "nz", MAX_NZ), _size(path, cfg.get("ngf"), "ngf", MAX_WIDTH)
+    ndf = _size(path, cfg.get("ndf"), "ndf", MAX_WIDTH)
+    with paddle.utils.unique_name.guard():
+        G, D = Generator(nz, ngf), Discriminator(ndf)
     return {"optG": [p.name for p in trainable(G)], "optD": [p.name for p in trainable(D)]}
 
 

@@ -24,6 +24,7 @@ not. The .npy appears only when complete: Ctrl-C or kill leaves no partial outpu
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import signal
@@ -42,7 +43,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from faces import BOX, EXTENSIONS, MAX_PIXELS, SIZE, ImageSource, cores, load_face, unreadable_reason
+from faces import BOX, EXTENSIONS, MAX_PIXELS, SIZE, ImageSource, cores, load_face, save_png, unreadable_reason
 
 DEFAULT_SOURCES = ("img_align_celeba", "img_align_celeba.zip")
 CHUNK = 32  # images per thread task: amortises the executor's per-task cost, keeps Ctrl-C prompt
@@ -171,9 +172,12 @@ def _crop_all(source: ImageSource, n: int, tmp: str, cfg: PretreatConfig, worker
     to the front; returns {index: reason} of the failed ones."""
     arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, SIZE, SIZE, 3))
     images = Path(cfg.images) if cfg.images else None
-    if images:
-        for parent in {Path(name).parent for name in source.names[:n]}:
-            (images / parent).mkdir(parents=True, exist_ok=True)
+    targets = crop_paths(source.names[:n], images) if images else {}
+    for parent in {t.parent for t in targets.values()}:
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UserError(f"{parent}: cannot make this folder for --images ({e.strerror})") from None
 
     def work(rows: range) -> dict[int, str]:
         failed = {}
@@ -184,7 +188,7 @@ def _crop_all(source: ImageSource, n: int, tmp: str, cfg: PretreatConfig, worker
                 failed[i] = unreadable_reason(e, source.size(i))
                 continue
             if images:
-                Image.fromarray(face).save(images / Path(source.names[i]).with_suffix(".png"))
+                save_png(face, targets[i])
         return failed
 
     failed: dict[int, str] = {}
@@ -207,6 +211,34 @@ def _crop_all(source: ImageSource, n: int, tmp: str, cfg: PretreatConfig, worker
             arr[j : j + len(rows)] = arr[rows]
     arr.flush()
     return failed
+
+
+def crop_paths(names: list[str], images: Path) -> dict[int, Path]:
+    """Where --images writes each crop: NAME with a .png suffix, under `images`. A name that would collide with
+    another crop or with a folder (a.jpg beside a.png/), or is too long for the file system, is renamed
+    (stem.N.png, N its index, the stem shortened to fit), with one line saying how many and the first."""
+    limit = 255
+    with contextlib.suppress(OSError, ValueError):
+        limit = os.pathconf(images if images.is_dir() else images.parent, "PC_NAME_MAX")
+    wanted = [Path(name).with_suffix(".png") for name in names]
+    folders = {p for w in wanted for p in w.parents}
+    taken: set[Path] = set()
+    paths, renamed = {}, []
+    for i, w in enumerate(wanted):
+        if w in taken or w in folders or len(w.name.encode()) > limit or (images / w).is_dir():
+            stem = w.stem.encode()[: limit - 20].decode(errors="ignore")
+            new = w.with_name(f"{stem}.{i}.png")
+            renamed.append((names[i], new))
+            w = new
+        if w in taken or w in folders:
+            raise UserError(f"{images / w}: two crops would get this name under --images; rename one of the sources")
+        taken.add(w)
+        paths[i] = images / w
+    if renamed:
+        first, to = renamed[0]
+        print(f"pretreat.py: {len(renamed)} crops renamed under {images} (their names collide or are too long; "
+              f"first: {first} -> {to})")  # fmt: skip
+    return paths
 
 
 def _shrink_npy(path: str, rows: int) -> None:

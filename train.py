@@ -4,6 +4,7 @@
     python train.py --data data/demo64.npy --out output/demo --ngf 32 --ndf 32 --batch-size 32 --max-iters 600
     python train.py --resume                          # continue output/checkpoint.safetensors where it stopped
     python -m paddle.distributed.launch --gpus 0,1 train.py ...   # data-parallel (batch size is per GPU)
+                                                      # (several machines: docs/distributed.md)
     python train.py --check                           # Paddle's build, the device, GPU, AMP support; a short run
     python train.py --amp bf16                        # mixed precision on a GPU (--amp alone: fp16)
 
@@ -22,10 +23,11 @@ from __future__ import annotations
 import contextlib
 import copy
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from utils import UserError, parse_config, run_cli
+import utils
+from utils import UserError, flag, parse_config, run_cli
 
 import numpy as np
 import paddle
@@ -34,6 +36,7 @@ import paddle.distributed as dist
 import device
 import faces
 import modelfile
+import ranks
 import runlog
 from dataReader import make_loader, on_device
 from generator import sample
@@ -47,91 +50,46 @@ RESUME_MUST_MATCH = ["data", "batch_size", "nz", "ngf", "ndf", "g_steps", "d_ste
 
 @dataclass
 class TrainConfig:
-    data: str = field(
-        default="data/celeba64.npy", metadata={"help": "packed .npy from pretreat.py, or a folder of images"}
-    )
-    out: str = field(default="output", metadata={"help": "folder for checkpoints, samples, loss.png, log.csv"})
-    epochs: int = field(default=8, metadata={"help": "passes over the data"})
-    batch_size: int = field(
-        default=128, metadata={"help": "images per batch (per GPU under paddle.distributed.launch)"}
-    )
-    lr: float = field(default=2e-4, metadata={"help": "Adam learning rate, G and D"})
-    beta1: float = field(default=0.5, metadata={"help": "Adam beta1"})
-    beta2: float = field(default=0.999, metadata={"help": "Adam beta2"})
-    nz: int = field(default=100, metadata={"help": "size of the latent vector z"})
-    ngf: int = field(default=64, metadata={"help": "generator width"})
-    ndf: int = field(default=64, metadata={"help": "discriminator width"})
-    g_steps: int = field(default=2, metadata={"help": "G optimizer steps per iteration"})
-    d_steps: int = field(default=1, metadata={"help": "D optimizer steps per iteration (same real batch, fresh fakes)"})
-    seed: int = field(default=1, metadata={"help": "seeds weights, data order and noise"})
-    device: str = field(
-        default="auto",
-        metadata={"help": "auto: GPU when Paddle has CUDA and sees one", "choices": ["auto", "cpu", "gpu"]},
-    )
-    amp: str = field(
-        default="off",
-        metadata={
-            "help": "mixed precision on a GPU: fp16 (also the flag alone) or bf16; CPU runs stay float32",
-            "choices": ["off", "fp16", "bf16"],
-            "const": "fp16",
-        },
-    )
-    log_every: int = field(
-        default=0,
-        metadata={
-            "help": "fetch the losses from the device every N iterations, in "
-            "one transfer (0: 1 on CPU, 20 on GPU); log.csv keeps a row "
-            "per iteration"
-        },
-    )
-    data_on_device: str = field(
-        default="auto",
-        metadata={
-            "help": "upload the packed set once and gather each batch on the device (auto: on a GPU when it fits)",
-            "choices": ["auto", "on", "off"],
-        },
-    )
-    check: bool = field(
-        default=False,
-        metadata={
-            "help": "print Paddle's build, the device, GPU and AMP support, run a "
-            "few iterations of a small model, and exit"
-        },
-    )
-    ema: float = field(
-        default=0.0,
-        metadata={
-            "help": "decay of an exponential moving average of G's weights, sampled from when > 0 (e.g. 0.999); 0 = off"
-        },
-    )
-    resume: bool = field(default=False, metadata={"help": f"continue from OUT/{CHECKPOINT_FILE}"})
-    allow_pickle: bool = field(
-        default=False,
-        metadata={
-            "help": "with --resume, also read an old pickled OUT/checkpoint.pdparams (only your own: it can run code)"
-        },
-    )
-    overwrite: bool = field(default=False, metadata={"help": f"start afresh even if OUT/{CHECKPOINT_FILE} exists"})
-    save_every: int = field(default=0, metadata={"help": "also checkpoint every N iterations (0: only each epoch)"})
-    sample_every: int = field(
-        default=0, metadata={"help": "also write a sample grid every N iterations (0: only each epoch)"}
-    )
-    num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes"})
-    max_iters: int = field(
-        default=0, metadata={"help": "stop when the iteration count (across resumes) reaches N; 0: no limit"}
-    )
-    progress: bool = field(default=True, metadata={"help": "show a progress bar"})
-    deterministic: bool = field(
-        default=True,
-        metadata={
-            "help": "on a GPU, deterministic cuDNN algorithms: the same bits run to run and across --resume and "
-            "--log-every (--no-deterministic: cuDNN's fastest pick; see docs/performance.md)"
-        },
-    )
-    visualdl: bool = field(
-        default=False,
-        metadata={"help": "also log scalars and sample grids to OUT/vdl for VisualDL (pip install visualdl)"},
-    )
+    data: str = flag("data/celeba64.npy", "packed .npy from pretreat.py, or a folder of images")
+    out: str = flag("output", "folder for checkpoints, samples, loss.png, log.csv")
+    epochs: int = flag(8, "passes over the data")
+    batch_size: int = flag(128, "images per batch (per GPU under paddle.distributed.launch)")
+    lr: float = flag(2e-4, "Adam learning rate, G and D")
+    beta1: float = flag(0.5, "Adam beta1")
+    beta2: float = flag(0.999, "Adam beta2")
+    nz: int = flag(100, "size of the latent vector z")
+    ngf: int = flag(64, "generator width")
+    ndf: int = flag(64, "discriminator width")
+    g_steps: int = flag(2, "G optimizer steps per iteration")
+    d_steps: int = flag(1, "D optimizer steps per iteration (same real batch, fresh fakes)")
+    seed: int = flag(1, "seeds weights, data order and noise")
+    device: str = flag("auto", "auto: GPU when Paddle has CUDA and sees one", choices=["auto", "cpu", "gpu"])
+    amp: str = flag("off", "mixed precision on a GPU: fp16 (also the flag alone) or bf16; CPU runs stay float32",
+                    choices=["off", "fp16", "bf16"], const="fp16")  # fmt: skip
+    log_every: int = flag(0, "fetch the losses from the device every N iterations, in one transfer (0: 1 on CPU, 20 "
+                          "on GPU); log.csv keeps a row per iteration")  # fmt: skip
+    data_on_device: str = flag("auto", "upload the packed set once and gather each batch on the device (auto: on a "
+                               "GPU when it fits)", choices=["auto", "on", "off"])  # fmt: skip
+    check: bool = flag(False, "print Paddle's build, the device, GPU and AMP support, run a few iterations of a small "
+                       "model, and exit")  # fmt: skip
+    ema: float = flag(0.0, "decay of an exponential moving average of G's weights, sampled from when > 0 (e.g. "
+                      "0.999); 0 = off")  # fmt: skip
+    resume: bool = flag(False, f"continue from OUT/{CHECKPOINT_FILE}")
+    allow_pickle: bool = flag(False, "with --resume, also read an old pickled OUT/checkpoint.pdparams (only your "
+                              "own: it can run code)")  # fmt: skip
+    overwrite: bool = flag(False, f"start afresh even if OUT/{CHECKPOINT_FILE} exists")
+    save_every: int = flag(0, "also checkpoint every N iterations (0: only each epoch)")
+    sample_every: int = flag(0, "also write a sample grid every N iterations (0: only each epoch)")
+    num_workers: int = flag(0, "DataLoader worker processes")
+    max_iters: int = flag(0, "stop when the iteration count (across resumes) reaches N; 0: no limit")
+    progress: bool = flag(True, "show a progress bar")
+    deterministic: bool = flag(True, "on a GPU, deterministic cuDNN algorithms: the same bits run to run and across "
+                               "--resume and --log-every (--no-deterministic: cuDNN's fastest pick; see "
+                               "docs/performance.md)")  # fmt: skip
+    visualdl: bool = flag(False, "also log scalars and sample grids to OUT/vdl for VisualDL (pip install visualdl)")
+    peer_timeout: float = flag(25.0, "under paddle.distributed.launch, stop the job with a message when no iteration "
+                               "ends for this many seconds (another process died or hangs; gloo itself aborts after "
+                               "30 s without one)")  # fmt: skip
 
 
 class Trainer:
@@ -144,10 +102,8 @@ class Trainer:
         self.G_ema = copy.deepcopy(self.G) if cfg.ema > 0 else None  # the average of G's weights, sampled from
         if self.G_ema is not None:
             self.G_ema.eval()
-        # under the launcher, the passes whose gradients are averaged over the ranks go through DataParallel
-        self.G_dp, self.D_dp = self.G, self.D
-        if world_size > 1:
-            self.G_dp, self.D_dp = paddle.DataParallel(self.G), paddle.DataParallel(self.D)
+        if world_size > 1:  # under the launcher: rank 0's weights, gradients averaged in _update (ranks.py)
+            ranks.broadcast_weights(self.G, self.D)
         self.D_trainable = modelfile.trainable(self.D)
         self.optG = paddle.optimizer.Adam(cfg.lr, cfg.beta1, cfg.beta2, parameters=self.G.parameters())
         self.optD = paddle.optimizer.Adam(cfg.lr, cfg.beta1, cfg.beta2, parameters=self.D.parameters())
@@ -161,7 +117,7 @@ class Trainer:
         # rounding (tested), but not the same bits, and CPU runs are bit-reproducible (tests/test_golden.py).
         self.from_logits = where != "cpu"
         self.fixed_noise = np.random.default_rng([cfg.seed, 2**31]).standard_normal((64, cfg.nz, 1, 1), np.float32)
-        self.iteration = 0
+        self.iteration = self.saved_iteration = 0  # saved_iteration: the checkpoint's, when one was written or read
         self.history: dict[str, list[float]] = {k: [] for k in runlog.HISTORY_KEYS}
 
     def noise(self, n: int, first: int | None = None, count: int = 1) -> paddle.Tensor:
@@ -185,18 +141,17 @@ class Trainer:
                 # no autograd graph through G for D's loss. (Were G put under paddle.jit.to_static, this would
                 # have to be .detach(): a program traced under no_grad drops G's BN gradients in later calls.)
                 with paddle.no_grad():
-                    fake = self.G_dp(z[i])
-                p_real, p_fake = self._D(self.D_dp, real), self._D(self.D_dp, fake)
+                    fake = self.G(z[i])
+                p_real, p_fake = self._D(real), self._D(fake)
                 loss_d = self._loss(p_real, 1.0) + self._loss(p_fake, 0.0)
             self._update(loss_d, self.optD, self.scalerD)
-        # D frozen in the G steps: no weight gradients for D (optD would clear them unused). The bare D, not
-        # its DataParallel wrapper: there are no D gradients to all-reduce.
+        # D frozen in the G steps: no weight gradients for D (optD would clear them unused)
         g_losses = []
         self._freeze_D(True)
         try:
             for i in range(cfg.d_steps, cfg.d_steps + cfg.g_steps):
                 with self._autocast():
-                    loss_g = self._loss(self._D(self.D, self.G_dp(z[i])), 1.0)
+                    loss_g = self._loss(self._D(self.G(z[i])), 1.0)
                 self._update(loss_g, self.optG, self.scalerG)
                 g_losses.append(loss_g)
         finally:
@@ -210,9 +165,9 @@ class Trainer:
             stats = stats / self.world_size
         return stats
 
-    def _D(self, D, x: paddle.Tensor) -> paddle.Tensor:
+    def _D(self, x: paddle.Tensor) -> paddle.Tensor:
         """D's output [B]: logits on a GPU, probabilities on a CPU (see from_logits)."""
-        return D(x, logits=True) if self.from_logits else D(x)
+        return self.D(x, logits=True) if self.from_logits else self.D(x)
 
     def _loss(self, out: paddle.Tensor, label: float) -> paddle.Tensor:
         return bce_logits_loss(out, label) if self.from_logits else bce_loss(out, label)
@@ -228,6 +183,8 @@ class Trainer:
     def _update(self, loss: paddle.Tensor, opt, scaler) -> None:
         opt.clear_grad(set_to_zero=False)
         scaler.scale(loss).backward()
+        if self.world_size > 1:
+            ranks.average_grads((self.G if opt is self.optG else self.D).parameters(), self.world_size)
         scaler.step(opt)
         scaler.update()
 
@@ -287,31 +244,31 @@ def validate(cfg: TrainConfig) -> None:
         raise UserError("--g-steps, --d-steps, --save-every, --sample-every and --max-iters must not be negative")
     if not 0 <= cfg.ema < 1:
         raise UserError("--ema must be in [0, 1)")
+    if not cfg.peer_timeout > 0:
+        raise UserError(f"--peer-timeout must be a positive number of seconds, got {cfg.peer_timeout}")
     if cfg.log_every < 0:
         raise UserError("--log-every must not be negative (0: chosen by device)")
+    if cfg.num_workers < 0:
+        raise UserError(f"--num-workers must not be negative, got {cfg.num_workers}")
+    utils.check_out_path(cfg.out, "--out", folder=True)
     device.amp_mode(cfg.amp)
-
-
-def log_interval(cfg: TrainConfig, device: str) -> int:
-    """--log-every, or by device: on a CPU a fetch costs nothing; on a GPU each one waits for the GPU to go idle."""
-    return cfg.log_every or (20 if device == "gpu" else 1)
 
 
 def setup(cfg: TrainConfig) -> tuple[str, int, int, str]:
     """Check the flags, pick the device, join the launcher's process group with the backend of that device, set the
     device's flags: (device, rank, world size, what the start line says about the device's settings)."""
     validate(cfg)
-    world_size = dist.get_world_size()
-    where = device.pick_device(cfg.device)  # first: the process group's backend and place follow from it
-    if world_size > 1:
-        device.parallel_backend(where)
-        dist.init_parallel_env()
-    paddle.set_device(where)
-    device.check_amp(cfg.amp, where)
-    note = device.configure_gpu(where, cfg.deterministic)
-    if cfg.visualdl and dist.get_rank() == 0:
+    where, rank, world_size, note = device.start(cfg.device, cfg.amp, cfg.deterministic)
+    if cfg.visualdl and rank == 0:
         runlog.require_visualdl()  # before any work
-    return where, dist.get_rank(), world_size, note
+    return where, rank, world_size, note
+
+
+def remove_stale_temps(out: Path) -> None:
+    """Temporary files of writes a killed run left behind (utils.atomic_path's names only), before this run writes."""
+    removed = [f"{d / name}" for d in (out, out / "samples", out / "vdl") for name in utils.remove_stale_temps(d)]
+    if removed:
+        print(f"train.py: removed {len(removed)} temporary file(s) of an interrupted run: {', '.join(removed)}")
 
 
 def save(trainer: Trainer, log: runlog.RunLog, out: Path, per_epoch: int) -> None:
@@ -321,6 +278,7 @@ def save(trainer: Trainer, log: runlog.RunLog, out: Path, per_epoch: int) -> Non
         log.sync_vdl()
         modelfile.save_checkpoint(out / CHECKPOINT_FILE, trainer, trainer.iteration // per_epoch)
         modelfile.save_generator(out / GENERATOR_FILE, trainer.G_sampled)
+    trainer.saved_iteration = trainer.iteration
 
 
 def grid(trainer: Trainer, log: runlog.RunLog, name: str) -> None:
@@ -328,6 +286,42 @@ def grid(trainer: Trainer, log: runlog.RunLog, name: str) -> None:
     log.flush()
     if trainer.rank == 0:
         log.grid(faces.make_grid(sample(trainer.G_sampled, trainer.fixed_noise), nrow=8), name, trainer.iteration)
+
+
+def loop(cfg: TrainConfig, trainer: Trainer, loader, log: runlog.RunLog, out: Path, total: int, every: int,
+         watch: ranks.PeerWatch | None) -> None:  # fmt: skip
+    """Iterations until `total`, with the grids, plots and checkpoints on their schedule."""
+    per_epoch, world_size = len(loader), trainer.world_size
+    batches = None
+    while trainer.iteration < total:
+        it = trainer.iteration
+        if batches is None:  # an epoch starts (or the run resumes inside one)
+            loader.set_epoch(it // per_epoch)
+            batches = loader.iter_from(it % per_epoch)
+        # the one place a diverged run or a stopped GPU is recognised, wherever it surfaces: in the step, at a
+        # fetch, or in a grid or checkpoint
+        with log.watch():
+            real = next(batches)
+            if not log.pending:  # a log window starts: its noise in one copy
+                noise, window_start = trainer.noise(real.shape[0], it, min(every, total - it)), it
+            log.record(trainer.step(real, noise[it - window_start]), real.shape[0] * world_size)
+            trainer.iteration = it = it + 1
+            if watch:
+                watch.beat()
+            if cfg.sample_every and it % cfg.sample_every == 0:
+                grid(trainer, log, f"iter_{it:06d}.png")
+            if it % per_epoch == 0:  # a whole epoch: its grid, plot and checkpoint
+                batches = None
+                grid(trainer, log, f"epoch_{it // per_epoch:03d}.png")
+                log.plot()
+                save(trainer, log, out, per_epoch)
+            elif it == total or (cfg.save_every and it % cfg.save_every == 0):
+                save(trainer, log, out, per_epoch)
+        if watch:  # the time rank 0 took to write files is not an iteration's
+            watch.beat(iteration_ended=False)
+    if trainer.iteration % per_epoch and log.done:  # stopped mid-epoch (--max-iters): a picture of where it got
+        grid(trainer, log, f"iter_{trainer.iteration:06d}.png")
+        log.plot()
 
 
 def start_line(
@@ -350,46 +344,32 @@ def train(cfg: TrainConfig) -> dict[str, list[float]]:
     where, rank, world_size, settings = setup(cfg)
     out = Path(cfg.out)
     ckpt, source = resume_state(cfg, out / CHECKPOINT_FILE)
+    if rank == 0:
+        remove_stale_temps(out)
     loader = make_loader(cfg.data, cfg.batch_size, seed=cfg.seed, drop_last=True, num_workers=cfg.num_workers)
     loader, data_note = on_device(loader, cfg.data_on_device, where)
     per_epoch = len(loader)
     trainer = Trainer(cfg, where, world_size, rank)
     if ckpt is not None:
         modelfile.load_checkpoint(source, ckpt, trainer)
+        trainer.saved_iteration = trainer.iteration
     total = min(cfg.epochs * per_epoch, cfg.max_iters or cfg.epochs * per_epoch)
-    every = log_interval(cfg, where)
+    every = runlog.log_interval(cfg.log_every, where)
     if rank == 0:
         (out / "samples").mkdir(parents=True, exist_ok=True)
         print(start_line(cfg, trainer, loader, data_note, every, total, settings), flush=True)
     log = runlog.RunLog(out if rank == 0 else None, trainer.history, per_epoch, total, every, cfg.progress,
                         cfg.visualdl, out / CHECKPOINT_FILE)  # fmt: skip
-    with log:
-        batches = None
-        while trainer.iteration < total:
-            it = trainer.iteration
-            if batches is None:  # an epoch starts (or the run resumes inside one)
-                loader.set_epoch(it // per_epoch)
-                batches = loader.iter_from(it % per_epoch)
-            # the one place a diverged run or a stopped GPU is recognised, wherever it surfaces: in the step, at a
-            # fetch, or in a grid or checkpoint
-            with log.watch():
-                real = next(batches)
-                if not log.pending:  # a log window starts: its noise in one copy
-                    noise, window_start = trainer.noise(real.shape[0], it, min(every, total - it)), it
-                log.record(trainer.step(real, noise[it - window_start]), real.shape[0] * world_size)
-                trainer.iteration = it = it + 1
-                if cfg.sample_every and it % cfg.sample_every == 0:
-                    grid(trainer, log, f"iter_{it:06d}.png")
-                if it % per_epoch == 0:  # a whole epoch: its grid, plot and checkpoint
-                    batches = None
-                    grid(trainer, log, f"epoch_{it // per_epoch:03d}.png")
-                    log.plot()
-                    save(trainer, log, out, per_epoch)
-                elif it == total or (cfg.save_every and it % cfg.save_every == 0):
-                    save(trainer, log, out, per_epoch)
-        if trainer.iteration % per_epoch and log.done:  # stopped mid-epoch (--max-iters): a picture of where it got
-            grid(trainer, log, f"iter_{trainer.iteration:06d}.png")
-            log.plot()
+    watch = ranks.PeerWatch(trainer, out, cfg.peer_timeout) if world_size > 1 else None
+    try:
+        with log, watch or contextlib.nullcontext():
+            loop(cfg, trainer, loader, log, out, total, every, watch)
+    except RuntimeError as e:  # a collective failed: another process of the job is gone
+        if world_size == 1 or not ranks.peer_error(e):
+            raise
+        raise UserError(
+            ranks.peer_lost(trainer, out, f"lost contact with another process ({ranks.detail(e)})")
+        ) from None
     if rank == 0:
         h = trainer.history
         last = f"; last D loss {h['d_loss'][-1]:.3f}, G loss {h['g_loss'][-1]:.3f}" if h["d_loss"] else ""
@@ -406,6 +386,7 @@ def train(cfg: TrainConfig) -> dict[str, list[float]]:
 def main(argv: list[str] | None = None) -> None:
     cfg = parse_config(TrainConfig, argv, description=__doc__)
     if cfg.check:
+        validate(cfg)  # the flags as a normal run takes them
         if not device.check(cfg):
             raise UserError(
                 "--check: the losses of the small model were not finite (paste the lines above into a bug report)"

@@ -12,7 +12,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import errno
 import os
+import re
 import sys
 import tempfile
 import warnings
@@ -34,23 +36,72 @@ class UserError(Exception):
 def atomic_path(path: str | os.PathLike) -> Iterator[str]:
     """Yield a temporary path beside `path`; on success it is renamed onto `path`, else removed."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise _write_error(path, e) from None
     os.close(fd)
     try:
         yield tmp
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the permissions open() would
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.errno in _DISK_ERRORS:
+            raise _write_error(path, e) from None
         raise
+
+
+# a full disk, a read-only or full-quota file system, no permission: the user's to fix, one line
+_DISK_ERRORS = {errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EISDIR,
+                errno.ENAMETOOLONG}  # fmt: skip
+
+
+def _write_error(path: Path, e: OSError) -> Exception:
+    if e.errno not in _DISK_ERRORS:
+        return e
+    kept = "; the previous file is unchanged" if path.exists() else ""
+    return UserError(f"{path}: cannot write it ({e.strerror or os.strerror(e.errno)}){kept}")
+
+
+# atomic_path's temporary names: "." + the file's name + "." + mkstemp's 8 random characters + ".tmp"
+_TEMP_NAME = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
+
+
+def remove_stale_temps(folder: str | os.PathLike) -> list[str]:
+    """Remove the temporary files atomic_path left in `folder` (not below) when a process was killed mid-write;
+    only names of atomic_path's own pattern, only regular files. Returns the names removed."""
+    removed = []
+    with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+        for entry in os.scandir(folder):
+            if _TEMP_NAME.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+                    removed.append(entry.name)
+    return sorted(removed)
 
 
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def check_out_path(path: str | os.PathLike, flag: str, folder: bool) -> None:
+    """UserError, before any work, when an output path cannot be what it must be: a file where a folder is
+    expected (folder=True) or a folder where a file is, or a file where one of its parent folders would go."""
+    p = Path(path)
+    if folder and p.exists() and not p.is_dir():
+        raise UserError(f"{p}: {flag} must be a folder, and this is a file")
+    if not folder and p.is_dir():
+        raise UserError(f"{p}: {flag} must be a file, and this is a folder")
+    for parent in p.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UserError(f"{parent}: a file, where {flag} {p} needs a folder")
+            break
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -60,6 +111,12 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # command-line plumbing
+
+
+def flag(default, help: str, **metadata):
+    """A config field that parse_config turns into a flag: its default, its help text, and choices=, const=,
+    metavar= or type= as parse_config reads them."""
+    return dataclasses.field(default=default, metadata={"help": help, **metadata})
 
 
 def parse_config(cls, argv=None, description: str | None = None, epilog: str | None = None):

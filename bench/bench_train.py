@@ -185,13 +185,13 @@ def legacy_step(self, real):
     cfg, b = self.cfg, real.shape[0]
     z = iter(self.noise(b)[0])  # this iteration's noise batches: D's steps, then G's
     for _ in range(cfg.d_steps):
-        fake = self.G_dp(next(z)).detach()
-        p_real, p_fake = self.D_dp(real), self.D_dp(fake)
+        fake = self.G(next(z)).detach()
+        p_real, p_fake = self.D(real), self.D(fake)
         loss_d = bce_loss(p_real, 1.0) + bce_loss(p_fake, 0.0)
         self._update(loss_d, self.optD, self.scalerD)
     g_losses = []
     for _ in range(cfg.g_steps):
-        loss_g = bce_loss(self.D_dp(self.G_dp(next(z))), 1.0)
+        loss_g = bce_loss(self.D(self.G(next(z))), 1.0)
         self._update(loss_g, self.optG, self.scalerG)
         g_losses.append(loss_g)
     if self.G_ema is not None:

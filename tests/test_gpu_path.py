@@ -183,8 +183,8 @@ def test_nan_at_k_stops_by_k_plus_4_and_no_checkpoint_holds_it(tmp_path, faces, 
 
 def test_log_every_by_device_and_negative_refused(tmp_path, faces):
     cfg = tiny(tmp_path, faces)
-    assert train_mod.log_interval(cfg, "cpu") == 1 and train_mod.log_interval(cfg, "gpu") == 20
-    assert train_mod.log_interval(tiny(tmp_path, faces, log_every=7), "gpu") == 7
+    assert runlog.log_interval(cfg.log_every, "cpu") == 1 and runlog.log_interval(cfg.log_every, "gpu") == 20
+    assert runlog.log_interval(tiny(tmp_path, faces, log_every=7).log_every, "gpu") == 7
     with pytest.raises(UserError, match="--log-every"):
         train(tiny(tmp_path, faces, log_every=-1))
 
