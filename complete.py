@@ -347,6 +347,8 @@ def search(
 
     if lam > 0 and D is None:
         raise UserError("the prior term (lam > 0) needs D: pass the training checkpoint or lam=0")
+    if batch_size < 0:
+        raise UserError(f"batch size must be >= 0 (0: by device), not {batch_size}")
     n, nz = len(y), G.nz
     z = starts(n, restarts, nz, seed)
     target = paddle.to_tensor(np.repeat(y, restarts, axis=0))  # row i * R + r: image i, start r

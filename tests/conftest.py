@@ -1,6 +1,9 @@
 """Shared test set-up: the project root on sys.path (so tests import the flat modules), the tiny network's
 configuration, the data the tests make, and one trained run that the suites share."""
 
+import os
+import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -103,3 +106,43 @@ def assert_same_state(a, b, path: str = "") -> None:
             assert va.dtype == vb.dtype and np.array_equal(va, vb), f"{path}{k}"
         else:
             assert va == vb, f"{path}{k}"
+
+
+# A child's ru_maxrss counts the memory it shared at fork (this pytest process, paddle loaded: 670 MB), so a small
+# launcher stands between: it sets the limits, forks the case from itself, and writes the case's own peak and status
+_LAUNCH = """
+import os, resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (int(sys.argv[2]),) * 2)
+resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+pid = os.fork()
+if pid == 0:
+    os.execv(sys.executable, [sys.executable, *sys.argv[3:]])
+_, status, usage = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as f:
+    f.write(f"{os.waitstatus_to_exitcode(status)} {usage.ru_maxrss}")
+"""
+
+
+def run_limited(argv: list[str], cwd: Path, as_cap: int = 3 << 30, time_limit: float = 120) -> tuple[int, str, float]:
+    """(exit status, stderr, peak resident MB) of `python argv...` (the hostile-input suites) under an address-space
+    cap, killed (its whole process group) after `time_limit` seconds."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONDONTWRITEBYTECODE="1", DCGAN_ONEDNN="0")
+    report = cwd / ".status"
+    with open(cwd / ".stderr", "w+") as err:
+        p = subprocess.Popen(
+            [sys.executable, "-c", _LAUNCH, str(report), str(as_cap), *argv],
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            start_new_session=True,
+        )
+        try:
+            p.wait(time_limit)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+            pytest.fail(f"killed after {time_limit} s")
+        err.seek(0)
+        status, maxrss_kb = map(int, report.read_text().split())
+        return status, err.read(), maxrss_kb / 1024

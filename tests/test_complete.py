@@ -468,14 +468,14 @@ def test_fast_flag_takes_the_fast_setting(monkeypatch, tmp_path):
 
     seen = {}
 
-    def fake_complete(models, images, mask, iters, lam, restarts, blend, seed, lr, progress=False, patience=0):
+    def fake_complete(models, images, mask, iters, lam, restarts, blend, seed, lr, progress=False, patience=0, **kw):
         seen.update(iters=iters, restarts=restarts, lr=lr, patience=patience)
         raise SystemExit  # the setting is all this test needs
 
     monkeypatch.setattr(complete, "complete", fake_complete)
     import types
 
-    monkeypatch.setattr(complete, "_models", lambda *a: (types.SimpleNamespace(nz=16, ngf=8), None))
+    monkeypatch.setattr(complete, "models_of", lambda *a: (types.SimpleNamespace(nz=16, ngf=8), None))
     monkeypatch.setattr(complete, "load_images", lambda *a: (np.zeros((1, 64, 64, 3), np.uint8), ["a"], []))
     cfg = complete.CompleteConfig(fast=True, out=str(tmp_path / "o"))
     try:

@@ -4,6 +4,7 @@ and the last checkpoint resumes in one process."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -65,8 +66,8 @@ def wait_for_checkpoint(run: Path, procs: list[subprocess.Popen], rows: int, lim
 
 
 def stop_all(procs: list[subprocess.Popen]) -> None:
-    for p in procs:  # each launcher leads its own session: its group holds its worker
-        if p.poll() is None:
+    for p in procs:  # each launcher leads its own session: its group holds its worker, even once the launcher is gone
+        with contextlib.suppress(ProcessLookupError):  # (a stopped worker outlives its launcher: SIGKILL ends it)
             os.killpg(p.pid, signal.SIGKILL)
         p.wait()
 

@@ -410,7 +410,7 @@ def test_loss_from_logits_equals_the_cpu_loss_and_lets_a_nan_through(tmp_path, f
     for label, x in ((1.0, real), (0.0, fake.detach())):
         losses, grads = [], []
         for t in (probs, logits):
-            loss = t._loss(t._D(t.D, x), label)
+            loss = t._loss(t._D(x), label)
             t.optD.clear_grad()
             loss.backward()
             losses.append(float(loss))

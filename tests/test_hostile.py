@@ -7,11 +7,7 @@ under a peak memory (the child's ru_maxrss, from os.wait4). A new case is one li
 from __future__ import annotations
 
 import io
-import os
 import shlex
-import signal
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 from typing import NamedTuple
@@ -20,10 +16,10 @@ import numpy as np
 import pth_craft as c
 import pytest
 
+from conftest import run_limited
+
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "data"
-AS_CAP = 3 << 30  # bytes of address space per case (paddle maps ~1.3 GB at import)
-TIME_LIMIT = 120  # seconds per case
 # peak resident MB by command (measured 2026-12-04: pthfile.py 37, evaluate.py up to 69, network.py 286 with paddle,
 # fid.py 374 with paddle and the Inception built; the attacks these cases replay took 1.3-2 GB)
 PEAK_MB = {"pthfile.py": 100, "-c": 100, "evaluate.py": 150, "fid.py": 600, "network.py": 500}
@@ -192,46 +188,6 @@ def claims_published() -> bytes:
 
 
 # ---------------------------------------------------------------------------------------------
-
-
-# A child's ru_maxrss counts the memory it shared at fork (this pytest process, paddle loaded: 670 MB), so a small
-# launcher stands between: it sets the limits, forks the case from itself, and writes the case's own peak and status
-_LAUNCH = """
-import os, resource, sys
-resource.setrlimit(resource.RLIMIT_AS, (int(sys.argv[2]),) * 2)
-resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-pid = os.fork()
-if pid == 0:
-    os.execv(sys.executable, [sys.executable, *sys.argv[3:]])
-_, status, usage = os.wait4(pid, 0)
-with open(sys.argv[1], "w") as f:
-    f.write(f"{os.waitstatus_to_exitcode(status)} {usage.ru_maxrss}")
-"""
-
-
-def run_limited(argv: list[str], cwd: Path) -> tuple[int, str, float]:
-    """(exit status, stderr, peak resident MB) of `python argv...` under the address-space cap, killed (its whole
-    process group) after TIME_LIMIT."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONDONTWRITEBYTECODE="1", DCGAN_ONEDNN="0")
-    report = cwd / ".status"
-    with open(cwd / ".stderr", "w+") as err:
-        p = subprocess.Popen(
-            [sys.executable, "-c", _LAUNCH, str(report), str(AS_CAP), *argv],
-            cwd=cwd,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-            start_new_session=True,
-        )
-        try:
-            p.wait(TIME_LIMIT)
-        except subprocess.TimeoutExpired:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
-            pytest.fail(f"killed after {TIME_LIMIT} s")
-        err.seek(0)
-        status, maxrss_kb = map(int, report.read_text().split())
-        return status, err.read(), maxrss_kb / 1024
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])

@@ -10,12 +10,10 @@ from __future__ import annotations
 import io
 import json
 import os
-import resource
 import shlex
 import struct
 import subprocess
 import sys
-import threading
 import zipfile
 import zlib
 from pathlib import Path
@@ -23,6 +21,8 @@ from typing import NamedTuple
 
 import numpy as np
 import pytest
+
+from conftest import run_limited
 
 ROOT = Path(__file__).resolve().parent.parent
 AS_CAP = 3 << 30  # bytes of address space per case (paddle maps ~1.3 GB at import)
@@ -397,32 +397,11 @@ CASES = [
 # ---------------------------------------------------------------------------------------------
 
 
-def _limits():
-    resource.setrlimit(resource.RLIMIT_AS, (AS_CAP, AS_CAP))
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-
-
-def run_limited(argv: list[str], cwd: Path) -> tuple[int, str, float]:
-    """(exit status, stderr, peak resident MB) of `argv` under the address-space cap, killed after TIME_LIMIT."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONDONTWRITEBYTECODE="1", DCGAN_ONEDNN="0")
-    with open(cwd / ".stderr", "w+") as err:
-        p = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=err, preexec_fn=_limits)
-        timer = threading.Timer(TIME_LIMIT, p.kill)
-        timer.start()
-        try:
-            _, status, usage = os.wait4(p.pid, 0)
-        finally:
-            timer.cancel()
-        p.returncode = os.waitstatus_to_exitcode(status)  # reaped here: tell Popen
-        err.seek(0)
-        return p.returncode, err.read(), usage.ru_maxrss / 1024
-
-
 @pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
 def test_hostile_input_gets_one_line(case: Case, tmp_path, record_property):
     case.make(tmp_path)
     words = [w.format(d=tmp_path) for w in shlex.split(case.cmd)]
-    status, err, peak_mb = run_limited([sys.executable, str(ROOT / words[0]), *words[1:]], tmp_path)
+    status, err, peak_mb = run_limited([str(ROOT / words[0]), *words[1:]], tmp_path, AS_CAP, TIME_LIMIT)
     record_property("peak_mb", round(peak_mb))
     print(f"{case.name}: exit {status}, peak {peak_mb:.0f} MB: {err.strip()[:300]}")
     lines = err.strip().splitlines()
@@ -457,7 +436,7 @@ def test_pretreat_renames_crops_whose_names_collide_or_are_too_long(tmp_path, ki
     else:
         long_zip(tmp_path)
         src = tmp_path / "long.zip"
-    argv = [sys.executable, str(ROOT / "pretreat.py"), "--src", str(src), "--out", str(tmp_path / "o.npy"),
+    argv = [str(ROOT / "pretreat.py"), "--src", str(src), "--out", str(tmp_path / "o.npy"),
             "--workers", "1", "--no-progress", "--images", str(tmp_path / "crops")]  # fmt: skip
     status, err, peak_mb = run_limited(argv, tmp_path)
     assert status == 0 and "Traceback" not in err, err[-2000:]
