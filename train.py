@@ -368,7 +368,7 @@ def train(cfg: TrainConfig) -> dict[str, list[float]]:
         if world_size == 1 or not ranks.peer_error(e):
             raise
         raise UserError(
-            ranks.peer_lost(trainer, out, f"lost contact with another process ({ranks.detail(e)})")
+            ranks.peer_lost(trainer, out, f"lost contact with another process of the job ({ranks.detail(e)})")
         ) from None
     if rank == 0:
         h = trainer.history
