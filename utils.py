@@ -256,6 +256,19 @@ def save_png(image: np.ndarray, path: str | os.PathLike) -> None:
         Image.fromarray(image).save(tmp, format="PNG")
 
 
+def save_gif(frames: np.ndarray, path: str | os.PathLike, ms: int = 100) -> None:
+    """Write uint8 frames (T, H, W, 3) as an animated GIF that loops forever, `ms` per frame, atomically.
+    GIF holds 256 colours a frame: Pillow quantises each one (faces keep their look, gradients band a little)."""
+    from PIL import Image
+
+    frames = np.asarray(frames)
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[3] != 3 or not len(frames):
+        raise ValueError(f"frames must be uint8 (T, H, W, 3) with T > 0, got {frames.dtype} {list(frames.shape)}")
+    images = [Image.fromarray(f) for f in frames]
+    with atomic_path(path) as tmp:
+        images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=ms, loop=0)
+
+
 # ---------------------------------------------------------------------------------------------
 # command-line plumbing
 

@@ -1,5 +1,6 @@
 """Shared test set-up: the project root on sys.path, so tests import the flat modules."""
 
+import os
 import sys
 from pathlib import Path
 
@@ -57,3 +58,84 @@ def make_faces(path: Path, n: int = 48, seed: int = 0) -> Path:
 
 # train.py flags of the tiny network the CLI tests train
 TINY_NET = ["--batch-size", "8", "--ngf", "8", "--ndf", "8", "--nz", "16"]
+
+
+# ---------------------------------------------------------------------------------------------
+# app.py: one tiny trained model per session, and the optional tools its tests need
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """train.py's output folder (checkpoint.safetensors with D, generator.safetensors) of a 3-iteration run of the
+    tiny network (TINY_NET's sizes) on make_faces data."""
+    import train
+
+    d = tmp_path_factory.mktemp("tiny_run")
+    make_faces(d / "faces.npy")
+    train.train(
+        train.TrainConfig(
+            data=str(d / "faces.npy"), out=str(d / "output"), ngf=8, ndf=8, nz=16, batch_size=8, epochs=1,
+            max_iters=3, seed=1, progress=False,
+        )
+    )  # fmt: skip
+    return d / "output"
+
+
+def need(module: str, why: str):
+    """Import an optional test tool: missing, a skip naming it outside CI, a failure under CI=true (make test
+    installs it there)."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        msg = f"{module} is not installed ({why}; make test installs it: pip install -r requirements-app.txt)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(msg)
+        pytest.skip(msg)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def app_server(tiny_run, tmp_path_factory):
+    """`python app.py --ckpt <tiny checkpoint> --port N` running on 127.0.0.1 for the session: its URL.
+    APP_TEST_CKPT=path serves another model (e.g. the demo's, for the README's screenshot)."""
+    import subprocess
+    import time
+    import urllib.request
+
+    need("gradio", "the app's tests")
+    ckpt = os.environ.get("APP_TEST_CKPT") or str(tiny_run / "checkpoint.safetensors")
+    port = free_port()
+    log = tmp_path_factory.mktemp("app_server") / "app.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "app.py"), "--ckpt", ckpt, "--port", str(port), "--complete-slots", "1"],
+            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        for _ in range(240):  # paddle + gradio imports, maybe the oneDNN build: up to two minutes
+            if proc.poll() is not None:
+                pytest.fail(f"app.py exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(url, timeout=2):
+                    break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail(f"app.py did not answer on {url} in 2 minutes:\n{log.read_text()[-3000:]}")
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
