@@ -599,7 +599,9 @@ def _complete_tab(gr, t, m: Models, slots: int) -> None:
                     elem_id="demo-faces",
                     height=180,
                 )
-                crop = gr.Image(label=t("crop"), format="png", interactive=False, elem_classes="face", height=160)
+                crop = gr.Image(
+                    label=t("crop"), format="png", interactive=False, elem_classes="face", elem_id="crop", height=160
+                )
             with gr.Column(scale=2):
                 editor = gr.ImageMask(
                     label=t("paint"),

@@ -350,3 +350,21 @@ def test_generation_answers_while_a_completion_runs(client, app_server, tmp_path
 
 def test_needs_no_gradio_to_import():
     assert "gradio" not in app.__dict__ and os.path.isfile(app.__file__)
+
+
+def test_ai_studio_entry_without_a_model_says_how_to_get_one(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import ROOT, free_port
+
+    env = {**os.environ, "GRADIO_SERVER_PORT": str(free_port())}
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "app.gradio.py")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 2 and "make demo" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
