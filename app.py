@@ -408,7 +408,7 @@ EN = {
     "tab_complete": "Complete a photo",
     "tab_model": "Model",
     "seed": "Seed",
-    "dice": "🎲 Random seed",
+    "dice": "Random seed",
     "how_many": "How many faces",
     "generate": "Generate",
     "grid": "Grid",
@@ -460,7 +460,7 @@ ZH = {
     "tab_complete": "补全照片",
     "tab_model": "模型",
     "seed": "随机种子",
-    "dice": "🎲 随机种子",
+    "dice": "随机种子",
     "how_many": "人脸数量",
     "generate": "生成",
     "grid": "网格",
@@ -503,7 +503,11 @@ ZH = {
     "blended": "补全结果（融合）",
     "biharmonic": "双调和修复",
 }
-CSS = "#gen-grid img, #strip img, #arith img, .face img, #editor canvas { image-rendering: pixelated; }"
+# faces are 64 px: shown larger, with their pixels sharp
+CSS = (
+    "#gen-grid img, #strip img, #arith img, .face img, #editor canvas { image-rendering: pixelated; }"
+    " .face img { width: 100%; height: 100%; object-fit: contain; }"
+)
 DEMO_PICKS = 8  # demo faces offered in the completion tab
 
 
@@ -626,7 +630,9 @@ def _complete_tab(gr, t, m: Models, slots: int) -> None:
         msg = gr.Markdown(elem_id="complete-msg")
         with gr.Row():
             outs = [
-                gr.Image(label=t(k), format="png", interactive=False, elem_classes="face", elem_id=f"out-{k}")
+                gr.Image(
+                    label=t(k), format="png", interactive=False, elem_classes="face", elem_id=f"out-{k}", height=240
+                )
                 for k in ("masked", "generated", "blended", "biharmonic")
             ]
 

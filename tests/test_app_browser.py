@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import celeba_like, need
+import pretreat
+from conftest import need
 
 CHROMIUM = "/usr/bin/chromium"
 # headless without a GPU: Gradio's image editor draws with WebGL (PixiJS), which headless Chromium gives only
@@ -104,8 +105,8 @@ def test_in_a_browser(playwright, app_server, tmp_path):
 
         # Complete a photo: upload, one stroke across the middle of the canvas, a short completion
         page.get_by_role("tab", name="Complete a photo").click()
-        photo = tmp_path / "face.jpg"
-        Image.fromarray(celeba_like(5)).save(photo, quality=95)
+        photo = tmp_path / "face.jpg"  # a demo face at CelebA's size, so that the crop has something to cut
+        Image.fromarray(pretreat.demo_faces()[7]).resize((178, 218), Image.Resampling.BICUBIC).save(photo, quality=95)
         page.set_input_files("#upload input[type=file]", str(photo))
         page.get_by_text("cropped to 64x64").wait_for()
         face = image_of(page, "#crop")
