@@ -6,8 +6,9 @@ Usage:
 
 Rows, medians over the rounds (the order of the rows alternates between rounds):
   - 64 faces: generator.generate alone (the baseline: the network's work), the Generate tab's callback (+ the grid
-    and the gallery list), and the whole round trip through the served app with gradio_client (queue, PNG encoding
-    of the grid and the 64 faces, their download): what "show 64 faces" costs.
+    and the gallery list), the served app's answer as a page gets it (queue, PNG encoding of the grid and the 64
+    faces into Gradio's cache, their URLs), and the whole round trip with gradio_client downloading the 65 PNGs
+    one after the other (a browser fetches them in parallel).
   - one completion with the app's default preset (app.FAST_ITERS iterations x app.FAST_RESTARTS starts, center
     mask, D's prior): the callback, and through the served app.
 Untrained networks (speed does not depend on the weights). Other processes on the machine make timings noisy: the
@@ -20,6 +21,7 @@ import argparse
 import os
 import platform
 import re
+import socket
 import statistics
 import subprocess
 import sys
@@ -76,8 +78,12 @@ def main(argv: list[str] | None = None) -> int:
     preset = (face, None, "center", app.FAST_ITERS, app.FAST_RESTARTS, 0)
 
     demo = app.build(m)
-    demo.launch(server_name="127.0.0.1", server_port=None, prevent_thread_lock=True, quiet=True, i18n=app.i18n())
+    with socket.socket() as sock:  # a free port: 7860 may be a running app
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, i18n=app.i18n())
     client = Client(demo.local_url, verbose=False)
+    urls = Client(demo.local_url, verbose=False, download_files=False)  # as a page: file URLs, fetched in parallel
     path = m.scratch / "bench_face.png"
     utils.save_png(face, path)
     client.predict(handle_file(str(path)), api_name="/photo")  # the crop stays in this client's session
@@ -92,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{a.faces} faces: served app, gradio_client round trip": lambda: client.predict(
             1, a.faces, api_name="/generate"
         ),
+        f"{a.faces} faces: served app, answer with file URLs": lambda: urls.predict(1, a.faces, api_name="/generate"),
         f"completion ({app.FAST_ITERS} it x {app.FAST_RESTARTS} starts): callback": lambda: app.complete_cb(m, *preset),
         f"completion ({app.FAST_ITERS} it x {app.FAST_RESTARTS} starts): served app": served_completion,
     }
@@ -109,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     base = statistics.median(times[next(iter(times))])
     for k, v in times.items():
         med = statistics.median(v)
-        print(f"| {k} | {med:.2f} | {len(v)} | {med / base:.1f}x |")
+        print(f"| {k} | {med:.3f} | {len(v)} | {med / base:.1f}x |")
     return 0
 
 
