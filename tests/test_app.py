@@ -333,18 +333,24 @@ def test_bad_upload_and_the_server_keeps_serving(client, tmp_path):
     assert len(client.predict(0, 2, api_name="/generate")[1]) == 2
 
 
-def test_generation_answers_while_a_completion_runs(client, app_server, tmp_path):
+def test_generation_answers_while_a_completion_runs(client, app_server, tmp_path, models):
     """The longest completion a visitor may ask for holds the completion slot; a generation from another visitor
-    comes back before it ends."""
+    comes back before it ends, with the faces it gives alone (the two share G in two threads)."""
+    import time
+
     from gradio_client import Client, handle_file
 
     client.predict(handle_file(upload(tmp_path, encode(celeba_like(3), "JPEG"), "a.jpg")), api_name="/photo")
     long = client.submit(None, "center", app.MAX_ITERS, app.MAX_RESTARTS, 0, api_name="/complete")
     other = Client(app_server, verbose=False)
-    while long.status().code.name in ("STARTING", "JOINING_QUEUE", "QUEUE"):
-        pass  # (busy-wait: the job is started by the queue within a few ms)
+    deadline = time.monotonic() + 60
+    while long.status().code.name in ("STARTING", "JOINING_QUEUE", "QUEUE") and time.monotonic() < deadline:
+        time.sleep(0.02)
     _, gallery, msg = other.submit(1, 16, api_name="/generate").result(timeout=120)
     assert len(gallery) == 16 and not long.done(), "generation waited for the completion"
+    alone = app.generate_cb(models, 1, 16)[1]
+    for i in (0, 15):
+        np.testing.assert_array_equal(np.asarray(Image.open(gallery[i]["image"]).convert("RGB")), alone[i][0])
     assert WARN not in long.result(timeout=300)[-1]
 
 
