@@ -670,7 +670,9 @@ def serve(cfg: AppConfig, block: bool = True):
     port = port_of(cfg)
     from PIL import Image
 
-    Image.MAX_IMAGE_PIXELS = max_pixels()  # Gradio decodes images sent to the API: the same cap as a crop's
+    # Gradio itself decodes the images sent to the editor's API: the same cap as a crop's (Pillow raises its
+    # DecompressionBombError at twice MAX_IMAGE_PIXELS)
+    Image.MAX_IMAGE_PIXELS = max_pixels() // 2
     G, D, info = load_models(path)
     models = Models(G, D, info)
     print(f"app: {path}: nz={G.nz} ngf={G.ngf}, {'with D' if D is not None else 'no D'}; {conv_backend()}")
@@ -679,6 +681,7 @@ def serve(cfg: AppConfig, block: bool = True):
         server_name=cfg.host,
         server_port=port,
         share=False,
+        show_error=True,  # (only Gradio's own checks raise: a value out of a slider's range, an image over the cap)
         i18n=i18n(),
         css=CSS,
         max_file_size=MAX_UPLOAD,

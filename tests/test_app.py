@@ -330,6 +330,11 @@ def test_bad_upload_and_the_server_keeps_serving(client, tmp_path):
     assert editor is None and crop is None and msg.startswith(WARN) and "cv.png" in msg
     *outs, msg = client.predict(None, "center", 5, 1, 0, api_name="/complete")  # no photo in this session
     assert msg.startswith(WARN) and "upload a photo" in msg
+    bomb = tmp_path / "bomb.png"
+    Image.new("1", (8000, 8000)).save(bomb)  # 64 MP in a few kB, sent where Gradio decodes it itself
+    with pytest.raises(Exception, match="(?i)decompression bomb|exceeds limit"):
+        client.predict({"background": handle_file(str(bomb)), "layers": [], "composite": None}, "center", 5, 1, 0,
+                       api_name="/complete")  # fmt: skip
     assert len(client.predict(0, 2, api_name="/generate")[1]) == 2
 
 
