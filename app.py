@@ -356,7 +356,7 @@ def model_text(m: Models) -> str:
             f"prior term lam = {LAM}" if m.D is not None else "no prior term (lam = 0): a generator file has no D",
         ),
     ]
-    return "| | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
+    return "\n".join(f"- **{k}**: {v}" for k, v in rows)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -528,10 +528,11 @@ def build(m: Models, complete_slots: int = 1):
         with gr.Tabs():
             _generate_tab(gr, t, m)
             _interpolate_tab(gr, t, m)
-            _arithmetic_tab(gr, t, m)
+            seed, pool, msg = _arithmetic_tab(gr, t, m)
             _complete_tab(gr, t, m, complete_slots)
             with gr.Tab(t("tab_model"), id="model"):
                 gr.Markdown(model_text(m), elem_id="model-info")
+        demo.load(lambda s: pool_cb(m, s), seed, [pool, msg], api_visibility="private")  # faces to pick from
     demo.queue(default_concurrency_limit=2, max_size=64)
     return demo
 
@@ -563,11 +564,13 @@ def _interpolate_tab(gr, t, m: Models) -> None:
             go = gr.Button(t("interpolate"), variant="primary", elem_id="interpolate-btn")
         msg = gr.Markdown()
         strip = gr.Image(label=t("strip"), format="png", interactive=False, elem_id="strip")
-        gif = gr.Image(label=t("gif"), type="filepath", interactive=False, elem_id="gif", height=200, width=200)
+        gif = gr.Image(
+            label=t("gif"), type="filepath", interactive=False, elem_id="gif", elem_classes="face", height=260
+        )
         go.click(lambda *v: interpolate_cb(m, *v), [a, b, k], [strip, gif, msg], api_name="interpolate")
 
 
-def _arithmetic_tab(gr, t, m: Models) -> None:
+def _arithmetic_tab(gr, t, m: Models):
     with gr.Tab(t("tab_arithmetic"), id="arithmetic"):
         gr.Markdown(t("arith_help"))
         with gr.Row(equal_height=True):
@@ -583,6 +586,7 @@ def _arithmetic_tab(gr, t, m: Models) -> None:
         out = gr.Image(label=t("result"), format="png", interactive=False, elem_id="arith")
         show.click(lambda s: pool_cb(m, s), seed, [pool, msg], api_name="faces_to_pick")
         go.click(lambda *v: arithmetic_cb(m, *v), [seed, a, b, c], [out, msg], api_name="arithmetic")
+    return seed, pool, msg
 
 
 def _complete_tab(gr, t, m: Models, slots: int) -> None:
