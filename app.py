@@ -57,6 +57,13 @@ def load_models(path: str):
     return G, D, info
 
 
+def model_file_names() -> tuple[str, str]:
+    """(the training checkpoint's file name, the generator file's), looked for in the model folders."""
+    import utils
+
+    return utils.CHECKPOINT_FILE, utils.GENERATOR_FILE
+
+
 def conv_backend() -> str:
     import network
 
@@ -384,7 +391,7 @@ def find_model(ckpt: str = "", root: str | os.PathLike = ".") -> str:
             raise UserError(f"{ckpt}: no such model file")
         return ckpt
     for d in MODEL_DIRS:
-        for name in (utils.CHECKPOINT_FILE, utils.GENERATOR_FILE):  # the checkpoint first: it holds D too
+        for name in model_file_names():  # the checkpoint first: it holds D too
             if (Path(root) / d / name).is_file():
                 return str(Path(d) / name) if str(root) == "." else str(Path(root) / d / name)
     raise UserError(NO_MODEL)
