@@ -18,6 +18,7 @@ pretreat.py's crop); this file holds the page and checks what visitors send.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import tempfile
@@ -112,6 +113,7 @@ def max_pixels() -> int:
     return pretreat.MAX_PIXELS
 
 
+@functools.cache  # built once from scikit-image's bundled faces (~0.5 s)
 def demo_faces() -> np.ndarray:
     import pretreat
 
