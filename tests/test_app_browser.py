@@ -139,6 +139,10 @@ def test_chinese_labels(playwright, app_server, tmp_path):
         for label in ("生成", "插值", "人脸运算", "补全照片", "模型"):
             page.get_by_role("tab", name=label).wait_for()
         page.get_by_text("人脸数量").wait_for()
+        page.get_by_role("tab", name="补全照片").click()
+        page.get_by_text("我的笔刷").wait_for()  # (the choices of a radio too)
+        shown = page.locator("body").inner_text()
+        assert "__i18n__" not in shown and "Complete" not in shown, shown  # every label translated
         shoot(page, tmp_path, "app_zh.png")
     finally:
         ctx.close()
