@@ -2,6 +2,7 @@
 # make test      fast tests (what CI runs)       make test-all   fast + slow (end-to-end demo, notebook)
 # make demo      the CPU demo, install included    make bench      speed benchmarks
 # make lint      ruff                              make constraints   re-pin constraints.txt from a clean venv
+# make app       the web app (app.py), install included: make app APP_ARGS="--ckpt PATH --port 8080"
 # make fid-reference  pytorch-fid vs fid.py (own venv)
 # Outside a virtual environment, a .venv is created here and used; inside one, that one is used. When the Python
 # that creates .venv already imports Paddle 3 (AI Studio's conda with paddlepaddle-gpu, a system install), .venv
@@ -26,7 +27,7 @@ PIP = $(PY) -m pip install -q --disable-pip-version-check $(if $(SYSTEM_SITE),,-
 # distributions writing the same paddle/ package, so installing one over the other replaces it.
 PADDLE_CPU := paddlepaddle
 
-.PHONY: install install-dev test test-all lint demo bench fid-reference clean constraints
+.PHONY: install install-dev install-app install-app-test app test test-all lint demo bench fid-reference clean constraints
 
 # A working Paddle is one that imports and is 3.x (or 0.0, a source build).
 HAS_PADDLE3 := import paddle, sys; v = paddle.__version__; sys.exit(v.split('.')[0] not in ('0', '3'))
@@ -67,14 +68,30 @@ install: $(if $(VENV),$(VENV)/bin/python)
 install-dev: install
 	$(PIP) -r requirements-dev.txt
 
+# The web app's packages (Gradio), optional for the rest of the project.
+install-app: install
+	$(PIP) -r requirements-app.txt
+
+# Its tests: gradio_client, Playwright (no browser of its own: `playwright install` downloads one) and Debian's
+# chromium, installed here when missing and we are root (CI); elsewhere the browser test says how and is skipped.
+install-app-test: install-app
+	$(PIP) -r requirements-app-test.txt
+	@test -x /usr/bin/chromium || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
+		else echo "make: no /usr/bin/chromium (sudo apt-get install chromium): the browser test will be skipped"; fi; }
+
+app: install-app
+	$(PY) app.py $(APP_ARGS)
+
 lint: install-dev
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
-test: install-dev lint
+test: install-dev install-app-test lint
 	$(PY) -m pytest -m "not slow" -q
 
-test-all: install-dev lint
+test-all: install-dev install-app-test lint
 	$(PY) -m pytest -q
 
 demo: install
@@ -87,6 +104,8 @@ bench: install
 	$(PY) bench/bench_train.py --ngf 32 --batch-sizes 32
 	$(PY) bench/bench_conv.py
 	$(PY) bench/bench_complete.py
+	$(PIP) -r requirements-app.txt -r requirements-app-test.txt
+	$(PY) bench/bench_app.py
 	$(PY) bench/bench_fid.py --num 25
 	$(PY) bench/fid_reference.py --live
 
@@ -99,13 +118,14 @@ fid-reference:
 	$(FID_VENV)/bin/python bench/fid_reference.py --golden --live
 	$(PY) bench/bench_fid.py --num 25 --ref-python $(FID_VENV)/bin/python
 
-# A fresh venv with only what `make install-dev` installs (CPU Paddle included), then its versions
+# A fresh venv with only what `make install-dev install-app-test` installs (CPU Paddle included), then its versions
 # (pip itself excluded) become constraints.txt. Run it after changing a requirements file.
 CONSTRAINTS_VENV := .venv-constraints
 constraints:
 	rm -rf $(CONSTRAINTS_VENV)
 	$(PYTHON) -m venv $(CONSTRAINTS_VENV)
-	$(CONSTRAINTS_VENV)/bin/python -m pip install -q --disable-pip-version-check $(PADDLE_CPU) -r requirements.txt -r requirements-dev.txt
+	$(CONSTRAINTS_VENV)/bin/python -m pip install -q --disable-pip-version-check $(PADDLE_CPU) -r requirements.txt -r requirements-dev.txt \
+		-r requirements-app.txt -r requirements-app-test.txt
 	{ echo "# The versions CI tested: \`make constraints\` wrote this from a clean venv ($$($(CONSTRAINTS_VENV)/bin/python -V))."; \
 	  echo "# make install uses it for every pip install. Not a requirements file: it pins, it installs nothing."; \
 	  $(CONSTRAINTS_VENV)/bin/python -m pip freeze --exclude-editable | grep -v '^pip=='; } > constraints.txt.tmp

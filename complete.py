@@ -57,7 +57,10 @@ from modelfile import CHECKPOINT_FILE, models_of
 from network import Discriminator, Generator
 
 WINDOW = 7  # the paper: "We use a window size of 7 in all experiments"
-MASKS = ("center", "left", "random", "grid", "file:PATH")
+MASKS = ("center", "left", "eyes", "mouth", "random", "grid", "file:PATH")
+# (top, bottom, left, right) at 64 px of the eyes and the mouth in pretreat.py's crop of CelebA's aligned faces
+# (eye centres near rows 29-31, columns 24 and 40; the mouth near row 46, columns 27-38)
+REGIONS = {"eyes": (22, 38, 12, 52), "mouth": (40, 54, 20, 44)}
 BLENDS = ("poisson", "none")
 PSNR_CAP = 100.0
 GRID_COLS = 8
@@ -82,7 +85,8 @@ class CompleteConfig:
     num: int = field(default=16, metadata={"help": "images to complete (0: all)"})
     offset: int = field(default=0, metadata={"help": "first image to take"})
     mask: str = field(
-        default="center", metadata={"help": "center | left | random | grid | file:PATH (a PNG, white = missing)"}
+        default="center",
+        metadata={"help": "center | left | eyes | mouth | random | grid | file:PATH (a PNG, white = missing)"},
     )
     missing: float = field(default=0.8, metadata={"help": "share of pixels missing with --mask random"})
     iters: int = field(default=1500, metadata={"help": "Adam steps on z"})
@@ -129,14 +133,17 @@ class CompleteConfig:
 def make_mask(kind: str, num: int = 1, missing: float = 0.8, seed: int = 0, size: int = SIZE) -> np.ndarray:
     """bool [size, size], True = missing; for "random" [num, size, size], one mask per image from `seed`.
 
-    center: the middle half (32x32 at 64); left: the left half; random: `missing` of the pixels, all
-    channels; grid: only one pixel in each 4x4 block known; file:PATH: a PNG, white = missing, resized
-    to size x size (nearest) when it is not that size already."""
+    center: the middle half (32x32 at 64); left: the left half; eyes, mouth: a box around them (REGIONS);
+    random: `missing` of the pixels, all channels; grid: only one pixel in each 4x4 block known; file:PATH:
+    a PNG, white = missing, resized to size x size (nearest) when it is not that size already."""
     m = np.zeros((size, size), bool)
     if kind == "center":
         m[size // 4 : size - size // 4, size // 4 : size - size // 4] = True
     elif kind == "left":
         m[:, : size // 2] = True
+    elif kind in REGIONS:
+        top, bottom, left, right = (v * size // SIZE for v in REGIONS[kind])
+        m[top:bottom, left:right] = True
     elif kind == "grid":
         m[:] = True
         m[::4, ::4] = False

@@ -146,6 +146,17 @@ def save_png(image: np.ndarray, path: str | os.PathLike) -> None:
 # one image: upright, RGB, shorter side scaled to 64, the tutorial's crop box
 
 
+def save_gif(frames: np.ndarray, path: str | os.PathLike, ms: int = 100) -> None:
+    """Write uint8 frames (T, H, W, 3) as an animated GIF that loops forever, `ms` per frame, atomically.
+    GIF holds 256 colours a frame: Pillow quantises each one (faces keep their look, gradients band a little)."""
+    frames = np.asarray(frames)
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[3] != 3 or not len(frames):
+        raise ValueError(f"frames must be uint8 (T, H, W, 3) with T > 0, got {frames.dtype} {list(frames.shape)}")
+    images = [Image.fromarray(f) for f in frames]
+    with atomic_path(path) as tmp:
+        images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=ms, loop=0)
+
+
 def scaled_size(w: int, h: int) -> tuple[int, int]:
     """(w, h) with the shorter side scaled to 64, the other rounded half up: 178x218 -> 64x78."""
     if w <= h:

@@ -3,6 +3,7 @@
     python generator.py                                      # 64 faces: output/generator.safetensors -> output/faces/
     python generator.py --num 16 --seed 7 --out my_faces     # other faces, elsewhere
     python generator.py --interpolate 10 --pairs 4           # + output/faces/interpolation.png: 4 rows of 10 steps
+    python generator.py --interpolate 16 --pairs 4 --gif     # + interpolation.gif: the 4 walks side by side, animated
     python generator.py --num 0 --export output/inference    # only a Paddle Inference model (paddle.jit.save), verified
     python generator.py --ckpt output/checkpoint.safetensors --no-ema  # train.py's full checkpoint, plain G (not EMA)
     python generator.py --ckpt old/generator.pdparams --allow-pickle   # your file from an earlier version (a pickle)
@@ -36,7 +37,7 @@ import numpy as np
 import paddle
 import paddle.nn as nn
 
-from faces import make_grid, save_png, to_images
+from faces import make_grid, save_gif, save_png, to_images
 from modelfile import CHECKPOINT_FILE, GENERATOR_FILE, generator_of, load_generator
 from network import Generator
 
@@ -70,6 +71,9 @@ class GeneratorConfig:
         default=0, metadata={"help": "steps per interpolation row, ends included (0: none)", "metavar": "K"}
     )
     pairs: int = field(default=8, metadata={"help": "interpolation rows: row i goes from face 2i to face 2i+1"})
+    gif: bool = field(
+        default=False, metadata={"help": "with --interpolate, also interpolation.gif: all rows walking at once"}
+    )
     export: str = field(
         default="", metadata={"help": "also save a Paddle Inference model in this folder", "metavar": "DIR"}
     )
@@ -174,6 +178,13 @@ def interpolate(
     return faces.reshape(pairs, steps, *faces.shape[1:])
 
 
+def gif_frames(rows: np.ndarray) -> np.ndarray:
+    """The frames of an interpolation GIF from rows uint8 [pairs, steps, 64, 64, 3]: frame t shows step t of every
+    row side by side; the walk goes there and back (steps 0..K-1, then K-2..1) so that the loop has no jump."""
+    order = list(range(rows.shape[1])) + list(range(rows.shape[1] - 2, 0, -1))
+    return np.stack([make_grid(rows[:, t], nrow=len(rows)) for t in order])
+
+
 # ---------------------------------------------------------------------------------------------
 # export for Paddle Inference
 
@@ -240,6 +251,8 @@ def remove_old_faces(out: Path) -> None:
 def run(cfg: GeneratorConfig) -> None:
     if cfg.num < 0:
         raise utils.UserError(f"--num must be >= 0 (got {cfg.num})")
+    if cfg.gif and not cfg.interpolate:
+        raise utils.UserError("--gif animates the interpolation: add --interpolate K (e.g. --interpolate 16)")
     if cfg.interpolate and (cfg.interpolate < 2 or cfg.pairs < 1):
         raise utils.UserError(f"--interpolate needs K >= 2 steps and --pairs >= 1 (got {cfg.interpolate}, {cfg.pairs})")
     out = Path(cfg.out)
@@ -259,6 +272,9 @@ def run(cfg: GeneratorConfig) -> None:
         rows = interpolate(G, cfg.interpolate, cfg.pairs, cfg.seed, cfg.bn)
         save_png(make_grid(rows.reshape(-1, *rows.shape[2:]), nrow=cfg.interpolate), out / "interpolation.png")
         print(f"{cfg.pairs} x {cfg.interpolate} interpolation -> {out}/interpolation.png")
+        if cfg.gif:
+            save_gif(gif_frames(rows), out / "interpolation.gif")
+            print(f"animated: {out}/interpolation.gif")
     if cfg.export:
         files, diff = export(G, cfg.export, cfg.bn)
         print(

@@ -267,12 +267,12 @@ def _shrink_npy(path: str, rows: int) -> None:
 # --demo: scikit-image's bundled LFW faces, no download
 
 
-def make_demo(out: Path) -> PretreatSummary:
-    """data/demo64.npy: the 100 25x25 gray faces of skimage.data.lfw_subset() upscaled to 64x64 (bicubic, in
-    float, rounded once), gray copied to RGB, then their 100 mirror images: row 100 + i mirrors row i."""
+def demo_faces() -> np.ndarray:
+    """The demo set as uint8 (200, 64, 64, 3): the 100 25x25 gray faces of skimage.data.lfw_subset() upscaled to
+    64x64 (bicubic, in float, rounded once), gray copied to RGB, then their 100 mirror images: row 100 + i
+    mirrors row i."""
     from skimage.data import lfw_subset  # imported here: scikit-image takes ~1 s to import
 
-    t0 = time.perf_counter()
     faces = lfw_subset()[:100]  # floats in [0, 1]; entries 100-199 are non-faces
     up = np.stack(
         [
@@ -282,7 +282,13 @@ def make_demo(out: Path) -> PretreatSummary:
     )
     gray = np.clip(np.rint(up * 255.0), 0, 255).astype(np.uint8)  # bicubic overshoots [0, 1] a little
     rgb = np.repeat(gray[..., None], 3, axis=3)
-    data = np.concatenate([rgb, rgb[:, :, ::-1]])
+    return np.concatenate([rgb, rgb[:, :, ::-1]])
+
+
+def make_demo(out: Path) -> PretreatSummary:
+    """data/demo64.npy (demo_faces) and its names file."""
+    t0 = time.perf_counter()
+    data = demo_faces()
     with utils.atomic_path(out) as tmp:
         with open(tmp, "wb") as f:
             np.save(f, data)

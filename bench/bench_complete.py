@@ -41,7 +41,8 @@ import numpy as np  # noqa: E402
 import paddle  # noqa: E402
 
 import complete  # noqa: E402
-from faces import to_float  # noqa: E402
+from faces import to_float, to_images  # noqa: E402
+from modelfile import models_of  # noqa: E402
 from network import Discriminator, Generator  # noqa: E402
 
 DEFAULT_ITERS = 1500
@@ -92,10 +93,10 @@ PAPER = dict(iters=DEFAULT_ITERS, restarts=8, lr=0.01, patience=0)
 
 def compare_settings(ckpt: str, real_path: str, faces: int, settings: dict[str, dict]) -> list[dict]:
     """Per setting: mean hole PSNR on G's samples and on real faces, and median seconds per face (one at a time)."""
-    G, D = complete._models(ckpt, True)
+    G, D = models_of(ckpt, True)
     with paddle.no_grad():
         z = np.random.default_rng(123).standard_normal((faces, G.nz, 1, 1)).astype(np.float32)
-        own = utils.chw_to_hwc(utils.to_uint8(G(paddle.to_tensor(z)).numpy()))
+        own = to_images(G(paddle.to_tensor(z)))
     real = np.load(real_path, allow_pickle=False)[:faces]
     mask = complete.make_mask("center")
     rows = []

@@ -79,6 +79,10 @@ def run_script(script: str, *args, timeout: int = 120):
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
 
 
+# ---------------------------------------------------------------------------------------------
+# app.py: one tiny trained model per session, and the optional tools its tests need
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> Path:
     """The output folder of one finished tiny run (5 iterations, EMA on) that the suites share: checkpoint.safetensors
@@ -146,3 +150,63 @@ def run_limited(argv: list[str], cwd: Path, as_cap: int = 3 << 30, time_limit: f
         err.seek(0)
         status, maxrss_kb = map(int, report.read_text().split())
         return status, err.read(), maxrss_kb / 1024
+
+
+def need(module: str, why: str):
+    """Import an optional test tool: missing, a skip naming it outside CI, a failure under CI=true (make test
+    installs it there)."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        msg = f"{module} is not installed ({why}; make test installs it: pip install -r requirements-app.txt)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(msg)
+        pytest.skip(msg)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def app_server(tiny_run, tmp_path_factory):
+    """`python app.py --ckpt <tiny checkpoint> --port N` running on 127.0.0.1 for the session: its URL.
+    APP_TEST_CKPT=path serves another model (e.g. the demo's, for the README's screenshot)."""
+    import subprocess
+    import time
+    import urllib.request
+
+    need("gradio", "the app's tests")
+    ckpt = os.environ.get("APP_TEST_CKPT") or str(tiny_run / "checkpoint.safetensors")
+    port = free_port()
+    log = tmp_path_factory.mktemp("app_server") / "app.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "app.py"), "--ckpt", ckpt, "--port", str(port), "--complete-slots", "1"],
+            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        for _ in range(240):  # paddle + gradio imports, maybe the oneDNN build: up to two minutes
+            if proc.poll() is not None:
+                pytest.fail(f"app.py exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(url, timeout=2):
+                    break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail(f"app.py did not answer on {url} in 2 minutes:\n{log.read_text()[-3000:]}")
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()

@@ -106,3 +106,16 @@ def test_bench_train_gpu_levers_run_on_the_cpu(capsys):
         row = re.search(rf"^\| {name} \| .* \| {NUM} \| ", out, re.M)
         assert row and float(row.group(1)) > 0, out
     assert not re.search(r"^\| (fp16|bf16) \|", out, re.M)  # a CPU runs neither
+
+
+def test_bench_app_table(capsys):
+    from conftest import need
+
+    need("gradio_client", "bench/bench_app.py serves the app")
+    from bench import bench_app
+
+    assert bench_app.main(["--width", "8", "--rounds", "1", "--faces", "4"]) == 0
+    out = capsys.readouterr().out
+    rows = re.findall(rf"^\| (.+?) \| {NUM} \| 1 \| {NUM}x \|$", out, re.M)
+    assert len(rows) == 6 and all(float(t) >= 0 for _, t, _ in rows), out  # (4 tiny faces: ~1 ms)
+    assert "load average" in out

@@ -86,11 +86,14 @@ def test_a_paddle_that_does_not_import_is_reported_not_replaced(tmp_path):
 
 def test_pip_runs_with_the_constraints_and_requirements_hold_no_paddle():
     r = subprocess.run(
-        ["make", "-n", "install", "install-dev", "VIRTUAL_ENV=x", "PY=python"], cwd=ROOT, capture_output=True, text=True
+        ["make", "-n", "install", "install-dev", "install-app-test", "VIRTUAL_ENV=x", "PY=python"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
     )
     pip_lines = [x for x in r.stdout.splitlines() if " -m pip install" in x]
     assert len(pip_lines) >= 3 and all("-c constraints.txt" in x for x in pip_lines), r.stdout
-    for req in ("requirements.txt", "requirements-dev.txt"):
+    for req in ("requirements.txt", "requirements-dev.txt", "requirements-app.txt", "requirements-app-test.txt"):
         names = [
             re.split(r"[<>=\[; ]", x.strip())[0].lower()
             for x in (ROOT / req).read_text().splitlines()
