@@ -603,48 +603,54 @@ def _arithmetic_tab(gr, t, m: Models):
     return seed, pool, msg
 
 
+def _complete_inputs(gr, t):
+    """The Complete tab's inputs: the photo (upload, demo faces, the crop), the painting, the search's settings."""
+    with gr.Row():
+        with gr.Column(scale=1):
+            upload = gr.File(label=t("upload"), type="filepath", elem_id="upload", height=120)
+            picks = gr.Gallery(
+                [(f, str(i)) for i, f in enumerate(demo_faces()[:DEMO_PICKS])],
+                label=t("demo_faces"),
+                columns=DEMO_PICKS // 2,
+                allow_preview=False,
+                elem_classes="face",
+                elem_id="demo-faces",
+                height=180,
+            )
+            crop = gr.Image(
+                label=t("crop"), format="png", interactive=False, elem_classes="face", elem_id="crop", height=160
+            )
+        with gr.Column(scale=2):
+            editor = gr.ImageMask(
+                label=t("paint"),
+                sources=[],
+                type="numpy",
+                image_mode="RGBA",
+                format="png",
+                canvas_size=(64 * EDIT_SCALE, 64 * EDIT_SCALE),
+                fixed_canvas=True,
+                transforms=(),
+                layers=False,
+                brush=gr.Brush(default_size=24, colors=["#ff00ff"], color_mode="fixed"),
+                elem_id="editor",
+            )
+        with gr.Column(scale=1):
+            keys = ("brush", "center", "left", "eyes", "mouth", "random")
+            preset = gr.Radio([(t(f"mask_{k}"), k) for k in keys], value="brush", label=t("mask"))
+            iters = gr.Slider(1, MAX_ITERS, FAST_ITERS, step=1, label=t("iters"))
+            restarts = gr.Slider(1, MAX_RESTARTS, FAST_RESTARTS, step=1, label=t("restarts"))
+            seed = gr.Number(0, precision=0, label=t("seed"))
+            go = gr.Button(t("complete"), variant="primary", elem_id="complete-btn")
+    return upload, picks, crop, editor, preset, iters, restarts, seed, go
+
+
 def _complete_tab(gr, t, m: Models, slots: int) -> None:
     with gr.Tab(t("tab_complete"), id="complete"):
         gr.Markdown(t("complete_help"))
         if m.D is None:
             gr.Markdown(t("no_prior"), elem_id="no-prior")
         face = gr.State(None)  # the 64x64 crop, kept on the server (a visitor cannot send one of any size)
-        with gr.Row():
-            with gr.Column(scale=1):
-                upload = gr.File(label=t("upload"), type="filepath", elem_id="upload", height=120)
-                picks = gr.Gallery(
-                    [(f, str(i)) for i, f in enumerate(demo_faces()[:DEMO_PICKS])],
-                    label=t("demo_faces"),
-                    columns=DEMO_PICKS // 2,
-                    allow_preview=False,
-                    elem_classes="face",
-                    elem_id="demo-faces",
-                    height=180,
-                )
-                crop = gr.Image(
-                    label=t("crop"), format="png", interactive=False, elem_classes="face", elem_id="crop", height=160
-                )
-            with gr.Column(scale=2):
-                editor = gr.ImageMask(
-                    label=t("paint"),
-                    sources=[],
-                    type="numpy",
-                    image_mode="RGBA",
-                    format="png",
-                    canvas_size=(64 * EDIT_SCALE, 64 * EDIT_SCALE),
-                    fixed_canvas=True,
-                    transforms=(),
-                    layers=False,
-                    brush=gr.Brush(default_size=24, colors=["#ff00ff"], color_mode="fixed"),
-                    elem_id="editor",
-                )
-            with gr.Column(scale=1):
-                keys = ("brush", "center", "left", "eyes", "mouth", "random")
-                preset = gr.Radio([(t(f"mask_{k}"), k) for k in keys], value="brush", label=t("mask"))
-                iters = gr.Slider(1, MAX_ITERS, FAST_ITERS, step=1, label=t("iters"))
-                restarts = gr.Slider(1, MAX_RESTARTS, FAST_RESTARTS, step=1, label=t("restarts"))
-                seed = gr.Number(0, precision=0, label=t("seed"))
-                go = gr.Button(t("complete"), variant="primary", elem_id="complete-btn")
+        upload, picks, crop, editor, preset, iters, restarts, seed, go = _complete_inputs(gr, t)
         msg = gr.Markdown(elem_id="complete-msg")
         with gr.Row():
             outs = [

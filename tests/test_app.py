@@ -251,7 +251,7 @@ def test_generator_file_completes_without_prior(g_only):
 def test_model_text(models):
     text = app.model_text(models)
     assert "**nz**: 16" in text and "**ngf**: 8" in text and "**ndf**: 8" in text
-    assert "3 iterations" in text and "lam = 0.003" in text
+    assert "5 iterations" in text and "lam = 0.003" in text  # the shared tiny_run
 
 
 # ---------------------------------------------------------------------------------------------
