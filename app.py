@@ -134,7 +134,9 @@ def check_mask(mask: np.ndarray) -> None:
     complete.check_mask(mask)
 
 
-def run_completion(G, D, face: np.ndarray, mask: np.ndarray, iters: int, restarts: int, seed: int, progress: bool):
+def run_completion(
+    G, D, face: np.ndarray, mask: np.ndarray, iters: int, restarts: int, seed: int, progress: bool, patience: int
+):
     """(G(z) found, blended result, biharmonic inpainting, masked view), each uint8 [64, 64, 3]."""
     import complete
 
@@ -148,7 +150,7 @@ def run_completion(G, D, face: np.ndarray, mask: np.ndarray, iters: int, restart
         seed=seed,
         lr=FAST_LR,
         progress=progress,
-        patience=FAST["patience"],
+        patience=patience,
     )
     return (
         c.generated[0],
@@ -219,6 +221,7 @@ class Models:
     D: object
     info: dict
     scratch: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="dcgan-app-")))
+    patience: int = FAST["patience"]  # completion's early stop (app.py --patience)
 
 
 def generate_cb(m: Models, seed, num):
@@ -342,7 +345,9 @@ def complete_cb(m: Models, face, editor, preset, iters, restarts, seed, progress
         check_mask(mask)
         n_it = _int(iters, "iterations", 1, MAX_ITERS)
         n_re = _int(restarts, "restarts", 1, MAX_RESTARTS)
-        generated, completed, biharmonic, masked = run_completion(m.G, m.D, face, mask, n_it, n_re, s, progress)
+        generated, completed, biharmonic, masked = run_completion(
+            m.G, m.D, face, mask, n_it, n_re, s, progress, m.patience
+        )
         prior = "with D's prior" if m.D is not None else "without the prior term (the model file holds no D)"
         msg = f"{int(mask.sum())} pixels filled; {n_it} iterations x {n_re} starts, {prior}"
         return masked, generated, completed, biharmonic, msg
@@ -383,6 +388,10 @@ class AppConfig:
     host: str = field(default="127.0.0.1", metadata={"help": "address to listen on (0.0.0.0: every interface)"})
     port: int = field(default=0, metadata={"help": "port; 0: GRADIO_SERVER_PORT, else 7860"})
     complete_slots: int = field(default=1, metadata={"help": "completions running at once (each takes the CPU)"})
+    patience: int = field(
+        default=FAST["patience"],
+        metadata={"help": "a completion stops early once its loss has not improved for this many steps (0: never)"},
+    )
 
 
 MODEL_DIRS = ("output", "output/demo")
@@ -698,7 +707,9 @@ def serve(cfg: AppConfig, block: bool = True):
     # DecompressionBombError at twice MAX_IMAGE_PIXELS)
     Image.MAX_IMAGE_PIXELS = max_pixels() // 2
     G, D, info = load_models(path)
-    models = Models(G, D, info)
+    if cfg.patience < 0:
+        raise UserError(f"--patience must be >= 0 (got {cfg.patience})")
+    models = Models(G, D, info, patience=cfg.patience)
     print(f"app: {path}: nz={G.nz} ngf={G.ngf}, {'with D' if D is not None else 'no D'}; {conv_backend()}")
     demo = build(models, cfg.complete_slots)
     demo.launch(

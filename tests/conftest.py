@@ -188,7 +188,8 @@ def app_server(tiny_run, tmp_path_factory):
     log = tmp_path_factory.mktemp("app_server") / "app.log"
     with open(log, "w") as out:
         proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "app.py"), "--ckpt", ckpt, "--port", str(port), "--complete-slots", "1"],
+            [sys.executable, str(ROOT / "app.py"), "--ckpt", ckpt, "--port", str(port), "--complete-slots", "1",
+             "--patience", "0"],  # no early stop: a long completion stays long
             cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
     url = f"http://127.0.0.1:{port}/"
