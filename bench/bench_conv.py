@@ -142,14 +142,89 @@ def run_worker(kind: str, batch: int, reps: int, ngf: int) -> list[dict] | None:
         return None
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batch", type=int, default=64, help="images per call (default: %(default)s)")
     ap.add_argument("--reps", type=int, default=5, help="timed calls per layer and pass (default: %(default)s)")
     ap.add_argument("--ngf", type=int, default=64, help="G's and D's width, ngf = ndf (default: %(default)s)")
     ap.add_argument("--no-torch", action="store_true", help="time Paddle only")
     ap.add_argument("--worker", choices=["NCHW", "NHWC", "oneDNN", "torch"], help=argparse.SUPPRESS)
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
+
+
+def ms(t: float) -> str:
+    return f"{1000 * t:.0f}"
+
+
+def layer_row(s: dict, i: int, res: dict[str, list[dict]], batch: int) -> list[str]:
+    """One convolution's row: Paddle NCHW (forward, its gemm, fwd+bwd, GFLOP/s), NHWC, oneDNN and PyTorch."""
+    p, n = res["NCHW"][i], res["NHWC"][i]
+    name = f"{s['net']} {'convT' if s['transpose'] else 'conv'} {s['cin']}->{s['cout']}, {s['hw']}->{s['out_hw']} px"
+    row = [
+        name,
+        ms(p["fwd"]),
+        ms(p["gemm"]),
+        ms(p["fb"]),
+        f"{batch * s['fb_flop'] / p['fb'] / 1e9:.0f}",
+        ms(n["fb"]),
+        f"{p['fb'] / n['fb']:.2f}x",
+    ]
+    if "oneDNN" in res:
+        d = res["oneDNN"][i]
+        gflops = f"{batch * s['fb_flop'] / d['fb'] / 1e9:.0f}"
+        row += [ms(d["fwd"]), ms(d["fb"]), gflops, f"{p['fb'] / d['fb']:.2f}x"]
+    if "torch" in res:
+        t = res["torch"][i]
+        row += [
+            ms(t["fwd"]),
+            ms(t["fb"]),
+            f"{batch * s['fb_flop'] / t['fb'] / 1e9:.0f}",
+            f"**{t['fb'] / p['fb']:.2f}x**",
+        ]
+        row += [f"**{t['fb'] / d['fb']:.2f}x**"] if "oneDNN" in res else []
+    return row
+
+
+def total_row(res: dict[str, list[dict]]) -> list[str]:
+    """The "all" row: the layers' times added up, and the speed-ups of the sums."""
+    tot = {k: [sum(r["fwd"] for r in v), sum(r["fb"] for r in v)] for k, v in res.items()}
+    total = [
+        "all",
+        ms(tot["NCHW"][0]),
+        ms(sum(x["gemm"] for x in res["NCHW"])),
+        ms(tot["NCHW"][1]),
+        "",
+        ms(tot["NHWC"][1]),
+        f"{tot['NCHW'][1] / tot['NHWC'][1]:.2f}x",
+    ]
+    if "oneDNN" in res:
+        total += [ms(tot["oneDNN"][0]), ms(tot["oneDNN"][1]), "", f"{tot['NCHW'][1] / tot['oneDNN'][1]:.2f}x"]
+    if "torch" in res:
+        total += [ms(tot["torch"][0]), ms(tot["torch"][1]), "", f"**{tot['torch'][1] / tot['NCHW'][1]:.2f}x**"]
+        total += [f"**{tot['torch'][1] / tot['oneDNN'][1]:.2f}x**"] if "oneDNN" in res else []
+    return total
+
+
+def table_header(res: dict[str, list[dict]], ngf: int, batch: int) -> list[str]:
+    header = [
+        f"layer (ngf {ngf}, batch {batch})",
+        "Paddle fwd ms",
+        "its gemm only ms",
+        "Paddle fwd+bwd ms",
+        "GFLOP/s",
+        "NHWC fwd+bwd ms",
+        "NHWC speed-up",
+    ]
+    if "oneDNN" in res:
+        header += ["oneDNN fwd ms", "oneDNN fwd+bwd ms", "GFLOP/s", "oneDNN speed-up"]
+    if "torch" in res:
+        header += ["PyTorch fwd ms", "PyTorch fwd+bwd ms", "GFLOP/s", "Paddle / PyTorch speed"]
+        header += ["oneDNN / PyTorch speed"] if "oneDNN" in res else []
+    return header
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
     if args.worker:
         specs = layer_specs(args.ngf)
         res = (
@@ -170,71 +245,10 @@ def main(argv=None) -> int:
     res = {k: run_worker(k, args.batch, args.reps, args.ngf) for k in kinds}
     if res["oneDNN"] is None:
         del res["oneDNN"]
-        kinds.remove("oneDNN")
-    ms = lambda t: f"{1000 * t:.0f}"  # noqa: E731
-    rows, tot = [], {k: [0.0, 0.0] for k in kinds}
-    for i, s in enumerate(specs):
-        p, n = res["NCHW"][i], res["NHWC"][i]
-        name = (
-            f"{s['net']} {'convT' if s['transpose'] else 'conv'} {s['cin']}->{s['cout']}, {s['hw']}->{s['out_hw']} px"
-        )
-        row = [
-            name,
-            ms(p["fwd"]),
-            ms(p["gemm"]),
-            ms(p["fb"]),
-            f"{args.batch * s['fb_flop'] / p['fb'] / 1e9:.0f}",
-            ms(n["fb"]),
-            f"{p['fb'] / n['fb']:.2f}x",
-        ]
-        if "oneDNN" in res:
-            d = res["oneDNN"][i]
-            gflops = f"{args.batch * s['fb_flop'] / d['fb'] / 1e9:.0f}"
-            row += [ms(d["fwd"]), ms(d["fb"]), gflops, f"{p['fb'] / d['fb']:.2f}x"]
-        if "torch" in res:
-            t = res["torch"][i]
-            row += [
-                ms(t["fwd"]),
-                ms(t["fb"]),
-                f"{args.batch * s['fb_flop'] / t['fb'] / 1e9:.0f}",
-                f"**{t['fb'] / p['fb']:.2f}x**",
-            ]
-            row += [f"**{t['fb'] / d['fb']:.2f}x**"] if "oneDNN" in res else []
-        rows.append(row)
-        for k in kinds:
-            tot[k][0] += res[k][i]["fwd"]
-            tot[k][1] += res[k][i]["fb"]
-    total = [
-        "all",
-        ms(tot["NCHW"][0]),
-        ms(sum(x["gemm"] for x in res["NCHW"])),
-        ms(tot["NCHW"][1]),
-        "",
-        ms(tot["NHWC"][1]),
-        f"{tot['NCHW'][1] / tot['NHWC'][1]:.2f}x",
-    ]
-    if "oneDNN" in res:
-        total += [ms(tot["oneDNN"][0]), ms(tot["oneDNN"][1]), "", f"{tot['NCHW'][1] / tot['oneDNN'][1]:.2f}x"]
-    if "torch" in res:
-        total += [ms(tot["torch"][0]), ms(tot["torch"][1]), "", f"**{tot['torch'][1] / tot['NCHW'][1]:.2f}x**"]
-        total += [f"**{tot['torch'][1] / tot['oneDNN'][1]:.2f}x**"] if "oneDNN" in res else []
-    rows.append(total)
-    header = [
-        f"layer (ngf {args.ngf}, batch {args.batch})",
-        "Paddle fwd ms",
-        "its gemm only ms",
-        "Paddle fwd+bwd ms",
-        "GFLOP/s",
-        "NHWC fwd+bwd ms",
-        "NHWC speed-up",
-    ]
-    if "oneDNN" in res:
-        header += ["oneDNN fwd ms", "oneDNN fwd+bwd ms", "GFLOP/s", "oneDNN speed-up"]
-    if "torch" in res:
-        header += ["PyTorch fwd ms", "PyTorch fwd+bwd ms", "GFLOP/s", "Paddle / PyTorch speed"]
-        header += ["oneDNN / PyTorch speed"] if "oneDNN" in res else []
+    rows = [layer_row(s, i, res, args.batch) for i, s in enumerate(specs)]
+    rows.append(total_row(res))
     print()
-    print(fmt_table(rows, header))
+    print(fmt_table(rows, table_header(res, args.ngf, args.batch)))
     return 0
 
 

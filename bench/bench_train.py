@@ -47,6 +47,7 @@ it ran ("others"), and --wait-idle N waits up to N seconds for a quiet machine b
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -265,16 +266,61 @@ def paddle_peak(paddle, reps: int = 3) -> float:
 ENV_SHOWN = ("MKL_NUM_THREADS", "OMP_NUM_THREADS", "MKL_DEBUG_CPU_TYPE", "FLAGS_use_onednn")
 
 
-def worker_paddle(args) -> dict:
+def time_iterations(one, warmup: int, iters: int, drain=lambda: 0.0) -> tuple[float, list[float], float]:
+    """Both workers' timing loop: `one()` runs an iteration and returns its seconds, `drain()` waits for what the
+    iterations left pending (Paddle's window of stats) and returns its seconds. The first iteration, the rest of the
+    warm-up, then `iters` timed ones; returns (first, times, share of the CPUs others used meanwhile)."""
+    first = one()
+    for _ in range(warmup - 1):
+        one()
+    drain()  # the warm-up's last window: the timed iterations start on an idle device
+    with Meter() as m:
+        times = [one() for _ in range(iters)]
+        tail = drain()
+        if tail:  # the last (partial) window's fetch waits for the timed iterations' kernels: theirs
+            times[-1] += tail
+    return first, times, m.others
+
+
+def timing_result(
+    framework: str,
+    version: str,
+    device: str,
+    batch: int,
+    first: float,
+    times: list[float],
+    others: float,
+    build: float | None = None,
+) -> dict:
+    """The fields both workers report (median iteration, img/s, the first iteration's extra time); `build` is the
+    Trainer's construction time, where there is one."""
+    med = sorted(times)[len(times) // 2]
+    res = {
+        "framework": framework,
+        "version": version,
+        "device": device,
+        "batch": batch,
+        "times": times,
+        "median": med,
+        "img_s": batch / med,
+        "first": first,
+    }
+    if build is not None:
+        res["build"] = build
+    return {**res, "startup": first - med, "others": others}
+
+
+def paddle_env(lever: dict) -> None:
+    """train.py's CPU environment, less the lever's "unset" variables, before paddle loads."""
     sys.path.insert(0, str(ROOT))
     import utils  # noqa: F401  train.py's CPU environment, set before paddle loads (train.py imports it first too)
 
-    lever = json.loads(args.lever or "{}")  # its "env" is already in this process's environment (run_worker)
     for k in lever.get("unset", []):  # defaults utils.py just set, removed again before paddle loads
         os.environ.pop(k, None)
-    import numpy as np
-    import paddle
 
+
+def import_train():
+    """train.py, imported after paddle_env."""
     try:
         import train
     except ModuleNotFoundError as e:  # a tree without dataReader.py yet: the Trainer does not need it
@@ -284,11 +330,13 @@ def worker_paddle(args) -> dict:
 
         sys.modules["dataReader"] = types.SimpleNamespace(make_loader=None)
         import train
+    return train
 
-    from device import amp_support, pick_device
 
-    device = pick_device(args.device)  # train.py's own choice: the GPU when Paddle has CUDA and sees one
-    paddle.set_device(device)
+def build_trainer(train, args, lever: dict, device: str):
+    """train.py's Trainer as the lever has it (the old step, to_static forwards); returns it and its build time."""
+    import paddle
+
     cfg = train.TrainConfig(batch_size=args.batch, ngf=args.ngf, ndf=args.ngf, amp=lever.get("amp", "off"))
     t0 = time.perf_counter()
     trainer = train.Trainer(cfg, device)
@@ -300,10 +348,14 @@ def worker_paddle(args) -> dict:
     if lever.get("to_static"):  # the forwards as static graphs (the legacy step's use of G and D is consistent)
         paddle.jit.to_static(trainer.G, full_graph=True)
         paddle.jit.to_static(trainer.D, full_graph=True)
-    flops = flops_per_image(trainer.G, trainer.D, cfg.nz, cfg.g_steps, cfg.d_steps)
-    real = paddle.to_tensor(np.random.default_rng(0).uniform(-1, 1, (args.batch, 3, 64, 64)).astype(np.float32))
-    every, data = int(lever.get("log_every", 1)), lever.get("data", "fixed")
-    batches = bench_batches(data, args.batch)
+    return trainer, t_build
+
+
+def paddle_iteration(trainer, batches, real, every: int):
+    """(one, drain) for time_iterations: train.py's loop around `Trainer.step`, its stats fetched every `every`."""
+    import numpy as np
+    import paddle
+
     pending = []
 
     def fetch():
@@ -319,53 +371,53 @@ def worker_paddle(args) -> dict:
             fetch()
         return time.perf_counter() - t
 
-    first = one()
-    for _ in range(args.warmup - 1):
-        one()
-    if pending:  # the warm-up's last window: the timed iterations start on an idle device
+    def drain():
+        if not pending:
+            return 0.0
+        t = time.perf_counter()
         fetch()
-    with Meter() as m:
-        times = [one() for _ in range(args.iters)]
-        if pending:  # the last (partial) window's fetch waits for the timed iterations' kernels: theirs
-            t = time.perf_counter()
-            fetch()
-            times[-1] += time.perf_counter() - t
-        if every > 1:  # a fetch every N iterations: only the mean over the windows means anything
-            times = [sum(times) / len(times)] * len(times)
-    peak = paddle_peak(paddle)
-    med = sorted(times)[len(times) // 2]
-    return {
-        "framework": "paddle",
-        "version": paddle.__version__,
-        "device": device,
-        "batch": args.batch,
-        "times": times,
-        "median": med,
-        "img_s": args.batch / med,
-        "first": first,
-        "build": t_build,
-        "startup": first - med,
-        "others": m.others,
-        "flops": flops,
-        "peak_gflops": peak,
-        "amp_support": amp_support(device),
-        "amp": trainer.amp,
-        "conv_backend": sys.modules["network"].conv_backend(device),
-        "env": {k: os.environ.get(k) for k in ENV_SHOWN},
-    }
+        return time.perf_counter() - t
+
+    return one, drain
 
 
-def worker_torch(args) -> dict:
+def worker_paddle(args) -> dict:
+    lever = json.loads(args.lever or "{}")  # its "env" is already in this process's environment (run_worker)
+    paddle_env(lever)
     import numpy as np
-    import torch
+    import paddle
+
+    train = import_train()
+    from device import amp_support, pick_device
+
+    device = pick_device(args.device)  # train.py's own choice: the GPU when Paddle has CUDA and sees one
+    paddle.set_device(device)
+    trainer, t_build = build_trainer(train, args, lever, device)
+    cfg = trainer.cfg
+    flops = flops_per_image(trainer.G, trainer.D, cfg.nz, cfg.g_steps, cfg.d_steps)
+    real = paddle.to_tensor(np.random.default_rng(0).uniform(-1, 1, (args.batch, 3, 64, 64)).astype(np.float32))
+    every, data = int(lever.get("log_every", 1)), lever.get("data", "fixed")
+    one, drain = paddle_iteration(trainer, bench_batches(data, args.batch), real, every)
+    first, times, others = time_iterations(one, args.warmup, args.iters, drain)
+    if every > 1:  # a fetch every N iterations: only the mean over the windows means anything
+        times = [sum(times) / len(times)] * len(times)
+    peak = paddle_peak(paddle)
+    res = timing_result("paddle", paddle.__version__, device, args.batch, first, times, others, build=t_build)
+    res.update(
+        flops=flops,
+        peak_gflops=peak,
+        amp_support=amp_support(device),
+        amp=trainer.amp,
+        conv_backend=sys.modules["network"].conv_backend(device),
+        env={k: os.environ.get(k) for k in ENV_SHOWN},
+    )
+    return res
+
+
+def torch_dcgan(nz: int, ngf: int, ndf: int):
+    """G and D of network.py in PyTorch, initialised the same way."""
     import torch.nn as nn
 
-    torch.set_num_threads(cores())
-    torch.manual_seed(1)
-    if args.device == "gpu" and not torch.cuda.is_available():
-        raise SystemExit("--device gpu: this torch build has no CUDA or sees no GPU")
-    dev = torch.device("cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu")
-    nz, ngf, ndf, b, seed = 100, args.ngf, args.ngf, args.batch, 1
     bn = lambda c: nn.BatchNorm2d(c, momentum=0.5)  # noqa: E731  running = 0.5 running + 0.5 batch, as Paddle's 0.5
     G = nn.Sequential(
         nn.ConvTranspose2d(nz, ngf * 8, 4, 1, 0, bias=False),
@@ -405,15 +457,23 @@ def worker_torch(args) -> dict:
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.normal_(m.weight, 1.0, 0.02)
             nn.init.zeros_(m.bias)
-    G.to(dev), D.to(dev)
+    return G, D
+
+
+def torch_step(G, D, real, nz: int, dev, seed: int = 1):
+    """train.py's iteration in PyTorch: step(it) runs 1 D step and 2 G steps on iteration `it`'s noise and returns
+    the stats (loss_d, loss_g, D(real), D(fake)) on the device."""
+    import numpy as np
+    import torch
+    import torch.nn as nn
+
+    b = real.shape[0]
     optG = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
     optD = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
     bce = nn.BCELoss()
-    real = torch.from_numpy(np.random.default_rng(0).uniform(-1, 1, (b, 3, 64, 64)).astype(np.float32)).to(dev)
-    state = {"it": 0}
 
-    def step():
-        rng = np.random.default_rng([seed, 0, state["it"]])
+    def step(it):
+        rng = np.random.default_rng([seed, 0, it])
         noise = lambda: torch.from_numpy(rng.standard_normal((b, nz, 1, 1), dtype=np.float32)).to(dev)  # noqa: E731
         fake = G(noise()).detach()
         p_real, p_fake = D(real), D(fake)
@@ -431,30 +491,34 @@ def worker_torch(args) -> dict:
             g_losses.append(loss_g.detach())
         return torch.stack([loss_d.detach(), sum(g_losses) / 2, p_real.detach().mean(), p_fake.detach().mean()])
 
+    return step
+
+
+def worker_torch(args) -> dict:
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(cores())
+    torch.manual_seed(1)
+    if args.device == "gpu" and not torch.cuda.is_available():
+        raise SystemExit("--device gpu: this torch build has no CUDA or sees no GPU")
+    dev = torch.device("cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu")
+    nz, b = 100, args.batch
+    G, D = torch_dcgan(nz, args.ngf, args.ngf)
+    G.to(dev), D.to(dev)
+    real = torch.from_numpy(np.random.default_rng(0).uniform(-1, 1, (b, 3, 64, 64)).astype(np.float32)).to(dev)
+    step, its = torch_step(G, D, real, nz, dev), itertools.count()
+
     def one():
         t = time.perf_counter()
-        stats = step().cpu().numpy()  # the host sync, as on Paddle's side
-        state["it"] += 1
+        stats = step(next(its)).cpu().numpy()  # the host sync, as on Paddle's side
         assert np.all(np.isfinite(stats)), stats
         return time.perf_counter() - t
 
-    first = one()
-    for _ in range(args.warmup - 1):
-        one()
-    with Meter() as m:
-        times = [one() for _ in range(args.iters)]
-    med = sorted(times)[len(times) // 2]
+    first, times, others = time_iterations(one, args.warmup, args.iters)
+    device = "gpu" if dev.type == "cuda" else "cpu"
     return {
-        "framework": "torch",
-        "version": torch.__version__,
-        "device": "gpu" if dev.type == "cuda" else "cpu",
-        "batch": b,
-        "times": times,
-        "median": med,
-        "img_s": b / med,
-        "first": first,
-        "startup": first - med,
-        "others": m.others,
+        **timing_result("torch", torch.__version__, device, b, first, times, others),
         "threads": torch.get_num_threads(),
     }
 
@@ -542,32 +606,47 @@ def have_torch() -> bool:
 MALLOC_DEFAULT = {"MALLOC_ARENA_MAX": str(8 * cores())}
 PADDLE_CONV = {"DCGAN_ONEDNN": "0"}  # Paddle's own convolution kernels, as before onednn_conv
 BEFORE = {"legacy_step": True}  # train.py's step before issue 6
+OLD_ENV = {**MALLOC_DEFAULT, **PADDLE_CONV}  # the rows up to "all" use Paddle's convolution kernels
 
 
 def lever_table() -> list[tuple[str, str, str, dict]]:
+    """The CPU levers: (name, the row it is measured against, what it is, how a worker switches it)."""
+    return levers_vs_raw() + levers_vs_tuned() + levers_vs_all()
+
+
+def levers_vs_raw() -> list[tuple[str, str, str, dict]]:
+    """Paddle as pip installs it, and the thread and MKL settings utils.py added before issue 6."""
     n = str(cores())
-    tuned_env = {"env": {**MALLOC_DEFAULT, **PADDLE_CONV}}
-    old = {**MALLOC_DEFAULT, **PADDLE_CONV}  # the rows up to "all" use Paddle's convolution kernels
     return [
         (
             "raw",
             "",
             "Paddle as pip installs it: 1 thread, MKL's generic path on AMD, glibc malloc defaults, old step",
-            {"unset": ["MKL_NUM_THREADS", "MKL_DEBUG_CPU_TYPE"], "env": {"OMP_NUM_THREADS": "1", **old}, **BEFORE},
+            {"unset": ["MKL_NUM_THREADS", "MKL_DEBUG_CPU_TYPE"], "env": {"OMP_NUM_THREADS": "1", **OLD_ENV}, **BEFORE},
         ),
         (
             "threads",
             "raw",
             f"MKL_NUM_THREADS={n} (threads = cores)",
-            {"unset": ["MKL_DEBUG_CPU_TYPE"], "env": {"MKL_NUM_THREADS": n, **old}, **BEFORE},
+            {"unset": ["MKL_DEBUG_CPU_TYPE"], "env": {"MKL_NUM_THREADS": n, **OLD_ENV}, **BEFORE},
         ),
         (
             "mkl-avx2",
             "raw",
             "MKL_DEBUG_CPU_TYPE=5 (MKL's AVX2 path on AMD)",
-            {"unset": ["MKL_NUM_THREADS"], "env": {"OMP_NUM_THREADS": "1", "MKL_DEBUG_CPU_TYPE": "5", **old}, **BEFORE},
+            {
+                "unset": ["MKL_NUM_THREADS"],
+                "env": {"OMP_NUM_THREADS": "1", "MKL_DEBUG_CPU_TYPE": "5", **OLD_ENV},
+                **BEFORE,
+            },
         ),
-        ("tuned", "raw", "threads + MKL path: utils.py before issue 6", {**tuned_env, **BEFORE}),
+        ("tuned", "raw", "threads + MKL path: utils.py before issue 6", {"env": dict(OLD_ENV), **BEFORE}),
+    ]
+
+
+def levers_vs_tuned() -> list[tuple[str, str, str, dict]]:
+    """What came after "tuned": malloc, the new step, to_static, Paddle's oneDNN flag, onednn_conv, all of train.py."""
+    return [
         (
             "malloc",
             "tuned",
@@ -578,19 +657,19 @@ def lever_table() -> list[tuple[str, str, str, dict]]:
             "step",
             "tuned",
             "Trainer.step now: D frozen in the G steps (no weight gradients for D there)",
-            dict(tuned_env),
+            {"env": dict(OLD_ENV)},
         ),
         (
             "to_static",
             "tuned",
             "paddle.jit.to_static(G) and (D), full_graph=True",
-            {**tuned_env, **BEFORE, "to_static": True},
+            {"env": dict(OLD_ENV), **BEFORE, "to_static": True},
         ),
         (
             "onednn",
             "tuned",
             "FLAGS_use_onednn=1",
-            {"env": {"FLAGS_use_onednn": "1", "ONEDNN_VERBOSE": "1", **old}, **BEFORE},
+            {"env": {"FLAGS_use_onednn": "1", "ONEDNN_VERBOSE": "1", **OLD_ENV}, **BEFORE},
         ),
         (
             "conv",
@@ -599,6 +678,13 @@ def lever_table() -> list[tuple[str, str, str, dict]]:
             {"env": dict(MALLOC_DEFAULT), **BEFORE},
         ),
         ("all", "tuned", "train.py's defaults now: tuned + step + convolutions on oneDNN", {}),
+    ]
+
+
+def levers_vs_all() -> list[tuple[str, str, str, dict]]:
+    """Against train.py's defaults: Paddle's own convolutions, and the OpenMP settings."""
+    n = str(cores())
+    return [
         ("paddle-conv", "all", "DCGAN_ONEDNN=0 (Paddle's own convolution kernels)", {"env": dict(PADDLE_CONV)}),
         (
             "omp",
@@ -663,7 +749,7 @@ def fusion_table(results: list[dict], batches: list[int], fusions: list[str]) ->
     return fmt_table(rows, header)
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=list(DEFAULT_BATCHES), help="(default: %(default)s)")
     ap.add_argument(
@@ -709,31 +795,13 @@ def main(argv=None) -> int:
     ap.add_argument("--worker", choices=["paddle", "torch"], help=argparse.SUPPRESS)
     ap.add_argument("--batch", type=int, default=64, help=argparse.SUPPRESS)
     ap.add_argument("--lever", default="", help=argparse.SUPPRESS)
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
 
-    if args.worker:
-        args.iters, args.warmup = args.iters or 6, args.warmup or 2
-        res = (worker_paddle if args.worker == "paddle" else worker_torch)(args)
-        print("RESULT " + json.dumps(res), flush=True)
-        return 0
 
-    rounds = 1 if args.quick else args.rounds
-    iters = args.iters or (3 if args.quick else 6)
-    warmup = args.warmup or 2
-    torch_ok = not args.no_torch and have_torch()
-    if not args.no_torch and not torch_ok:
-        print(
-            "bench_train.py: PyTorch is not installed, so only Paddle is timed. For the reference: "
-            "pip install -r requirements-bench.txt   (a CPU build of torch; not a project dependency)",
-            flush=True,
-        )
-    print(
-        f"bench_train.py: {cpu_name()}, {cores()} usable cores; batch sizes {args.batch_sizes}, {rounds} round(s) of "
-        f"{warmup} warm-up + {iters} timed iterations per worker",
-        flush=True,
-    )
+def run_rounds(args, torch_ok: bool) -> list[dict]:
+    """The framework comparison: each kind of worker at each batch size; the rounds alternate who goes first."""
     results: list[dict] = []
-    for r in range(rounds):
+    for r in range(args.rounds):
         for b in args.batch_sizes:
             order = ["paddle"] + [f"fuse={f}" for f in args.fusions]
             order += [] if args.no_backend_row else ["paddle-kernels"]
@@ -741,7 +809,9 @@ def main(argv=None) -> int:
             if r % 2:
                 order.reverse()
             for kind in order:
-                res = run_worker(kind, b, iters, warmup, wait=args.wait_idle, device=args.device, ngf=args.ngf)
+                res = run_worker(
+                    kind, b, args.iters, args.warmup, wait=args.wait_idle, device=args.device, ngf=args.ngf
+                )
                 res["round"], res["kind"] = r, kind
                 results.append(res)
                 print(
@@ -750,63 +820,73 @@ def main(argv=None) -> int:
                     f"others used {100 * res['others']:.0f}% of the CPUs)",
                     flush=True,
                 )
+    return results
 
-    lever_rows = []
+
+def run_levers(args, results: list[dict]) -> list[list[str]]:
+    """The lever table's workers (appended to `results`) and its rows; none without --levers, --gpu-levers or a GPU."""
     # on a GPU the CPU levers (MKL, malloc, OpenMP) mean nothing: its table is precision, fetching and data placement
     gpu_levers = args.gpu_levers or any(x["device"] == "gpu" for x in results if x["framework"] == "paddle")
-    if args.levers or gpu_levers:
-        b = args.lever_batch or args.batch_sizes[0]
-        support = next(x["amp_support"] for x in results if x["framework"] == "paddle")
-        table = gpu_table(support) if gpu_levers else lever_table()
-        levers = [x for x in table if not args.only or x[0] in args.only]
-        print(f"levers at batch {b}: {', '.join(x[0] for x in levers)}", flush=True)
-        lever_res: dict[str, list[dict]] = {x[0]: [] for x in levers}
-        for r in range(rounds):
-            seq = levers if r % 2 == 0 else levers[::-1]
-            for name, _, _, lever in seq:
-                res = run_worker(
-                    "paddle", b, iters, warmup, lever, wait=args.wait_idle, device=args.device, ngf=args.ngf
-                )
-                res["round"], res["lever"] = r, name
-                lever_res[name].append(res)
-                results.append(res)
-                print(
-                    f"  round {r + 1} {name:11s}: {res['img_s']:6.2f} img/s (first {res['first']:.2f} s, "
-                    f"others {100 * res['others']:.0f}%)",
-                    flush=True,
-                )
-        speed = {n: median([x["img_s"] for x in v]) for n, v in lever_res.items()}
-        start = {n: median([x["startup"] for x in v]) for n, v in lever_res.items()}
-        for name, ref, what, _ in levers:
-            gain = f"**{speed[name] / speed[ref]:.2f}x** vs {ref}" if ref in speed else ""
-            ran = [x["onednn_primitives"] for x in lever_res[name] if "onednn_primitives" in x]
-            what += f" (oneDNN primitives run: {max(ran)})" if ran else ""
-            lever_rows.append(
-                [name, (f"{ref} + " if ref else "") + what, f"{speed[name]:.1f}", gain, f"{start[name]:+.1f}"]
+    if not (args.levers or gpu_levers):
+        return []
+    b = args.lever_batch or args.batch_sizes[0]
+    support = next(x["amp_support"] for x in results if x["framework"] == "paddle")
+    table = gpu_table(support) if gpu_levers else lever_table()
+    levers = [x for x in table if not args.only or x[0] in args.only]
+    print(f"levers at batch {b}: {', '.join(x[0] for x in levers)}", flush=True)
+    lever_res: dict[str, list[dict]] = {x[0]: [] for x in levers}
+    for r in range(args.rounds):
+        seq = levers if r % 2 == 0 else levers[::-1]
+        for name, _, _, lever in seq:
+            res = run_worker(
+                "paddle", b, args.iters, args.warmup, lever, wait=args.wait_idle, device=args.device, ngf=args.ngf
             )
+            res["round"], res["lever"] = r, name
+            lever_res[name].append(res)
+            results.append(res)
+            print(
+                f"  round {r + 1} {name:11s}: {res['img_s']:6.2f} img/s (first {res['first']:.2f} s, "
+                f"others {100 * res['others']:.0f}%)",
+                flush=True,
+            )
+    return lever_rows(levers, lever_res)
 
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1))
 
-    pd = [x for x in results if x.get("kind") == "paddle"]
-    pk = [x for x in results if x.get("kind") == "paddle-kernels"]
-    pt = [x for x in results if x.get("kind") == "torch"]
-    ptm = [x for x in results if x.get("kind") == "torch+malloc"]
-    peak = median([x["peak_gflops"] for x in pd])
-    flops = pd[0]["flops"]
+def lever_rows(levers: list[tuple[str, str, str, dict]], lever_res: dict[str, list[dict]]) -> list[list[str]]:
+    """Each lever's median img/s, its gain against the row it names and its first-iteration extra."""
+    speed = {n: median([x["img_s"] for x in v]) for n, v in lever_res.items()}
+    start = {n: median([x["startup"] for x in v]) for n, v in lever_res.items()}
+    rows = []
+    for name, ref, what, _ in levers:
+        gain = f"**{speed[name] / speed[ref]:.2f}x** vs {ref}" if ref in speed else ""
+        ran = [x["onednn_primitives"] for x in lever_res[name] if "onednn_primitives" in x]
+        what += f" (oneDNN primitives run: {max(ran)})" if ran else ""
+        rows.append([name, (f"{ref} + " if ref else "") + what, f"{speed[name]:.1f}", gain, f"{start[name]:+.1f}"])
+    return rows
+
+
+def package_version(p: str) -> str:
     import importlib.metadata as md
 
-    def version(p):
-        try:
-            return md.version(p)
-        except md.PackageNotFoundError:
-            return "-"
+    try:
+        return md.version(p)
+    except md.PackageNotFoundError:
+        return "-"
 
+
+def of_kind(results: list[dict], kind: str) -> list[dict]:
+    return [x for x in results if x.get("kind") == kind]
+
+
+def print_setting(args, results: list[dict], torch_ok: bool) -> bool:
+    """The lines above the table (machine, versions, device, work, matmul peak); whether both ran on one device."""
+    pd, pt = of_kind(results, "paddle"), of_kind(results, "torch")
+    peak, flops = median([x["peak_gflops"] for x in pd]), pd[0]["flops"]
     print()
     print(
         f"**Machine** {cpu_name()}, {cores()} cores, {time.strftime('%Y-%m-%d')}; Python {platform.python_version()}, "
-        f"paddlepaddle {pd[0]['version']}, torch {version('torch') if torch_ok else 'not installed'}, "
-        f"numpy {version('numpy')}. "
+        f"paddlepaddle {pd[0]['version']}, torch {package_version('torch') if torch_ok else 'not installed'}, "
+        f"numpy {package_version('numpy')}. "
         f"Paddle: {', '.join(f'{k}={v}' for k, v in pd[0]['env'].items() if v)}, PyTorch: "
         f"{pt[0]['threads'] if pt else '-'} threads. **Network** ngf = ndf = {args.ngf}. "
         f"**Convolutions** {pd[0]['conv_backend']}. **Device** Paddle {pd[0]['device']}"
@@ -825,13 +905,20 @@ def main(argv=None) -> int:
         f"**Matmul peak** ({PEAK_N}² float32, Paddle, same environment): {peak:.0f} GFLOP/s.  "
     )
     print(
-        f"Medians over {rounds} round(s) of {iters} timed iterations after {warmup} warm-up; each "
+        f"Medians over {args.rounds} round(s) of {args.iters} timed iterations after {args.warmup} warm-up; each "
         "framework in its own process, "
         f"alternating.\n"
     )
+    return same_device
+
+
+def framework_table(results: list[dict], batches: list[int], same_device: bool) -> str:
+    """Paddle against PyTorch per batch size (medians over rounds), with the Paddle-kernels and malloc columns."""
+    pd, pk, pt, ptm = (of_kind(results, k) for k in ("paddle", "paddle-kernels", "torch", "torch+malloc"))
+    peak, flops = median([x["peak_gflops"] for x in pd]), pd[0]["flops"]
     rows = []
     pct = lambda s: f"{100 * s * flops['iteration'] / 1e9 / peak:.0f}%"  # noqa: E731
-    for b in args.batch_sizes:
+    for b in batches:
         p = median([x["img_s"] for x in pd if x["batch"] == b])
         row = [str(b), f"{p:.1f}"]
         t = median([x["img_s"] for x in pt if x["batch"] == b]) if pt else None
@@ -853,15 +940,47 @@ def main(argv=None) -> int:
         header += ["Paddle kernels img/s", "Paddle kernels / PyTorch", "oneDNN gain"]
     if ptm:
         header += ["PyTorch + same malloc img/s", "Paddle / that"]
-    print(fmt_table(rows, header + ["Paddle first-iteration extra", "max CPU used by others"]))
+    return fmt_table(rows, header + ["Paddle first-iteration extra", "max CPU used by others"])
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.worker:
+        args.iters, args.warmup = args.iters or 6, args.warmup or 2
+        res = (worker_paddle if args.worker == "paddle" else worker_torch)(args)
+        print("RESULT " + json.dumps(res), flush=True)
+        return 0
+
+    args.rounds = 1 if args.quick else args.rounds  # the driver's counts, settled once for all its workers
+    args.iters = args.iters or (3 if args.quick else 6)
+    args.warmup = args.warmup or 2
+    torch_ok = not args.no_torch and have_torch()
+    if not args.no_torch and not torch_ok:
+        print(
+            "bench_train.py: PyTorch is not installed, so only Paddle is timed. For the reference: "
+            "pip install -r requirements-bench.txt   (a CPU build of torch; not a project dependency)",
+            flush=True,
+        )
+    print(
+        f"bench_train.py: {cpu_name()}, {cores()} usable cores; batch sizes {args.batch_sizes}, {args.rounds} round(s) "
+        f"of {args.warmup} warm-up + {args.iters} timed iterations per worker",
+        flush=True,
+    )
+    results = run_rounds(args, torch_ok)
+    levers = run_levers(args, results)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+
+    same_device = print_setting(args, results, torch_ok)
+    print(framework_table(results, args.batch_sizes, same_device))
     if args.fusions:
         print(f"\n{fusion_table(results, args.batch_sizes, args.fusions)}")
-    if lever_rows:
+    if levers:
         print(
             f"\nSpeed levers at batch {args.lever_batch or args.batch_sizes[0]} (Paddle, medians; each "
             "alone against the row named):\n"
         )
-        print(fmt_table(lever_rows, ["lever", "what", "img/s", "gain", "first-iteration extra (s)"]))
+        print(fmt_table(levers, ["lever", "what", "img/s", "gain", "first-iteration extra (s)"]))
     return 0
 
 
