@@ -15,7 +15,7 @@ but G's noise input), median of --reps calls after 2 warm-up calls. "gemm only" 
 alone, in the per-image shapes Paddle's CPU kernel uses (for a convolution [Cout, Cin*k*k] x [Cin*k*k, Hout*Wout],
 for a transposed one [Cout*k*k, Cin] x [Cin, Hin*Win], batched over the images): the rest of a Paddle forward is
 its im2col / col2im. NHWC is the same layer with data_format="NHWC" (its input made channels-last beforehand).
-Each framework and layout runs in a process of its own with train.py's CPU environment (utils.py) or, for
+Each framework and layout runs in a process of its own with train.py's CPU environment (device.py) or, for
 PyTorch, torch.set_num_threads(cores). The CPU runs kernels synchronously, so wall time is the kernels' time.
 """
 

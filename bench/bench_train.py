@@ -20,7 +20,7 @@ each round, and a table of them against "none" and PyTorch.
 
 What is timed: one iteration of train.py (1 D step on a real batch and a detached fake batch, 2 G steps on fresh
 noise; Adam 2e-4 (0.5, 0.999); BCE; BatchNorm momentum 0.5), through `Trainer.step(real).numpy()` exactly as
-train.py's loop calls it, with train.py's defaults (utils.py's CPU environment), after a warm-up.
+train.py's loop calls it, with train.py's defaults (device.py's CPU environment), after a warm-up.
 The reference is the same network, initialisation, schedule and host transfer written in PyTorch eager
 (torch is imported only here; `pip install -r requirements-bench.txt` for a CPU build). Each framework runs in a
 subprocess of its own (their OpenMP runtimes and thread settings must not meet), both on all usable cores; the
@@ -311,11 +311,12 @@ def timing_result(
 
 
 def paddle_env(lever: dict) -> None:
-    """train.py's CPU environment, less the lever's "unset" variables, before paddle loads."""
+    """train.py's CPU environment (device.py's defaults), less the lever's "unset" variables, before MKL loads (on
+    the first computation: removing them after `import paddle` still takes effect)."""
     sys.path.insert(0, str(ROOT))
-    import utils  # noqa: F401  train.py's CPU environment, set before paddle loads (train.py imports it first too)
+    import device  # noqa: F401  train.py's CPU environment (network.py imports it in train.py)
 
-    for k in lever.get("unset", []):  # defaults utils.py just set, removed again before paddle loads
+    for k in lever.get("unset", []):  # defaults device.py just set, removed again before MKL loads
         os.environ.pop(k, None)
 
 
@@ -554,7 +555,7 @@ def run_worker(
     if kind == "paddle-kernels":  # Paddle with its own convolution kernels
         kind = "paddle"
         env.update(PADDLE_CONV)
-    env.update((lever or {}).get("env", {}))  # there from the start: utils.py, glibc and OpenMP read it early
+    env.update((lever or {}).get("env", {}))  # there from the start: device.py, glibc and OpenMP read it early
     cmd = [
         sys.executable,
         str(Path(__file__).resolve()),
