@@ -5,9 +5,9 @@
     python app.py --ckpt run2/checkpoint.safetensors --host 0.0.0.0 --port 8080 --complete-slots 2
 
 The model: --ckpt, else output/checkpoint.safetensors or output/generator.safetensors, else the same in output/demo/
-(make demo). train.py's checkpoint also holds D, which completion uses for its prior term; with a generator file
-alone a completion matches the known pixels only (lam = 0) and the page says so. Model files are safetensors only:
-a served app never unpickles.
+(make demo). Completion runs complete.py's --fast setting (complete.FAST), which has no prior term (lam = 0): a
+generator file is all it needs (were FAST to use the prior, D would come from train.py's checkpoint, and with a
+generator file alone the page would say so). Model files are safetensors only: a served app never unpickles.
 
 The port is --port, else GRADIO_SERVER_PORT (AI Studio's app hosting sets it), else 7860. Nothing goes out to the
 network: no share tunnel, no analytics, fonts served locally. Requests wait in Gradio's queue; at most
@@ -37,9 +37,23 @@ import numpy as np
 
 # Completion's preset for a web page: complete.py's --fast setting (complete.FAST, chosen by measurement for seconds
 # a face on a CPU) instead of its 1500 iterations x 8 starts
-FAST = {"iters": 300, "restarts": 2, "lr": 0.05, "patience": 30}  # = complete.FAST (a test checks): no paddle import
+FAST = {
+    "iters": 600,
+    "restarts": 2,
+    "lr": 0.1,
+    "schedule": "cosine",
+    "lam": 0.0,
+    "patience": 0,
+}  # = complete.FAST (a test checks): no paddle import
 FAST_ITERS, FAST_RESTARTS, FAST_LR = FAST["iters"], FAST["restarts"], FAST["lr"]
-LAM = 0.003  # complete.py's prior weight, when the model file holds D
+LAM = FAST["lam"]  # the prior term's weight in the fast setting (used when the model file holds D)
+
+
+def prior_text(has_d: bool) -> str:
+    """How a completion on this model treats the prior term log(1 - D(G(z)))."""
+    if LAM <= 0:
+        return "the known pixels only (complete.py --fast has no prior term)"
+    return "with D's prior" if has_d else "without the prior term (the model file holds no D)"
 
 
 def load_models(path: str):
@@ -149,6 +163,7 @@ def run_completion(
         restarts=restarts,
         seed=seed,
         lr=FAST_LR,
+        schedule=FAST["schedule"],
         progress=progress,
         patience=patience,
     )
@@ -348,8 +363,7 @@ def complete_cb(m: Models, face, editor, preset, iters, restarts, seed, progress
         generated, completed, biharmonic, masked = run_completion(
             m.G, m.D, face, mask, n_it, n_re, s, progress, m.patience
         )
-        prior = "with D's prior" if m.D is not None else "without the prior term (the model file holds no D)"
-        msg = f"{int(mask.sum())} pixels filled; {n_it} iterations x {n_re} starts, {prior}"
+        msg = f"{int(mask.sum())} pixels filled; {n_it} iterations x {n_re} starts, {prior_text(m.D is not None)}"
         return masked, generated, completed, biharmonic, msg
     except Exception as e:
         return None, None, None, None, _error(e)
@@ -372,7 +386,9 @@ def model_text(m: Models) -> str:
         ("convolutions", conv_backend()),
         (
             "completion",
-            f"prior term lam = {LAM}" if m.D is not None else "no prior term (lam = 0): a generator file has no D",
+            f"prior term lam = {LAM}"
+            if m.D is not None and LAM > 0
+            else f"no prior term (lam = 0): {'the fast setting' if LAM <= 0 else 'a generator file has no D'}",
         ),
     ]
     return "\n".join(f"- **{k}**: {v}" for k, v in rows)
@@ -656,7 +672,7 @@ def _complete_inputs(gr, t):
 def _complete_tab(gr, t, m: Models, slots: int) -> None:
     with gr.Tab(t("tab_complete"), id="complete"):
         gr.Markdown(t("complete_help"))
-        if m.D is None:
+        if m.D is None and LAM > 0:
             gr.Markdown(t("no_prior"), elem_id="no-prior")
         face = gr.State(None)  # the 64x64 crop, kept on the server (a visitor cannot send one of any size)
         upload, picks, crop, editor, preset, iters, restarts, seed, go = _complete_inputs(gr, t)

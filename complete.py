@@ -65,11 +65,13 @@ BLENDS = ("poisson", "none")
 PSNR_CAP = 100.0
 GRID_COLS = 8
 EPS = 1e-6  # keeps log(1 - D) finite when D is sure
-# the interactive setting (--fast, the web app's default): fewer starts and steps, a larger step, and a stop once
-# no start's loss still improves. PROVISIONAL: sized so one face at ngf 64 stays under ~10 s of search on a quiet
-# 2-core machine (300 steps x 2 starts); its quality against the paper's setting is not measured yet
-# (bench/bench_complete.py --settings CKPT does it)
-FAST = dict(iters=300, restarts=2, lr=0.05, patience=30)
+# the interactive setting (--fast, the web app's default), chosen by measurement (docs/performance.md, "The fast
+# setting"): 2 starts, 600 steps from a large step size down a cosine to a small one (fast into the basin, then
+# precise), no prior term (D's forward and backward would halve the steps that fit in the time: the hole PSNR on real
+# faces did not need it), no early stop (the last small steps are the ones that make a face G can draw exact)
+FAST = dict(iters=600, restarts=2, lr=0.1, schedule="cosine", lam=0.0, patience=0)
+SCHEDULES = ("constant", "cosine")
+COSINE_END = 0.005  # the cosine schedule's last step size, a share of --lr
 TOL = 1e-3  # early stopping: an improvement is a drop of more than this share of a start's best loss
 
 
@@ -96,8 +98,19 @@ class CompleteConfig:
     patience: int = field(
         default=0, metadata={"help": "stop once no start's loss improved by 0.1%% for this many steps (0: never)"}
     )
+    schedule: str = field(
+        default="constant",
+        metadata={
+            "help": f"Adam's step size: constant, or cosine from --lr to --lr x {COSINE_END}",
+            "choices": SCHEDULES,
+        },
+    )
     fast: bool = field(
-        default=False, metadata={"help": "the interactive setting: --iters, --restarts, --lr, --patience from FAST"}
+        default=False,
+        metadata={
+            "help": "the interactive setting, seconds a face on a CPU: --iters, --restarts, --lr, --schedule, --lam "
+            "and --patience from FAST (600 x 2, cosine from 0.1, no prior term)"
+        },
     )
     blend: str = field(
         default="poisson", metadata={"help": "poisson blending, or none (paste G(z))", "choices": BLENDS}
@@ -312,6 +325,20 @@ class EarlyStop:
         return self.stall >= self.patience
 
 
+def check_schedule(schedule: str) -> None:
+    if schedule not in SCHEDULES:
+        raise UserError(f"schedule must be one of {', '.join(SCHEDULES)}, not {schedule!r}")
+
+
+def learning_rate(lr: float, it: int, iters: int, schedule: str) -> float:
+    """Adam's step size at iteration `it` of `iters`: constant, or cosine from lr down to lr * COSINE_END (a large
+    step finds the basin, the small ones at the end settle in it: the fast setting's precision)."""
+    if schedule == "constant" or iters <= 1:
+        return lr
+    end = lr * COSINE_END
+    return end + (lr - end) * 0.5 * (1.0 + math.cos(math.pi * it / (iters - 1)))
+
+
 def expected_time(seconds_per_iteration: float, iters: int, n: int, restarts: int) -> str:
     """What a CPU run prints after timing its first iterations."""
     per = seconds_per_iteration
@@ -344,9 +371,11 @@ def search(
     progress: bool = False,
     patience: int = 0,
     batch_size: int = 0,
+    schedule: str = "constant",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Adam on z for sum_i ||W_i * (G(z) - y_i)||_1 + lam * log(1 - D(G(z))), all images x restarts at once, through
-    G and D in chunks of `batch_size` rows (0: by device, see rows_per_chunk); patience > 0: stop early (EarlyStop).
+    G and D in chunks of `batch_size` rows (0: by device, see rows_per_chunk); patience > 0: stop early (EarlyStop);
+    schedule: the learning rate over the iterations (learning_rate).
     y: float32 [N, 3, 64, 64]; weights: [N, 64, 64] (broadcast over channels). An image's result does not depend on
     the others in the run (its starts are its own: `starts`).
     Returns the chosen z [N, nz, 1, 1], its G(z) float [N, 3, 64, 64], its loss [N] and all losses [N, R]."""
@@ -362,6 +391,7 @@ def search(
     w = paddle.to_tensor(np.repeat(np.asarray(weights, np.float32)[:, None], restarts, axis=0))  # [N*R, 1, 64, 64]
     opt = paddle.optimizer.Adam(learning_rate=lr, parameters=[z])
     stop = EarlyStop(patience)
+    check_schedule(schedule)
 
     def loss_of(x: paddle.Tensor, rows: slice) -> paddle.Tensor:  # [rows]
         contextual = (w[rows] * (x - target[rows]).abs()).sum(axis=[1, 2, 3])
@@ -376,6 +406,7 @@ def search(
             per_start = through_chunks(G, z, loss_of, chunk)[0]  # the gradients are in z.grad
             if stop(per_start):
                 break
+            opt.set_lr(learning_rate(lr, it, iters, schedule))
             opt.step()
             with paddle.no_grad():
                 z.set_value(_on_sphere(z, nz))
@@ -438,6 +469,7 @@ def complete(
     progress: bool = False,
     patience: int = 0,
     batch_size: int = 0,
+    schedule: str = "constant",
 ) -> Completion:
     """Complete uint8 faces [N, 64, 64, 3] where `mask` (bool [64, 64] or [N, 64, 64], True = missing) says.
     ckpt: the training checkpoint's path (a generator-only file when lam == 0), or a (G, D) pair of layers."""
@@ -445,12 +477,13 @@ def complete(
         raise UserError(f"blend must be one of {', '.join(BLENDS)}, not {blend!r}")
     if iters < 0 or restarts < 1 or lam < 0 or not lr > 0:
         raise UserError(f"need iters >= 0, restarts >= 1, lam >= 0, lr > 0 (got {iters}, {restarts}, {lam}, {lr})")
+    check_schedule(schedule)
     y = to_float(images_uint8)
     masks = np.broadcast_to(np.asarray(mask, bool), (len(y), SIZE, SIZE))
     check_mask(masks)
     G, D = models_of(ckpt, lam > 0, use_ema, allow_pickle, NEEDS_D)
     w = importance_weights(masks)
-    z, x, loss, losses = search(G, D, y, w, iters, lam, restarts, lr, seed, progress, patience, batch_size)
+    z, x, loss, losses = search(G, D, y, w, iters, lam, restarts, lr, seed, progress, patience, batch_size, schedule)
     generated = to_images(x)
     if blend == "poisson":
         x_hwc, y_hwc = np.transpose(x, (0, 2, 3, 1)), np.transpose(y, (0, 2, 3, 1))
@@ -477,7 +510,7 @@ def invert(
     y = to_float(images_uint8)
     G, _ = models_of(ckpt, False, use_ema, allow_pickle)
     ones = np.ones((len(y), SIZE, SIZE), np.float32)
-    return search(G, None, y, ones, iters, 0.0, restarts, lr, seed, progress, batch_size)[0]
+    return search(G, None, y, ones, iters, 0.0, restarts, lr, seed, progress, batch_size=batch_size)[0]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -606,7 +639,7 @@ def run_completion(cfg: CompleteConfig) -> dict:
     t0 = time.perf_counter()
     c = complete(
         (G, D), images, mask, cfg.iters, cfg.lam, cfg.restarts, cfg.blend, cfg.seed, cfg.lr,
-        progress=cfg.progress, patience=cfg.patience, batch_size=cfg.batch_size,
+        progress=cfg.progress, patience=cfg.patience, batch_size=cfg.batch_size, schedule=cfg.schedule,
     )  # fmt: skip
     seconds = time.perf_counter() - t0
     baselines = {"biharmonic": inpaint_biharmonic(images, mask), "mean_fill": mean_fill(images, mask)}
@@ -621,6 +654,7 @@ def run_completion(cfg: CompleteConfig) -> dict:
         "lam": cfg.lam,
         "lr": cfg.lr,
         "patience": cfg.patience,
+        "schedule": cfg.schedule,
         "blend": cfg.blend,
         "seed": cfg.seed,
         "seconds": round(seconds, 2),

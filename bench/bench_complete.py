@@ -88,7 +88,7 @@ def bench_width(width: int, images: int, restarts: int, steps: int, rounds: int)
     }
 
 
-PAPER = dict(iters=DEFAULT_ITERS, restarts=8, lr=0.01, patience=0)
+PAPER = dict(iters=DEFAULT_ITERS, restarts=8, lr=0.01, patience=0, lam=0.003, schedule="constant")  # complete.py's
 
 
 def compare_settings(ckpt: str, real_path: str, faces: int, settings: dict[str, dict]) -> list[dict]:
@@ -136,12 +136,13 @@ def main(argv: list[str] | None = None) -> int:
         settings = {"paper": PAPER, "fast": complete.FAST, **{f"try{i}": json.loads(x) for i, x in enumerate(a.extra)}}
         rows = compare_settings(a.settings, a.real, a.faces, settings)
         print(
-            "\n| setting | iters x starts, lr, patience | hole PSNR, G's samples | hole PSNR, real faces "
-            "| s per face (median) |\n|---|---|--:|--:|--:|"
+            "\n| setting | iters x starts, lr, schedule, lam, patience | hole PSNR, G's samples "
+            "| hole PSNR, real faces | s per face (median) |\n|---|---|--:|--:|--:|"
         )
         for r in rows:
             print(
-                f"| {r['setting']} | {r['iters']} x {r['restarts']}, {r['lr']}, {r.get('patience', 0)} "
+                f"| {r['setting']} | {r['iters']} x {r['restarts']}, {r['lr']}, {r.get('schedule', 'constant')}, "
+                f"{r.get('lam', 0.003)}, {r.get('patience', 0)} "
                 f"| {r['psnr_hole_own']:.2f} | {r['psnr_hole_real']:.2f} "
                 f"| {statistics.median([r['seconds_own'], r['seconds_real']]):.1f} |"
             )

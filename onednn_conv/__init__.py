@@ -302,9 +302,10 @@ FUSE_ENV = "DCGAN_ONEDNN_FUSE"
 # act: the activations on oneDNN's eltwise primitives (fused into the BN op, or alone after Paddle's BN);
 # normrelu: oneDNN's fuse_norm_relu for BN + ReLU (G), in training
 FUSIONS = ("postop", "bn", "act", "normrelu")
-# Measured on 2026-12-04 (docs/performance.md, "BatchNorm and activations on oneDNN"): every fusion made train.py's
-# step slower than the convolutions alone (ngf 64: all 0.86x, post-op + BN + activation 0.91x; ngf 32: 0.84x and
-# 0.95x), so none is on by default; DCGAN_ONEDNN_FUSE turns them on for benchmarks.
+# Measured on 2026-12-04 (docs/performance.md, "BatchNorm and activations on oneDNN"): no fusion made train.py's step
+# clearly faster than the convolutions alone (each alone inside the noise between two runs of the same code, all of
+# them together 0.82-0.93x: oneDNN's BatchNorm on NCHW data is its generic, non-JIT implementation), so none is on
+# by default; DCGAN_ONEDNN_FUSE turns them on for benchmarks.
 DEFAULT_FUSIONS: tuple[str, ...] = ()
 
 

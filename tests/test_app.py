@@ -198,7 +198,7 @@ def test_complete_runs_complete_py(models):
     face = pretreat.demo_faces()[0]
     box = (20, 40, 16, 48)
     masked, generated, completed, biharmonic, msg = app.complete_cb(models, face, brush(box), "brush", 12, 2, 0)
-    assert WARN not in msg and "with D's prior" in msg and "640 pixels" in msg
+    assert WARN not in msg and app.prior_text(True) in msg and "640 pixels" in msg
     for out in (masked, generated, completed, biharmonic):
         assert out.shape == (64, 64, 3) and out.dtype == np.uint8
     mask = np.zeros((64, 64), bool)
@@ -206,8 +206,9 @@ def test_complete_runs_complete_py(models):
     np.testing.assert_array_equal(completed[~mask], face[~mask])  # known pixels kept exactly
     assert (masked[mask] == 255).all()
     c = complete.complete(
-        (models.G, models.D), face[None], mask, iters=12, lam=app.LAM, restarts=2, seed=0, lr=app.FAST_LR
-    )
+        (models.G, models.D), face[None], mask, iters=12, lam=app.LAM, restarts=2, seed=0, lr=app.FAST_LR,
+        schedule=app.FAST["schedule"],
+    )  # fmt: skip
     np.testing.assert_array_equal(completed, c.completed[0])  # one implementation: complete.py's
     np.testing.assert_array_equal(biharmonic, complete.inpaint_biharmonic(face[None], mask)[0])
 
@@ -244,14 +245,20 @@ def test_complete_refuses_bad_input(models):
 def test_generator_file_completes_without_prior(g_only):
     assert g_only.D is None
     msg = app.complete_cb(g_only, pretreat.demo_faces()[0], None, "center", 3, 1, 0)[-1]
-    assert WARN not in msg and "without the prior term" in msg
+    assert WARN not in msg and app.prior_text(False) in msg
     assert "no prior term" in app.model_text(g_only) and "generator file" in app.model_text(g_only)
+
+
+def test_prior_text_follows_the_fast_setting(monkeypatch):
+    assert app.LAM == 0.0 and "no prior term" in app.prior_text(True) == app.prior_text(False)
+    monkeypatch.setattr(app, "LAM", 0.003)  # a fast setting with the prior: D's, when the file holds one
+    assert app.prior_text(True) == "with D's prior" and "holds no D" in app.prior_text(False)
 
 
 def test_model_text(models):
     text = app.model_text(models)
     assert "**nz**: 16" in text and "**ngf**: 8" in text and "**ndf**: 8" in text
-    assert "5 iterations" in text and "lam = 0.003" in text  # the shared tiny_run
+    assert "5 iterations" in text and "no prior term (lam = 0): the fast setting" in text  # the shared tiny_run
 
 
 # ---------------------------------------------------------------------------------------------

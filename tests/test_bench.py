@@ -119,3 +119,31 @@ def test_bench_app_table(capsys):
     rows = re.findall(rf"^\| (.+?) \| {NUM} \| 1 \| {NUM}x \|$", out, re.M)
     assert len(rows) == 6 and all(float(t) >= 0 for _, t, _ in rows), out  # (4 tiny faces: ~1 ms)
     assert "load average" in out
+
+
+def test_profile_charges_each_microsecond_to_the_innermost_named_event():
+    from bench import profile_train
+
+    x = lambda name, ts, dur: {"ph": "X", "name": name, "ts": ts, "dur": dur}  # noqa: E731
+    events = [
+        x("ProfileStep#0", 0, 100),
+        x("Conv2D", 0, 30),  # a layer's forward (Paddle's custom op inside, untraced): conv forward
+        x("empty dygraph[1.2 us]", 5, 5),  # an unnamed op inside it: still the convolution's
+        x("leaky_relu dygraph[3.0 us]", 30, 10),
+        x("Global_GradNodePyLayer__Conv2D", 40, 40),
+        x("Global_LeakyReluGradNode[2 us]", 80, 8),
+        x("adam_ dygraph", 90, 6),
+        {"ph": "M", "name": "process_name"},  # metadata: ignored
+    ]
+    got = profile_train.charge(events)
+    assert got == {
+        "conv forward": 30,
+        "activation forward": 10,
+        "conv backward": 40,
+        "activation backward": 8,
+        "Adam": 6,
+        "rest": 6,  # the step's own time that no named event holds
+    }
+    torch_names = ["aten::convolution_backward", "aten::native_batch_norm", "aten::leaky_relu_backward"]
+    assert [profile_train.kind_of(n) for n in torch_names] == ["conv backward", "BN forward", "activation backward"]
+    assert profile_train.steps([x("a", -5, 1), *events])[0]["name"] == "ProfileStep#0"  # before the first step: out

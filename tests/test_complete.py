@@ -24,6 +24,7 @@ from complete import CompleteConfig, importance_weights, make_mask, poisson_blen
 from conftest import ROOT, celeba_like
 from generator import latent, sample
 from modelfile import CHECKPOINT_FILE, GENERATOR_FILE, load_discriminator, load_generator
+from network import Generator
 
 
 @pytest.fixture(scope="module")
@@ -447,7 +448,6 @@ def test_search_stops_early_when_no_start_improves(monkeypatch):
     """patience: the search ends once no start's loss has dropped by more than TOL for `patience` steps; 0 runs
     every step."""
     import complete
-    from network import Generator
 
     paddle.seed(0)
     G = Generator(nz=16, ngf=8)
@@ -469,7 +469,7 @@ def test_fast_flag_takes_the_fast_setting(monkeypatch, tmp_path):
     seen = {}
 
     def fake_complete(models, images, mask, iters, lam, restarts, blend, seed, lr, progress=False, patience=0, **kw):
-        seen.update(iters=iters, restarts=restarts, lr=lr, patience=patience)
+        seen.update(iters=iters, restarts=restarts, lr=lr, patience=patience, lam=lam, schedule=kw["schedule"])
         raise SystemExit  # the setting is all this test needs
 
     monkeypatch.setattr(complete, "complete", fake_complete)
@@ -482,4 +482,45 @@ def test_fast_flag_takes_the_fast_setting(monkeypatch, tmp_path):
         complete.run(cfg)
     except SystemExit:
         pass
-    assert seen == {k: complete.FAST[k] for k in ("iters", "restarts", "lr", "patience")}
+    assert seen == complete.FAST
+
+
+def test_cosine_schedule_is_the_step_size_adam_takes(monkeypatch):
+    import complete
+
+    lr = 0.1
+    assert complete.learning_rate(lr, 5, 10, "constant") == lr
+    steps = [complete.learning_rate(lr, i, 10, "cosine") for i in range(10)]
+    assert steps[0] == pytest.approx(lr) and steps[-1] == pytest.approx(lr * complete.COSINE_END)
+    assert all(a > b for a, b in zip(steps[:-1], steps[1:], strict=True))  # decreasing all the way
+    assert steps[4] > lr / 2 > steps[5]  # the cosine's half-way point
+    used = []
+    orig = paddle.optimizer.Adam.step
+    monkeypatch.setattr(paddle.optimizer.Adam, "step", lambda self: used.append(self.get_lr()) or orig(self))
+    G = Generator(nz=16, ngf=8)
+    y = np.zeros((1, 3, 64, 64), np.float32)
+    w = complete.importance_weights(complete.make_mask("center")[None])
+    complete.search(G, None, y, w, iters=10, lam=0.0, restarts=1, lr=lr, schedule="cosine")
+    assert used == pytest.approx(steps)
+    used.clear()
+    complete.search(G, None, y, w, iters=3, lam=0.0, restarts=1, lr=lr)
+    assert used == [lr] * 3
+    with pytest.raises(UserError, match="schedule must be one of constant, cosine"):
+        complete.search(G, None, y, w, iters=3, lam=0.0, restarts=1, schedule="linear")
+
+
+def test_bench_complete_settings_table(run_dir, ckpt, monkeypatch, capsys):
+    """--settings: the paper's setting, complete.FAST and a --try, each on G's samples and real faces, one table."""
+    from bench import bench_complete
+
+    monkeypatch.setattr(bench_complete, "PAPER", {**bench_complete.PAPER, "iters": 3, "restarts": 2})
+    monkeypatch.setattr(complete, "FAST", {**complete.FAST, "iters": 3})
+    argv = ["--settings", ckpt, "--real", str(run_dir / "faces.npy"), "--faces", "1"]
+    assert bench_complete.main([*argv, "--try", '{"iters": 2, "restarts": 1, "lr": 0.2, "lam": 0.0}']) == 0
+    out = capsys.readouterr().out
+    assert "| paper | 3 x 2, 0.01, constant, 0.003, 0 |" in out
+    fast = complete.FAST
+    assert (
+        f"| fast | 3 x {fast['restarts']}, {fast['lr']}, {fast['schedule']}, {fast['lam']}, {fast['patience']} |" in out
+    )
+    assert "| try0 | 2 x 1, 0.2, constant, 0.0, 0 |" in out
