@@ -26,6 +26,8 @@ def test_bench_train_table_and_the_onednn_lever_reports_what_ran(capsys):
         "--levers",
         "--only",
         "onednn",
+        "--ngf",
+        "8",
     ]
     assert bench_train.main(argv) == 0
     out = capsys.readouterr().out

@@ -383,6 +383,24 @@ def test_cli_npy_and_lam0_with_generator_file(run_dir, tmp_path):
     assert (out / "arithmetic.png").is_file()
 
 
+def test_cli_fast_needs_only_the_generator_file(run_dir, tmp_path):
+    """--fast has no prior term, so a generator file (no D) is enough; metrics.json records the setting it ran."""
+    out = tmp_path / "o"
+    m = complete.run(
+        CompleteConfig(
+            ckpt=str(run_dir / "out" / GENERATOR_FILE),
+            images=str(run_dir / "faces.npy"),
+            num=1,
+            fast=True,
+            out=str(out),
+            progress=False,
+        )
+    )
+    assert {k: m[k] for k in complete.FAST} == complete.FAST
+    assert m["lam"] == 0.0 and m["schedule"] == "cosine" and (out / "completed" / "000000.png").is_file()
+    assert m["dcgan"]["psnr"] > 0
+
+
 def test_cli_bad_input(run_dir, ckpt, tmp_path):
     base = {
         "ckpt": ckpt,
