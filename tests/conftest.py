@@ -152,6 +152,17 @@ def run_limited(argv: list[str], cwd: Path, as_cap: int = 3 << 30, time_limit: f
         return status, err.read(), maxrss_kb / 1024
 
 
+def assert_one_line(name: str, status: int, err: str, peak_mb: float, names: str, record_property) -> None:
+    """A hostile-input case's contract: exit status 2 and one line on stderr, no traceback, the line naming `names`
+    (the file or flag). Records and prints the case's peak memory for the report."""
+    record_property("peak_mb", round(peak_mb))
+    print(f"{name}: exit {status}, peak {peak_mb:.0f} MB: {err.strip()[:300]}")
+    lines = err.strip().splitlines()
+    assert status == 2, f"exit status {status}: {err[-2000:]}"
+    assert len(lines) == 1 and "Traceback" not in err, err[-2000:]
+    assert names in lines[0], lines[0]
+
+
 def need(module: str, why: str):
     """Import an optional test tool: missing, a skip naming it outside CI, a failure under CI=true (make test
     installs it there)."""

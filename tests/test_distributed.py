@@ -12,18 +12,14 @@ import modelfile
 from conftest import ROOT
 
 
+def launch_cmd(tmp_path, *args) -> list[str]:
+    """Paddle's launcher with 2 processes on this machine, its worker logs under tmp_path/log."""
+    return [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2", "--log_dir",
+            str(tmp_path / "log"), *args]  # fmt: skip
+
+
 def launch(tmp_path, *args, timeout=240):
-    cmd = [
-        sys.executable,
-        "-m",
-        "paddle.distributed.launch",
-        "--nproc_per_node",
-        "2",
-        "--log_dir",
-        str(tmp_path / "log"),
-        *args,
-    ]
-    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    r = subprocess.run(launch_cmd(tmp_path, *args), cwd=ROOT, capture_output=True, text=True, timeout=timeout)
     if r.returncode != 0:
         logs = "\n".join(p.read_text()[-3000:] for p in sorted((tmp_path / "log").glob("workerlog.*")))
         pytest.fail(f"launch failed ({r.returncode}):\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}\n{logs}")
@@ -114,16 +110,8 @@ def test_a_device_trap_on_one_rank_stops_every_rank(tmp_path, numbered_faces):
     """Rank 1 meets a GPU trap in its step and exits with the one line; rank 0, left waiting in the step's
     all_reduce, is stopped by the launcher, which exits non-zero: no rank waits forever. The last checkpoint stays."""
     out = tmp_path / "run"
-    cmd = [
-        sys.executable,
-        "-m",
-        "paddle.distributed.launch",
-        "--nproc_per_node",
-        "2",
-        "--log_dir",
-        str(tmp_path / "log"),
-    ]
-    cmd += [str(ROOT / "tests" / "dist_trap_worker.py"), str(numbered_faces), str(out), "7"]  # 5 iterations an epoch
+    trap = "7"  # the trap's iteration (5 iterations an epoch)
+    cmd = launch_cmd(tmp_path, str(ROOT / "tests" / "dist_trap_worker.py"), str(numbered_faces), str(out), trap)
     t = time.monotonic()
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     took = time.monotonic() - t

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 import modelfile
+from conftest import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--batch-size", "4", "--ngf", "8", "--ndf", "8", "--nz", "16", "--no-progress", "--device", "cpu"]
 
 

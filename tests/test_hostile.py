@@ -9,16 +9,14 @@ from __future__ import annotations
 import io
 import shlex
 import zipfile
-from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 import pth_craft as c
 import pytest
 
-from conftest import run_limited
+from conftest import ROOT, assert_one_line, run_limited
 
-ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "data"
 # peak resident MB by command (measured 2026-12-04: pthfile.py 37, evaluate.py up to 69, network.py 286 with paddle,
 # fid.py 374 with paddle and the Inception built; the attacks these cases replay took 1.3-2 GB)
@@ -200,12 +198,7 @@ def test_hostile_input_gets_one_line(case: Case, tmp_path, record_property):
     if words[0] == "-c":
         argv.append(str(path))
     status, err, peak_mb = run_limited(argv, tmp_path)
-    record_property("peak_mb", round(peak_mb))
-    print(f"{case.name}: exit {status}, peak {peak_mb:.0f} MB: {err.strip()[:300]}")
-    lines = err.strip().splitlines()
-    assert status == 2, f"exit status {status}: {err[-2000:]}"
-    assert len(lines) == 1 and "Traceback" not in err, err[-2000:]
-    assert case.names.format(f=path) in lines[0], lines[0]
+    assert_one_line(case.name, status, err, peak_mb, case.names.format(f=path), record_property)
     assert not list(tmp_path.glob("*pwned*")), "a payload ran"
     assert peak_mb < (case.peak_mb or PEAK_MB[words[0]]), f"peak {peak_mb:.0f} MB"
 

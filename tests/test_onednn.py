@@ -4,7 +4,6 @@ training with them is bit-identical run to run; DCGAN_ONEDNN=0 and a failed buil
 import os
 import subprocess
 import sys
-from pathlib import Path
 from subprocess import PIPE
 
 import numpy as np
@@ -13,9 +12,8 @@ import pytest
 
 import network
 import onednn_conv
+from conftest import ROOT
 from network import Discriminator, Generator
-
-ROOT = Path(__file__).resolve().parent.parent
 
 needs_onednn = pytest.mark.skipif(not onednn_conv.available(), reason=f"oneDNN ops not built: {onednn_conv.status()}")
 

@@ -13,9 +13,8 @@ import numpy as np
 
 import modelfile
 import train
-from conftest import TINY_NET, make_faces
+from conftest import ROOT, TINY_NET, make_faces
 
-ROOT = Path(__file__).resolve().parent.parent
 # 6 iterations per epoch, 2 epochs; a checkpoint, a sample grid and (each epoch) loss.png at every iteration: most
 # moments of the loop are inside some write
 ITERATIONS = 12
