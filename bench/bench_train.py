@@ -495,20 +495,29 @@ def torch_step(G, D, real, nz: int, dev, seed: int = 1):
     return step
 
 
-def worker_torch(args) -> dict:
+def torch_setup(ngf: int, batch: int, device: str):
+    """The PyTorch side of a worker: threads, seed, the DCGAN on `device` and train.py's iteration over a fixed
+    real batch; returns (step, iteration counter, torch device)."""
     import numpy as np
     import torch
 
     torch.set_num_threads(cores())
     torch.manual_seed(1)
-    if args.device == "gpu" and not torch.cuda.is_available():
+    if device == "gpu" and not torch.cuda.is_available():
         raise SystemExit("--device gpu: this torch build has no CUDA or sees no GPU")
-    dev = torch.device("cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu")
-    nz, b = 100, args.batch
-    G, D = torch_dcgan(nz, args.ngf, args.ngf)
+    dev = torch.device("cuda" if device != "cpu" and torch.cuda.is_available() else "cpu")
+    G, D = torch_dcgan(100, ngf, ngf)
     G.to(dev), D.to(dev)
-    real = torch.from_numpy(np.random.default_rng(0).uniform(-1, 1, (b, 3, 64, 64)).astype(np.float32)).to(dev)
-    step, its = torch_step(G, D, real, nz, dev), itertools.count()
+    real = torch.from_numpy(np.random.default_rng(0).uniform(-1, 1, (batch, 3, 64, 64)).astype(np.float32)).to(dev)
+    return torch_step(G, D, real, 100, dev), itertools.count(), dev
+
+
+def worker_torch(args) -> dict:
+    import numpy as np
+    import torch
+
+    b = args.batch
+    step, its, dev = torch_setup(args.ngf, b, args.device)
 
     def one():
         t = time.perf_counter()
