@@ -38,7 +38,8 @@ COMPLETE_ITERS, COMPLETE_RESTARTS, COMPLETE_LR = 150, 4, 0.05
 class DemoConfig:
     out: str = field(default="output/demo", metadata={"help": "where the run, faces and metrics go"})
     data: str = field(default="data/demo64.npy", metadata={"help": "the demo set (built when missing)"})
-    iters: int = field(default=500, metadata={"help": "training iterations"})
+    # 650: the time 500 took before the NHWC path (docs/performance.md, "The CPU demo"), and better faces
+    iters: int = field(default=650, metadata={"help": "training iterations"})
     width: int = field(default=32, metadata={"help": "ngf = ndf"})
     batch_size: int = field(default=32, metadata={"help": "images per batch"})
     ema: float = field(default=0.999, metadata={"help": "EMA decay of G's weights, sampled from"})

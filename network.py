@@ -75,8 +75,10 @@ class Conv2D(nn.Conv2D):
         super().__init__(cin, cout, kernel, stride, padding, bias_attr=False, **kw)
         self._sp = stride, padding
 
-    def forward(self, x: paddle.Tensor, act: tuple | None = None) -> paddle.Tensor:
-        return onednn_conv.conv2d(x, self.weight, *self._sp, act=act) if _use_onednn(x) else super().forward(x)
+    def forward(self, x: paddle.Tensor, act: tuple | None = None, nhwc: bool = False) -> paddle.Tensor:
+        if _use_onednn(x):
+            return onednn_conv.conv2d(x, self.weight, *self._sp, act=act, nhwc=nhwc)
+        return super().forward(x)
 
 
 class Conv2DTranspose(nn.Conv2DTranspose):
@@ -87,9 +89,11 @@ class Conv2DTranspose(nn.Conv2DTranspose):
         super().__init__(cin, cout, kernel, stride, padding, bias_attr=False, **kw)
         self._sp = stride, padding
 
-    def forward(self, x: paddle.Tensor, output_size=None, act: tuple | None = None) -> paddle.Tensor:
+    def forward(
+        self, x: paddle.Tensor, output_size=None, act: tuple | None = None, nhwc: bool = False
+    ) -> paddle.Tensor:
         if output_size is None and _use_onednn(x):
-            return onednn_conv.conv2d_transpose(x, self.weight, *self._sp, act=act)
+            return onednn_conv.conv2d_transpose(x, self.weight, *self._sp, act=act, nhwc=nhwc)
         return super().forward(x, output_size)
 
 
@@ -98,34 +102,60 @@ class BatchNorm2D(nn.BatchNorm2D):
     the same statistics and running-statistics update as Paddle's kernel; `act` (from `_chain`): an activation
     fused in. Same parameters and buffers as nn.BatchNorm2D."""
 
-    def forward(self, x: paddle.Tensor, act: tuple | None = None, fnr: bool = False) -> paddle.Tensor:
+    def forward(
+        self, x: paddle.Tensor, act: tuple | None = None, fnr: bool = False, nhwc: bool = False
+    ) -> paddle.Tensor:
         if self._data_format == "NCHW" and self._use_global_stats is None and _use_onednn(x):
-            return onednn_conv.batch_norm(x, self, act, fnr)
+            return onednn_conv.batch_norm(x, self, act, fnr, nhwc)
         return super().forward(x)
+
+    def paddle_forward(self, x: paddle.Tensor, nhwc: bool = False) -> paddle.Tensor:
+        """nn.BatchNorm2D's forward on Paddle's kernel, x [n, h, w, c] when nhwc."""
+        if not nhwc:
+            return nn.BatchNorm2D.forward(self, x)
+        return nn.functional.batch_norm(
+            x, self._mean, self._variance, self.weight, self.bias, self.training, self._momentum, self._epsilon,
+            data_format="NHWC", use_global_stats=self._use_global_stats,
+        )  # fmt: skip
+
+
+def _runs_nhwc(m: nn.Layer) -> bool:
+    """Whether `_chain` may hand `m` a [n, h, w, c] tensor: our convolutions, our BatchNorm as _bn makes it, and the
+    activations onednn_conv.act_of knows (elementwise)."""
+    if isinstance(m, BatchNorm2D):
+        return m._data_format == "NCHW" and m._use_global_stats is None
+    return isinstance(m, (Conv2D, Conv2DTranspose)) or onednn_conv.act_of(m) is not None
 
 
 def _chain(layers: nn.Sequential, x: paddle.Tensor) -> paddle.Tensor:
     """`layers(x)`; on oneDNN each activation runs inside the op before it (a convolution's post-op, the BatchNorm
-    op) or on oneDNN's eltwise primitive, as onednn_conv.fusions() allows. Each layer is still called as a layer
-    (hooks see it), the activation layers excepted where they were fused."""
+    op) or on oneDNN's eltwise primitive, as onednn_conv.fusions() allows, and with "nhwc" the whole chain runs on
+    [n, h, w, c] tensors (transposed once in and once out) when every layer can (`_runs_nhwc`). Each layer is still
+    called as a layer (hooks see it, on the chain's layout), the activation layers excepted where they were fused."""
     if not _use_onednn(x):
         return layers(x)
-    on = onednn_conv.fusions()
-    mods, i = list(layers), 0
+    on, mods, i = onednn_conv.fusions(), list(layers), 0
+    # oneDNN's kernels read and write [n, h, w, c] as they are: no reorder around every op; a layer of someone
+    # else's in the chain (a test's, a user's) gets the NCHW tensor it expects
+    nhwc = "nhwc" in on and all(_runs_nhwc(m) for m in mods)
+    if nhwc:
+        x = x.transpose([0, 2, 3, 1])
     while i < len(mods):
         m = mods[i]
         act = onednn_conv.act_of(mods[i + 1]) if i + 1 < len(mods) else None
         if act and isinstance(m, (Conv2D, Conv2DTranspose)) and "postop" in on:
-            x, i = m(x, act=act), i + 2
+            x, i = m(x, act=act, nhwc=nhwc), i + 2
         elif act and isinstance(m, BatchNorm2D) and {"bn", "act"} <= on:
-            x, i = m(x, act=act, fnr="normrelu" in on and act == (1, 0.0) and m.training), i + 2
+            x, i = m(x, act=act, fnr="normrelu" in on and act == (1, 0.0) and m.training, nhwc=nhwc), i + 2
         elif isinstance(m, BatchNorm2D) and "bn" not in on:
-            x, i = nn.BatchNorm2D.forward(m, x), i + 1
+            x, i = m.paddle_forward(x, nhwc), i + 1
         elif onednn_conv.act_of(m) and "act" in on:
             x, i = onednn_conv.activation(x, onednn_conv.act_of(m)), i + 1
+        elif isinstance(m, (Conv2D, Conv2DTranspose, BatchNorm2D)):
+            x, i = m(x, nhwc=nhwc), i + 1
         else:
             x, i = m(x), i + 1
-    return x
+    return x.transpose([0, 3, 1, 2]) if nhwc else x
 
 
 def _bn(channels: int) -> nn.BatchNorm2D:

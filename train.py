@@ -313,7 +313,7 @@ def loop(cfg: TrainConfig, trainer: Trainer, loader, log: runlog.RunLog, out: Pa
             if it % per_epoch == 0:  # a whole epoch: its grid, plot and checkpoint
                 batches = None
                 grid(trainer, log, f"epoch_{it // per_epoch:03d}.png")
-                log.plot()
+                log.plot(force=it == total)
                 save(trainer, log, out, per_epoch)
             elif it == total or (cfg.save_every and it % cfg.save_every == 0):
                 save(trainer, log, out, per_epoch)
@@ -321,7 +321,7 @@ def loop(cfg: TrainConfig, trainer: Trainer, loader, log: runlog.RunLog, out: Pa
             watch.beat(iteration_ended=False)
     if trainer.iteration % per_epoch and log.done:  # stopped mid-epoch (--max-iters): a picture of where it got
         grid(trainer, log, f"iter_{trainer.iteration:06d}.png")
-        log.plot()
+        log.plot(force=True)
 
 
 def start_line(

@@ -9,13 +9,14 @@ Usage:
     python bench/bench_train.py --device gpu --batch-sizes 128 --no-torch   # + the GPU table: fp32 / fp16 / bf16,
                                                        # --log-every 20, --data-on-device, all together
     python bench/bench_train.py --ngf 32 --batch-sizes 32 --rounds 5   # the demo's network (ngf = ndf = 32)
-    python bench/bench_train.py --batch-sizes 64 --rounds 5 --fusions none postop bn act bn,act all
+    python bench/bench_train.py --batch-sizes 64 --rounds 5 --no-backend-row --fusions none nhwc nhwc,bn,act all
                                                        # + a row per oneDNN fusion setting (DCGAN_ONEDNN_FUSE)
 
 Convolution backend: Paddle runs with train.py's default, the oneDNN convolutions of onednn_conv/ where they are
 available; each round also times Paddle with its own convolution kernels (DCGAN_ONEDNN=0), the "Paddle kernels"
 columns (--no-backend-row skips them). --fusions adds workers with DCGAN_ONEDNN_FUSE set to each value given
-(onednn_conv.FUSIONS: "none" is the oneDNN convolutions alone, "all" every fusion), alternating with the others in
+(onednn_conv.FUSIONS: "none" is the oneDNN convolutions alone on NCHW tensors, "all" every fusion; the default row
+is onednn_conv.DEFAULT_FUSIONS), alternating with the others in
 each round, and a table of them against "none" and PyTorch.
 
 What is timed: one iteration of train.py (1 D step on a real batch and a detached fake batch, 2 G steps on fresh
@@ -155,8 +156,9 @@ def conv_layers(G, D, nz: int) -> list[dict]:
         for layer in net.sublayers()
         if isinstance(layer, (nn.Conv2D, nn.Conv2DTranspose))
     ]
-    was = G.training, D.training
+    was, backend = (G.training, D.training), os.environ.get("DCGAN_ONEDNN")
     G.eval(), D.eval()
+    os.environ["DCGAN_ONEDNN"] = "0"  # Paddle's layers: NCHW shapes in the hooks, whatever the fusions
     try:
         with paddle.no_grad():
             D(G(paddle.zeros([1, nz, 1, 1])))
@@ -164,6 +166,7 @@ def conv_layers(G, D, nz: int) -> list[dict]:
         for h in handles:
             h.remove()
         G.train(was[0]), D.train(was[1])
+        os.environ.pop("DCGAN_ONEDNN") if backend is None else os.environ.__setitem__("DCGAN_ONEDNN", backend)
     return layers
 
 

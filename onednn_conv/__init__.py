@@ -14,6 +14,7 @@ wires its three ops into autograd for Conv2D and Conv2DTranspose.
     y = onednn_conv.conv2d(x, w, 2, 1, act=onednn_conv.act_of(nn.LeakyReLU(0.2)))  # + the activation, fused
     y = onednn_conv.batch_norm(x, bn_layer, act=(1, 0.0))  # = bn_layer(x) then ReLU, running statistics updated
     y = onednn_conv.activation(x, (2, 0.0))                # = tanh(x)
+    y = onednn_conv.conv2d(x_nhwc, w, 2, 1, nhwc=True)     # x and y [n, h, w, c] (w as ever [out, in, k, k])
 
 Activations are (kind, alpha): 1 ReLU with negative slope alpha (LeakyReLU), 2 tanh, 3 sigmoid (act_of(layer)
 makes one from a paddle.nn activation layer). Which fusions network.py uses: fusions() (DCGAN_ONEDNN_FUSE, for
@@ -300,13 +301,15 @@ FUSE_ENV = "DCGAN_ONEDNN_FUSE"
 # postop: the activation as a post-op of the convolution where nothing stands between them (D's first and last
 # layer, G's last); bn: BatchNorm on oneDNN, its activation fused into the same op when `act` is on too;
 # act: the activations on oneDNN's eltwise primitives (fused into the BN op, or alone after Paddle's BN);
-# normrelu: oneDNN's fuse_norm_relu for BN + ReLU (G), in training
-FUSIONS = ("postop", "bn", "act", "normrelu")
-# Measured on 2026-12-04 (docs/performance.md, "BatchNorm and activations on oneDNN"): no fusion made train.py's step
-# clearly faster than the convolutions alone (each alone inside the noise between two runs of the same code, all of
-# them together 0.82-0.93x: oneDNN's BatchNorm on NCHW data is its generic, non-JIT implementation), so none is on
-# by default; DCGAN_ONEDNN_FUSE turns them on for benchmarks.
-DEFAULT_FUSIONS: tuple[str, ...] = ()
+# normrelu: oneDNN's fuse_norm_relu for BN + ReLU (G), in training; nhwc: G's and D's chains run on [n, h, w, c]
+# tensors (transposed once in and once out): the convolutions read and write them with no reorder, and oneDNN's
+# BatchNorm runs its JIT kernel there (on NCHW its implementation is generic)
+FUSIONS = ("postop", "bn", "act", "normrelu", "nhwc")
+# Measured on 2026-12-04 (docs/performance.md, "NHWC through the chain"): on NCHW tensors no fusion paid (oneDNN's
+# NCHW BatchNorm is generic, and every op reorders in and out); on NHWC the convolutions need no reorder and
+# BatchNorm is JIT, and NHWC + post-ops + BatchNorm + activations made train.py's step 1.18x (ngf 64) and 1.33x
+# (ngf 32) the convolutions alone. fuse_norm_relu did not add to that: off. DCGAN_ONEDNN_FUSE overrides.
+DEFAULT_FUSIONS: tuple[str, ...] = ("nhwc", "postop", "bn", "act")
 
 
 def fusions() -> frozenset[str]:
@@ -335,24 +338,29 @@ def act_of(layer) -> tuple[int, float] | None:
     return None
 
 
+def _sides(x: paddle.Tensor, nhwc: int) -> tuple[int, int]:
+    """(height, width) of a data tensor, [n, c, h, w] or (nhwc) [n, h, w, c]."""
+    return (x.shape[1], x.shape[2]) if nhwc else (x.shape[2], x.shape[3])
+
+
 class _Conv2D(paddle.autograd.PyLayer):
     @staticmethod
-    def forward(ctx, x, w, stride: int, padding: int, act: tuple[int, float] = NO_ACT):
+    def forward(ctx, x, w, stride: int, padding: int, act: tuple[int, float] = NO_ACT, nhwc: int = 0):
         x, w = _contig(x), _contig(w)
-        y = _ops.dnnl_conv_fwd(x, w, stride, padding, *act)
+        y = _ops.dnnl_conv_fwd(x, w, stride, padding, *act, nhwc)
         ctx.save_for_backward(x, w, y.detach())  # (see _Eltwise)
-        ctx.geom = stride, padding, x.shape[2], x.shape[3], act
+        ctx.geom = stride, padding, *_sides(x, nhwc), act, nhwc
         return y
 
     @staticmethod
     def backward(ctx, dy):
         x, w, y = ctx.saved_tensor()
-        s, p, ih, iw, act = ctx.geom
+        s, p, ih, iw, act, nhwc = ctx.geom
         dy = _contig(dy)
         if act[0]:
             dy = _ops.dnnl_eltwise_bwd(dy, y, *act)
-        dx = None if x.stop_gradient else _ops.dnnl_conv_bwd_data(dy, w, s, p, ih, iw, *NO_ACT)
-        dw = None if w.stop_gradient else _ops.dnnl_conv_bwd_weights(x, dy, s, p, w.shape[2])
+        dx = None if x.stop_gradient else _ops.dnnl_conv_bwd_data(dy, w, s, p, ih, iw, *NO_ACT, nhwc)
+        dw = None if w.stop_gradient else _ops.dnnl_conv_bwd_weights(x, dy, s, p, w.shape[2], nhwc)
         return dx, dw
 
 
@@ -361,24 +369,24 @@ class _Conv2DTranspose(paddle.autograd.PyLayer):
     [out, in, k, k], y = bwd_data(x, W); dx = conv(dy, W); dW = bwd_weights(src=dy, diff_dst=x)."""
 
     @staticmethod
-    def forward(ctx, x, w, stride: int, padding: int, act: tuple[int, float] = NO_ACT):
+    def forward(ctx, x, w, stride: int, padding: int, act: tuple[int, float] = NO_ACT, nhwc: int = 0):
         x, w = _contig(x), _contig(w)
-        k = w.shape[2]
-        oh, ow = (x.shape[2] - 1) * stride - 2 * padding + k, (x.shape[3] - 1) * stride - 2 * padding + k
-        y = _ops.dnnl_conv_bwd_data(x, w, stride, padding, oh, ow, *act)
+        k, (h, wd) = w.shape[2], _sides(x, nhwc)
+        oh, ow = (h - 1) * stride - 2 * padding + k, (wd - 1) * stride - 2 * padding + k
+        y = _ops.dnnl_conv_bwd_data(x, w, stride, padding, oh, ow, *act, nhwc)
         ctx.save_for_backward(x, w, y.detach())  # (see _Eltwise)
-        ctx.geom = stride, padding, act
+        ctx.geom = stride, padding, act, nhwc
         return y
 
     @staticmethod
     def backward(ctx, dy):
         x, w, y = ctx.saved_tensor()
-        s, p, act = ctx.geom
+        s, p, act, nhwc = ctx.geom
         dy = _contig(dy)
         if act[0]:
             dy = _ops.dnnl_eltwise_bwd(dy, y, *act)
-        dx = None if x.stop_gradient else _ops.dnnl_conv_fwd(dy, w, s, p, *NO_ACT)
-        dw = None if w.stop_gradient else _ops.dnnl_conv_bwd_weights(dy, x, s, p, w.shape[2])
+        dx = None if x.stop_gradient else _ops.dnnl_conv_fwd(dy, w, s, p, *NO_ACT, nhwc)
+        dw = None if w.stop_gradient else _ops.dnnl_conv_bwd_weights(dy, x, s, p, w.shape[2], nhwc)
         return dx, dw
 
 
@@ -403,13 +411,13 @@ class _BatchNorm(paddle.autograd.PyLayer):
     forward updates in place in training mode, as Paddle's kernel does."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, layer, act: tuple[int, float], fnr: bool):
+    def forward(ctx, x, weight, bias, layer, act: tuple[int, float], fnr: bool, nhwc: int = 0):
         x = _contig(x)
         training = int(layer.training)
-        args = (training, float(layer._momentum), float(layer._epsilon), *act, int(fnr))
+        args = (training, float(layer._momentum), float(layer._epsilon), *act, int(fnr), nhwc)
         y, mean, var, ws = _ops.dnnl_bn_fwd(x, weight, bias, layer._mean, layer._variance, *args)
         ctx.save_for_backward(x, y.detach(), weight, mean, var, ws)  # (see _Eltwise)
-        ctx.args = training, float(layer._epsilon), *act, int(fnr)
+        ctx.args = training, float(layer._epsilon), *act, int(fnr), nhwc
         ctx.stops = x.stop_gradient, weight.stop_gradient, bias.stop_gradient
         return y
 
@@ -421,19 +429,29 @@ class _BatchNorm(paddle.autograd.PyLayer):
 
 
 def conv2d(
-    x: paddle.Tensor, w: paddle.Tensor, stride: int = 1, padding: int = 0, act: tuple[int, float] | None = None
+    x: paddle.Tensor,
+    w: paddle.Tensor,
+    stride: int = 1,
+    padding: int = 0,
+    act: tuple[int, float] | None = None,
+    nhwc: bool = False,
 ) -> paddle.Tensor:
-    """paddle.nn.functional.conv2d(x, w, stride=stride, padding=padding) on oneDNN (NCHW float32 CPU, no bias),
-    then the activation `act` (see act_of) as a post-op."""
-    return _Conv2D.apply(x, w, int(stride), int(padding), act or NO_ACT)
+    """paddle.nn.functional.conv2d(x, w, stride=stride, padding=padding) on oneDNN (float32 CPU, no bias), then
+    the activation `act` (see act_of) as a post-op. nhwc: x and the result are [n, h, w, c] (data_format NHWC)."""
+    return _Conv2D.apply(x, w, int(stride), int(padding), act or NO_ACT, int(nhwc))
 
 
 def conv2d_transpose(
-    x: paddle.Tensor, w: paddle.Tensor, stride: int = 1, padding: int = 0, act: tuple[int, float] | None = None
+    x: paddle.Tensor,
+    w: paddle.Tensor,
+    stride: int = 1,
+    padding: int = 0,
+    act: tuple[int, float] | None = None,
+    nhwc: bool = False,
 ) -> paddle.Tensor:
     """paddle.nn.functional.conv2d_transpose(x, w, stride=stride, padding=padding) on oneDNN (as conv2d), then
     the activation `act` in place on its output."""
-    return _Conv2DTranspose.apply(x, w, int(stride), int(padding), act or NO_ACT)
+    return _Conv2DTranspose.apply(x, w, int(stride), int(padding), act or NO_ACT, int(nhwc))
 
 
 def activation(x: paddle.Tensor, act: tuple[int, float]) -> paddle.Tensor:
@@ -441,8 +459,11 @@ def activation(x: paddle.Tensor, act: tuple[int, float]) -> paddle.Tensor:
     return _Eltwise.apply(x, act)
 
 
-def batch_norm(x: paddle.Tensor, layer, act: tuple[int, float] | None = None, fnr: bool = False) -> paddle.Tensor:
-    """`layer(x)` for a paddle.nn.BatchNorm2D `layer` (NCHW, default use_global_stats) on oneDNN, then the
-    activation `act`: batch statistics (biased variance) and the running-statistics update in training mode,
-    the running statistics in eval mode. fnr: ReLU through oneDNN's fuse_norm_relu (act must be ReLU)."""
-    return _BatchNorm.apply(x, layer.weight, layer.bias, layer, act or NO_ACT, bool(fnr))
+def batch_norm(
+    x: paddle.Tensor, layer, act: tuple[int, float] | None = None, fnr: bool = False, nhwc: bool = False
+) -> paddle.Tensor:
+    """`layer(x)` for a paddle.nn.BatchNorm2D `layer` (default use_global_stats) on oneDNN, then the activation
+    `act`: batch statistics (biased variance) and the running-statistics update in training mode, the running
+    statistics in eval mode. fnr: ReLU through oneDNN's fuse_norm_relu (act must be ReLU). nhwc: x is
+    [n, h, w, c]."""
+    return _BatchNorm.apply(x, layer.weight, layer.bias, layer, act or NO_ACT, bool(fnr), int(nhwc))

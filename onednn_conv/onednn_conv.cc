@@ -68,8 +68,9 @@ struct Geometry {
   int64_t n, ic, ih, iw, oc, k, s, p, oh, ow;
   int act = 0;
   float alpha = 0.f;
+  bool nhwc = false;  // the data tensors are [n, h, w, c] (Paddle's shape), and the primitive runs on them as they are
   std::vector<int64_t> key(int kind) const {
-    return {kind, n, ic, ih, iw, oc, k, s, p, oh, ow, act, static_cast<int64_t>(alpha * 1e6f)};
+    return {kind, n, ic, ih, iw, oc, k, s, p, oh, ow, act, static_cast<int64_t>(alpha * 1e6f), nhwc};
   }
 };
 
@@ -102,7 +103,8 @@ memory::desc plain(const memory::dims& d, tag t) { return memory::desc(d, dt::f3
 std::unique_ptr<Entry> build(int kind, const Geometry& g) {
   const memory::dims src_d{g.n, g.ic, g.ih, g.iw}, wei_d{g.oc, g.ic, g.k, g.k}, dst_d{g.n, g.oc, g.oh, g.ow};
   const memory::dims strides{g.s, g.s}, pad{g.p, g.p};
-  const auto any_src = plain(src_d, tag::any), any_wei = plain(wei_d, tag::any), any_dst = plain(dst_d, tag::any);
+  const tag data = g.nhwc ? tag::nhwc : tag::any;  // NHWC: no reorder of the data (oneDNN's nspc kernels)
+  const auto any_src = plain(src_d, data), any_wei = plain(wei_d, tag::any), any_dst = plain(dst_d, data);
   dnnl::primitive_attr attr;
   attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
   if (kind == FWD && g.act) {  // the activation as a post-op: applied to each output block while it is in cache
@@ -114,7 +116,8 @@ std::unique_ptr<Entry> build(int kind, const Geometry& g) {
                                                           dnnl::algorithm::convolution_direct, any_src, any_wei,
                                                           any_dst, strides, pad, pad, attr);
   auto e = std::make_unique<Entry>();
-  const auto src_u = plain(src_d, tag::nchw), wei_u = plain(wei_d, tag::oihw), dst_u = plain(dst_d, tag::nchw);
+  const tag user = g.nhwc ? tag::nhwc : tag::nchw;
+  const auto src_u = plain(src_d, user), wei_u = plain(wei_d, tag::oihw), dst_u = plain(dst_d, user);
   if (kind == FWD) {
     e->prim = dnnl::convolution_forward(fwd_pd);
     e->args = {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DST};
@@ -236,16 +239,27 @@ void check(const paddle::Tensor& t, const char* what, size_t rank = 4) {
 
 int64_t out_side(int64_t in, int64_t k, int64_t s, int64_t p) { return (in + 2 * p - k) / s + 1; }
 
+// a data tensor's [n, c, h, w] from its Paddle shape ([n, c, h, w], or [n, h, w, c] when nhwc), and back
+std::array<int64_t, 4> nchw_of(const std::vector<int64_t>& s, int nhwc) {
+  if (nhwc) return {s[0], s[3], s[1], s[2]};
+  return {s[0], s[1], s[2], s[3]};
+}
+std::vector<int64_t> shape_of(int64_t n, int64_t c, int64_t h, int64_t w, int nhwc) {
+  if (nhwc) return {n, h, w, c};
+  return {n, c, h, w};
+}
+
 }  // namespace
 
 std::vector<paddle::Tensor> ConvFwd(const paddle::Tensor& src, const paddle::Tensor& wei, int stride, int padding,
-                                    int act, float alpha) {
+                                    int act, float alpha, int nhwc) {
   check(src, "src"), check(wei, "weights");
-  auto x = src.shape(), w = wei.shape();
+  auto x = nchw_of(src.shape(), nhwc);
+  auto w = wei.shape();
   PD_CHECK(x[1] == w[1], "input channels ", x[1], " != weight channels ", w[1]);
   const int64_t k = w[2], oh = out_side(x[2], k, stride, padding), ow = out_side(x[3], k, stride, padding);
-  Geometry g{x[0], x[1], x[2], x[3], w[0], k, stride, padding, oh, ow, act, alpha};
-  auto dst = paddle::empty({g.n, g.oc, oh, ow}, paddle::DataType::FLOAT32, src.place());
+  Geometry g{x[0], x[1], x[2], x[3], w[0], k, stride, padding, oh, ow, act, alpha, nhwc != 0};
+  auto dst = paddle::empty(shape_of(g.n, g.oc, oh, ow, nhwc), paddle::DataType::FLOAT32, src.place());
   run(FWD, g, src.data<float>(), wei.data<float>(), dst.data<float>());
   return {dst};
 }
@@ -253,44 +267,47 @@ std::vector<paddle::Tensor> ConvFwd(const paddle::Tensor& src, const paddle::Ten
 // diff_dst [n, oc, oh, ow], wei [oc, ic, k, k] -> diff_src [n, ic, ih, iw]
 // (act: then diff_src = act(diff_src), for the transposed convolution's forward)
 std::vector<paddle::Tensor> ConvBwdData(const paddle::Tensor& diff_dst, const paddle::Tensor& wei, int stride,
-                                        int padding, int ih, int iw, int act, float alpha) {
+                                        int padding, int ih, int iw, int act, float alpha, int nhwc) {
   check(diff_dst, "diff_dst"), check(wei, "weights");
-  auto y = diff_dst.shape(), w = wei.shape();
+  auto y = nchw_of(diff_dst.shape(), nhwc);
+  auto w = wei.shape();
   PD_CHECK(y[1] == w[0], "output channels ", y[1], " != weight count ", w[0]);
-  Geometry g{y[0], w[1], ih, iw, w[0], w[2], stride, padding, y[2], y[3], act, alpha};
+  Geometry g{y[0], w[1], ih, iw, w[0], w[2], stride, padding, y[2], y[3], act, alpha, nhwc != 0};
   PD_CHECK(out_side(ih, g.k, stride, padding) == y[2] && out_side(iw, g.k, stride, padding) == y[3],
            "input side does not match the output side");
-  auto diff_src = paddle::empty({g.n, g.ic, ih, iw}, paddle::DataType::FLOAT32, diff_dst.place());
+  auto diff_src = paddle::empty(shape_of(g.n, g.ic, ih, iw, nhwc), paddle::DataType::FLOAT32, diff_dst.place());
   run(BWD_DATA, g, diff_dst.data<float>(), wei.data<float>(), diff_src.data<float>());
   return {diff_src};
 }
 
 // src [n, ic, ih, iw], diff_dst [n, oc, oh, ow] -> diff_wei [oc, ic, k, k]
 std::vector<paddle::Tensor> ConvBwdWeights(const paddle::Tensor& src, const paddle::Tensor& diff_dst, int stride,
-                                           int padding, int kernel) {
+                                           int padding, int kernel, int nhwc) {
   check(src, "src"), check(diff_dst, "diff_dst");
-  auto x = src.shape(), y = diff_dst.shape();
+  auto x = nchw_of(src.shape(), nhwc), y = nchw_of(diff_dst.shape(), nhwc);
   PD_CHECK(x[0] == y[0], "batch sizes differ");
-  Geometry g{x[0], x[1], x[2], x[3], y[1], kernel, stride, padding, y[2], y[3]};
+  Geometry g{x[0], x[1], x[2], x[3], y[1], kernel, stride, padding, y[2], y[3], 0, 0.f, nhwc != 0};
   PD_CHECK(out_side(x[2], kernel, stride, padding) == y[2], "input side does not match the output side");
   auto diff_wei = paddle::empty({g.oc, g.ic, kernel, kernel}, paddle::DataType::FLOAT32, src.place());
   run(BWD_WEIGHTS, g, src.data<float>(), diff_dst.data<float>(), diff_wei.data<float>());
   return {diff_wei};
 }
 
-std::vector<std::vector<int64_t>> ConvFwdShape(const std::vector<int64_t>& x, const std::vector<int64_t>& w,
-                                               int stride, int padding, int act, float alpha) {
-  return {{x[0], w[0], out_side(x[2], w[2], stride, padding), out_side(x[3], w[3], stride, padding)}};
+std::vector<std::vector<int64_t>> ConvFwdShape(const std::vector<int64_t>& xs, const std::vector<int64_t>& w,
+                                               int stride, int padding, int act, float alpha, int nhwc) {
+  auto x = nchw_of(xs, nhwc);
+  return {shape_of(x[0], w[0], out_side(x[2], w[2], stride, padding), out_side(x[3], w[3], stride, padding), nhwc)};
 }
 
-std::vector<std::vector<int64_t>> ConvBwdDataShape(const std::vector<int64_t>& y, const std::vector<int64_t>& w,
-                                                   int stride, int padding, int ih, int iw, int act, float alpha) {
-  return {{y[0], w[1], ih, iw}};
+std::vector<std::vector<int64_t>> ConvBwdDataShape(const std::vector<int64_t>& ys, const std::vector<int64_t>& w,
+                                                   int stride, int padding, int ih, int iw, int act, float alpha,
+                                                   int nhwc) {
+  return {shape_of(ys[0], w[1], ih, iw, nhwc)};
 }
 
-std::vector<std::vector<int64_t>> ConvBwdWeightsShape(const std::vector<int64_t>& x, const std::vector<int64_t>& y,
-                                                      int stride, int padding, int kernel) {
-  return {{y[1], x[1], kernel, kernel}};
+std::vector<std::vector<int64_t>> ConvBwdWeightsShape(const std::vector<int64_t>& xs, const std::vector<int64_t>& ys,
+                                                      int stride, int padding, int kernel, int nhwc) {
+  return {{nchw_of(ys, nhwc)[1], nchw_of(xs, nhwc)[1], kernel, kernel}};
 }
 
 std::vector<paddle::DataType> SameDtype(const paddle::DataType& a, const paddle::DataType& b) { return {a}; }
@@ -298,7 +315,7 @@ std::vector<paddle::DataType> SameDtype(const paddle::DataType& a, const paddle:
 PD_BUILD_OP(dnnl_conv_fwd)
     .Inputs({"Src", "Wei"})
     .Outputs({"Dst"})
-    .Attrs({"stride: int", "padding: int", "act: int", "alpha: float"})
+    .Attrs({"stride: int", "padding: int", "act: int", "alpha: float", "nhwc: int"})
     .SetKernelFn(PD_KERNEL(ConvFwd))
     .SetInferShapeFn(PD_INFER_SHAPE(ConvFwdShape))
     .SetInferDtypeFn(PD_INFER_DTYPE(SameDtype));
@@ -306,7 +323,7 @@ PD_BUILD_OP(dnnl_conv_fwd)
 PD_BUILD_OP(dnnl_conv_bwd_data)
     .Inputs({"DiffDst", "Wei"})
     .Outputs({"DiffSrc"})
-    .Attrs({"stride: int", "padding: int", "ih: int", "iw: int", "act: int", "alpha: float"})
+    .Attrs({"stride: int", "padding: int", "ih: int", "iw: int", "act: int", "alpha: float", "nhwc: int"})
     .SetKernelFn(PD_KERNEL(ConvBwdData))
     .SetInferShapeFn(PD_INFER_SHAPE(ConvBwdDataShape))
     .SetInferDtypeFn(PD_INFER_DTYPE(SameDtype));
@@ -314,7 +331,7 @@ PD_BUILD_OP(dnnl_conv_bwd_data)
 PD_BUILD_OP(dnnl_conv_bwd_weights)
     .Inputs({"Src", "DiffDst"})
     .Outputs({"DiffWei"})
-    .Attrs({"stride: int", "padding: int", "kernel: int"})
+    .Attrs({"stride: int", "padding: int", "kernel: int", "nhwc: int"})
     .SetKernelFn(PD_KERNEL(ConvBwdWeights))
     .SetInferShapeFn(PD_INFER_SHAPE(ConvBwdWeightsShape))
     .SetInferDtypeFn(PD_INFER_DTYPE(SameDtype));
@@ -339,8 +356,8 @@ std::map<std::vector<int64_t>, std::unique_ptr<BatchNorm>> bn_cache;
 
 // global: the running statistics (eval mode), else the batch's; fnr: oneDNN's fuse_norm_relu (ReLU inside the
 // normalization, its mask kept in a workspace for the backward pass)
-BatchNorm& batch_norm(const std::vector<int64_t>& s, bool global, bool fnr, float eps) {
-  auto& slot = bn_cache[{s[0], s[1], s[2], s[3], global, fnr, static_cast<int64_t>(eps * 1e12f)}];
+BatchNorm& batch_norm(const std::array<int64_t, 4>& s, bool global, bool fnr, float eps, int nhwc) {
+  auto& slot = bn_cache[{s[0], s[1], s[2], s[3], global, fnr, static_cast<int64_t>(eps * 1e12f), nhwc}];
   if (!slot) {
     auto e = std::make_unique<BatchNorm>();
     using f = dnnl::normalization_flags;
@@ -349,7 +366,7 @@ BatchNorm& batch_norm(const std::vector<int64_t>& s, bool global, bool fnr, floa
     if (fnr) flags = flags | f::fuse_norm_relu;
     dnnl::primitive_attr attr;
     attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-    e->data_md = plain({s[0], s[1], s[2], s[3]}, tag::nchw);
+    e->data_md = plain({s[0], s[1], s[2], s[3]}, nhwc ? tag::nhwc : tag::nchw);
     e->stat_md = plain({s[1]}, tag::a);
     auto fpd = dnnl::batch_normalization_forward::primitive_desc(eng(), dnnl::prop_kind::forward_training, e->data_md,
                                                                  e->data_md, eps, flags, attr);
@@ -393,19 +410,19 @@ std::vector<paddle::Tensor> EltwiseBwd(const paddle::Tensor& dy, const paddle::T
 // ones (returned as copies, for the backward pass)
 std::vector<paddle::Tensor> BnFwd(const paddle::Tensor& x, const paddle::Tensor& scale, const paddle::Tensor& shift,
                                   const paddle::Tensor& rmean, const paddle::Tensor& rvar, int training,
-                                  float momentum, float eps, int act, float alpha, int fnr) {
+                                  float momentum, float eps, int act, float alpha, int fnr, int nhwc) {
   check(x, "x");
   for (auto* t : {&scale, &shift, &rmean, &rvar}) check_any(*t, "a batch norm parameter");
-  const auto s = x.shape();
+  const auto s = nchw_of(x.shape(), nhwc);
   const int64_t c = s[1];
   PD_CHECK(scale.numel() == c && shift.numel() == c && rmean.numel() == c && rvar.numel() == c,
            "batch norm parameters must have ", c, " values");
   PD_CHECK(!fnr || (act == 1 && alpha == 0.f), "fuse_norm_relu is for ReLU only");
-  auto y = paddle::empty(s, paddle::DataType::FLOAT32, x.place());
+  auto y = paddle::empty(x.shape(), paddle::DataType::FLOAT32, x.place());
   auto mean = paddle::empty({c}, paddle::DataType::FLOAT32, x.place());
   auto var = paddle::empty({c}, paddle::DataType::FLOAT32, x.place());
   std::lock_guard<std::mutex> lock(mu);
-  BatchNorm& e = batch_norm(s, !training, fnr, eps);
+  BatchNorm& e = batch_norm(s, !training, fnr, eps, nhwc);
   auto ws = paddle::empty({static_cast<int64_t>(std::max<size_t>(e.ws_bytes, 1))}, paddle::DataType::UINT8,
                           x.place());
   grow_scratch(e.fwd_scratch_md);
@@ -437,15 +454,16 @@ std::vector<paddle::Tensor> BnFwd(const paddle::Tensor& x, const paddle::Tensor&
 // y: the forward's output (the activation's gradient is read from it); dx = dnorm(act'(y) * dy)
 std::vector<paddle::Tensor> BnBwd(const paddle::Tensor& x, const paddle::Tensor& y, const paddle::Tensor& dy,
                                   const paddle::Tensor& scale, const paddle::Tensor& mean, const paddle::Tensor& var,
-                                  const paddle::Tensor& ws, int training, float eps, int act, float alpha, int fnr) {
+                                  const paddle::Tensor& ws, int training, float eps, int act, float alpha, int fnr,
+                                  int nhwc) {
   check(x, "x"), check(y, "y"), check(dy, "dy");
-  const auto s = x.shape();
+  const auto s = nchw_of(x.shape(), nhwc);
   const int64_t c = s[1];
-  auto dx = paddle::empty(s, paddle::DataType::FLOAT32, x.place());
+  auto dx = paddle::empty(x.shape(), paddle::DataType::FLOAT32, x.place());
   auto dscale = paddle::empty({c}, paddle::DataType::FLOAT32, x.place());
   auto dshift = paddle::empty({c}, paddle::DataType::FLOAT32, x.place());
   std::lock_guard<std::mutex> lock(mu);
-  BatchNorm& e = batch_norm(s, !training, fnr, eps);
+  BatchNorm& e = batch_norm(s, !training, fnr, eps, nhwc);
   PD_CHECK(!e.ws_bytes || static_cast<size_t>(ws.numel()) == e.ws_bytes, "workspace size mismatch");
   const float* diff = dy.data<float>();
   if (act && !fnr) {  // the activation's gradient into dx, then the normalization's, in place
@@ -474,10 +492,12 @@ std::vector<std::vector<int64_t>> SameShape2(const std::vector<int64_t>& a, cons
 }
 std::vector<paddle::DataType> SameDtype1(const paddle::DataType& a) { return {a}; }
 
-std::vector<std::vector<int64_t>> BnFwdShape(const std::vector<int64_t>& x, const std::vector<int64_t>& c,
+std::vector<std::vector<int64_t>> BnFwdShape(const std::vector<int64_t>& x, const std::vector<int64_t>&,
                                              const std::vector<int64_t>&, const std::vector<int64_t>&,
-                                             const std::vector<int64_t>&, int, float, float, int, float, int) {
-  return {x, {x[1]}, {x[1]}, {-1}};
+                                             const std::vector<int64_t>&, int, float, float, int, float, int,
+                                             int nhwc) {
+  const int64_t c = nchw_of(x, nhwc)[1];
+  return {x, {c}, {c}, {-1}};
 }
 std::vector<paddle::DataType> BnFwdDtype(const paddle::DataType& a, const paddle::DataType&,
                                          const paddle::DataType&, const paddle::DataType&,
@@ -487,8 +507,9 @@ std::vector<paddle::DataType> BnFwdDtype(const paddle::DataType& a, const paddle
 std::vector<std::vector<int64_t>> BnBwdShape(const std::vector<int64_t>& x, const std::vector<int64_t>&,
                                              const std::vector<int64_t>&, const std::vector<int64_t>&,
                                              const std::vector<int64_t>&, const std::vector<int64_t>&,
-                                             const std::vector<int64_t>&, int, float, int, float, int) {
-  return {x, {x[1]}, {x[1]}};
+                                             const std::vector<int64_t>&, int, float, int, float, int, int nhwc) {
+  const int64_t c = nchw_of(x, nhwc)[1];
+  return {x, {c}, {c}};
 }
 std::vector<paddle::DataType> BnBwdDtype(const paddle::DataType& a, const paddle::DataType&,
                                          const paddle::DataType&, const paddle::DataType&,
@@ -516,7 +537,7 @@ PD_BUILD_OP(dnnl_eltwise_bwd)
 PD_BUILD_OP(dnnl_bn_fwd)
     .Inputs({"X", "Scale", "Shift", "RunningMean", "RunningVar"})
     .Outputs({"Y", "Mean", "Var", "Workspace"})
-    .Attrs({"training: int", "momentum: float", "eps: float", "act: int", "alpha: float", "fnr: int"})
+    .Attrs({"training: int", "momentum: float", "eps: float", "act: int", "alpha: float", "fnr: int", "nhwc: int"})
     .SetKernelFn(PD_KERNEL(BnFwd))
     .SetInferShapeFn(PD_INFER_SHAPE(BnFwdShape))
     .SetInferDtypeFn(PD_INFER_DTYPE(BnFwdDtype));
@@ -524,7 +545,7 @@ PD_BUILD_OP(dnnl_bn_fwd)
 PD_BUILD_OP(dnnl_bn_bwd)
     .Inputs({"X", "Y", "DiffY", "Scale", "Mean", "Var", "Workspace"})
     .Outputs({"DiffX", "DiffScale", "DiffShift"})
-    .Attrs({"training: int", "eps: float", "act: int", "alpha: float", "fnr: int"})
+    .Attrs({"training: int", "eps: float", "act: int", "alpha: float", "fnr: int", "nhwc: int"})
     .SetKernelFn(PD_KERNEL(BnBwd))
     .SetInferShapeFn(PD_INFER_SHAPE(BnBwdShape))
     .SetInferDtypeFn(PD_INFER_DTYPE(BnBwdDtype));

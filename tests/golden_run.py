@@ -1,7 +1,8 @@
 """The golden run: a fixed-seed tiny training (ngf = ndf = 8, 12 iterations, --save-every 4, stopped at 8 and
 resumed) and generator.py on its result, reduced to a fingerprint that must not change when code moves.
 
-    python tests/golden_run.py --write     # record tests/data/golden_run.json (both convolution backends)
+    python tests/golden_run.py --write              # record tests/data/golden_run.json (every backend)
+    python tests/golden_run.py --write onednn-fused # re-record one backend, keeping the others
 
 The fingerprint holds, per backend, every checkpoint tensor (optimizer state as a multiset: its tensor names are an
 implementation detail), the generator file (tensors and metadata), log.csv less its img/s column, the sample grids
@@ -29,7 +30,13 @@ sys.path.insert(0, str(HERE))
 from conftest import ROOT, make_faces  # noqa: E402
 
 GOLDEN = HERE / "data" / "golden_run.json"
-BACKENDS = {"paddle": {"DCGAN_ONEDNN": "0"}, "onednn": {"DCGAN_ONEDNN": "1"}}
+# paddle: Paddle's kernels; onednn: the oneDNN convolutions alone (recorded before the house refactor, when they were
+# the default); onednn-fused: the default oneDNN path (onednn_conv.DEFAULT_FUSIONS; None = the variable unset)
+BACKENDS = {
+    "paddle": {"DCGAN_ONEDNN": "0"},
+    "onednn": {"DCGAN_ONEDNN": "1", "DCGAN_ONEDNN_FUSE": "none"},
+    "onednn-fused": {"DCGAN_ONEDNN": "1", "DCGAN_ONEDNN_FUSE": None},
+}
 TRAIN = ["--batch-size", "8", "--ngf", "8", "--ndf", "8", "--nz", "16", "--epochs", "2", "--seed", "3"]
 TRAIN += ["--save-every", "4", "--no-progress"]
 GENERATE = ["--num", "6", "--seed", "5", "--interpolate", "4", "--pairs", "2"]
@@ -111,7 +118,9 @@ def run(backend: str, workdir: Path) -> dict:
     # the thread counts decide the summation order: fixed here (and OMP_NUM_THREADS, which `import paddle` sets to 1
     # in its own process and so in every child of a test process, removed)
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
-    env.update(BACKENDS[backend], MKL_NUM_THREADS="2")
+    env.update({k: v for k, v in BACKENDS[backend].items() if v is not None}, MKL_NUM_THREADS="2")
+    for k in [k for k, v in BACKENDS[backend].items() if v is None]:
+        env.pop(k, None)
     base = [sys.executable, str(ROOT / "train.py"), "--data", str(data), "--out", str(out), *TRAIN]
     for cmd in (
         [*base, "--max-iters", "8"],
@@ -122,7 +131,7 @@ def run(backend: str, workdir: Path) -> dict:
         r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
         if r.returncode:
             raise RuntimeError(f"{' '.join(cmd)} failed:\n{r.stdout}\n{r.stderr}")
-        if backend == "onednn" and cmd[1].endswith("train.py") and "onednn_conv" not in r.stdout:
+        if backend.startswith("onednn") and cmd[1].endswith("train.py") and "onednn_conv" not in r.stdout:
             raise RuntimeError(f"the oneDNN backend did not run:\n{r.stdout}")
     return fingerprint(out, faces)
 
@@ -148,10 +157,14 @@ def compare(expected: dict, found: dict, exact: bool) -> list[str]:
 
 
 def main() -> None:
-    if sys.argv[1:] != ["--write"]:
+    if sys.argv[1:2] != ["--write"] or not set(sys.argv[2:]) <= set(BACKENDS):
         sys.exit(__doc__)
     golden = {"machine": machine(), "backends": {}}
-    for backend in BACKENDS:
+    if sys.argv[2:]:  # only these: the others as recorded (on this machine)
+        golden = json.loads(GOLDEN.read_text())
+        if golden["machine"] != machine():
+            sys.exit(f"{GOLDEN} was recorded on {golden['machine']}: re-record every backend here")
+    for backend in sys.argv[2:] or BACKENDS:
         with tempfile.TemporaryDirectory() as tmp:
             golden["backends"][backend] = run(backend, Path(tmp))
     GOLDEN.write_text(json.dumps(golden, indent=1, sort_keys=True) + "\n")

@@ -24,7 +24,7 @@ def conv_inputs(ngf: int, ndf: int, nz: int = 100, batch: int = 2):
     seen = []
     convs = [m for net in (G, D) for m in net.sublayers() if isinstance(m, (network.Conv2D, network.Conv2DTranspose))]
     hooks = [m.register_forward_pre_hook(lambda layer, inputs: seen.append((layer, inputs[0].shape))) for m in convs]
-    with paddle.no_grad():
+    with paddle.no_grad(), _env("DCGAN_ONEDNN", "0"):  # NCHW shapes whatever the fusions
         D(G(paddle.zeros([batch, nz, 1, 1])))
     for h in hooks:
         h.remove()
@@ -36,9 +36,15 @@ def close(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(a - b).max() / max(1.0, np.abs(b).max()))
 
 
+def nhwc(fn):
+    """fn on [n, h, w, c] tensors, seen from NCHW: transposed in and out (autograd goes through the transposes)."""
+    return lambda x: fn(x.transpose([0, 2, 3, 1])).transpose([0, 3, 1, 2])
+
+
 @needs_onednn
 @pytest.mark.parametrize("ngf", [64, 8])
-def test_every_layer_matches_paddle_forward_and_backward(ngf):
+@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
+def test_every_layer_matches_paddle_forward_and_backward(ngf, layout):
     layers = conv_inputs(ngf, ngf)
     assert len(layers) == 10
     kinds = [type(layer).__name__ for layer, _ in layers]
@@ -49,7 +55,10 @@ def test_every_layer_matches_paddle_forward_and_backward(ngf):
         results = []
         for use in (True, False):  # the oneDNN forward, then the parent class's (Paddle's kernels)
             x = paddle.to_tensor(x0, stop_gradient=False)
-            y = layer(x) if use else super(type(layer), layer).forward(x)
+            if not use:
+                y = super(type(layer), layer).forward(x)
+            else:
+                y = nhwc(lambda t, layer=layer: layer(t, nhwc=True))(x) if layout == "nhwc" else layer(x)
             dy = paddle.to_tensor(np.random.default_rng(1).standard_normal(y.shape).astype("float32"))
             dx, dw = paddle.grad(y, [x, layer.weight], dy)
             results.append([t.numpy() for t in (y, dx, dw)])
@@ -250,31 +259,15 @@ def paddle_act(act_layer):
 @pytest.mark.parametrize("mode", ["train", "eval"])
 def test_fused_blocks_match_paddles_kernels(ngf, mode):
     """Every fusion point of G and D (convolution + activation post-op, BatchNorm + activation with and without
-    fuse_norm_relu, activations alone): forward, input gradient and parameter gradients within 1e-5 of Paddle's own
+    fuse_norm_relu, activations alone), on NCHW and on NHWC tensors (and Paddle's own BatchNorm on NHWC, the "nhwc"
+    fusion's path without "bn"): forward, input gradient and parameter gradients within 1e-5 of Paddle's own NCHW
     kernels, and the running statistics after a training forward equal."""
     rng = np.random.default_rng(0)
-    checked = {"postop": 0, "bn": 0, "act": 0, "normrelu": 0}
+    checked = {}
     for layer, nxt, shape in block_inputs(ngf):
         layer.train() if mode == "train" else layer.eval()
-        act = onednn_conv.act_of(nxt)
         x0 = rng.standard_normal(shape).astype("float32")
-        cases = []  # (lever, fused fn, reference fn, params)
-        if isinstance(layer, (network.Conv2D, network.Conv2DTranspose)) and act:
-            # the reference: the same oneDNN convolution (tested against Paddle's above), then Paddle's activation
-            # kernel; against Paddle's convolution a pre-activation within rounding of 0 can take the other side of
-            # LeakyReLU's kink, and its gradient jumps there by design
-            ref = lambda x, layer=layer, nxt=nxt: nxt(layer(x))  # noqa: E731
-            cases.append(("postop", lambda x, layer=layer, act=act: layer(x, act=act), ref, [layer.weight]))
-        if isinstance(layer, network.BatchNorm2D):
-            ref = lambda x, layer=layer, nxt=nxt: nxt(paddle.nn.BatchNorm2D.forward(layer, x))  # noqa: E731
-            params = [layer.weight, layer.bias]
-            cases.append(("bn", lambda x, layer=layer, act=act: layer(x, act=act), ref, params))
-            if act == (1, 0.0) and mode == "train":
-                cases.append(("normrelu", lambda x, layer=layer: layer(x, act=(1, 0.0), fnr=True), ref, params))
-        own = onednn_conv.act_of(layer)
-        if own:
-            cases.append(("act", lambda x, own=own: onednn_conv.activation(x, own), layer, []))
-        for lever, fused, ref, params in cases:
+        for lever, fused, ref, params in fusion_cases(layer, nxt, mode):
             stats = []
             results = []
             for fn in (fused, ref):
@@ -293,9 +286,41 @@ def test_fused_blocks_match_paddles_kernels(ngf, mode):
                     assert close(a, b) < 1e-6, f"{layer}: running statistics differ by {close(a, b):.2e}"
                 if mode == "eval":
                     assert np.all(stats[0][0] == np.float32(0.1)), "eval mode must not touch the running mean"
-            checked[lever] += 1
-    bn_layers = 4 + 3
-    assert checked == {"postop": 3, "bn": bn_layers, "act": 10, "normrelu": 4 if mode == "train" else 0}
+            checked[lever] = checked.get(lever, 0) + 1
+    bn_layers, relu_bn = 4 + 3, 4 if mode == "train" else 0
+    expect = {"postop": 3, "bn": bn_layers, "act": 10, "normrelu": relu_bn}
+    expect |= {"postop nhwc": 3, "bn nhwc": bn_layers, "normrelu nhwc": relu_bn, "paddle bn nhwc": bn_layers}
+    assert checked == {k: v for k, v in expect.items() if v}
+
+
+def fusion_cases(layer, nxt, mode: str) -> list[tuple]:
+    """(lever, fused fn, reference fn, params) for one layer of G or D and the layer after it: each fusion that
+    applies there, on NCHW and on NHWC tensors."""
+    act = onednn_conv.act_of(nxt)
+    cases = []
+    if isinstance(layer, (network.Conv2D, network.Conv2DTranspose)) and act:
+        # the reference: the same oneDNN convolution (tested against Paddle's above), then Paddle's activation
+        # kernel; against Paddle's convolution a pre-activation within rounding of 0 can take the other side of
+        # LeakyReLU's kink, and its gradient jumps there by design
+        ref = lambda x, layer=layer, nxt=nxt: nxt(layer(x))  # noqa: E731
+        fused = lambda x, layer=layer, act=act, **kw: layer(x, act=act, **kw)  # noqa: E731
+        cases += [("postop", fused, ref, [layer.weight])]
+        cases += [("postop nhwc", nhwc(lambda x, f=fused: f(x, nhwc=True)), ref, [layer.weight])]
+    if isinstance(layer, network.BatchNorm2D):
+        ref = lambda x, layer=layer, nxt=nxt: nxt(paddle.nn.BatchNorm2D.forward(layer, x))  # noqa: E731
+        params = [layer.weight, layer.bias]
+        fused = lambda x, layer=layer, act=act, **kw: layer(x, act=act, **kw)  # noqa: E731
+        cases += [("bn", fused, ref, params), ("bn nhwc", nhwc(lambda x, f=fused: f(x, nhwc=True)), ref, params)]
+        own = lambda x, layer=layer, nxt=nxt: nxt(layer.paddle_forward(x, nhwc=True))  # noqa: E731
+        cases += [("paddle bn nhwc", nhwc(own), ref, params)]
+        if act == (1, 0.0) and mode == "train":
+            fnr = lambda x, layer=layer, **kw: layer(x, act=(1, 0.0), fnr=True, **kw)  # noqa: E731
+            cases += [("normrelu", fnr, ref, params)]
+            cases += [("normrelu nhwc", nhwc(lambda x, f=fnr: f(x, nhwc=True)), ref, params)]
+    own = onednn_conv.act_of(layer)
+    if own:
+        cases.append(("act", lambda x, own=own: onednn_conv.activation(x, own), layer, []))
+    return cases
 
 
 @needs_onednn
@@ -317,7 +342,10 @@ def test_running_statistics_follow_paddles_formula():
 
 
 @needs_onednn
-@pytest.mark.parametrize("fuse", ["none", "postop", "bn", "act", "bn,act", "all"])
+@pytest.mark.parametrize(
+    "fuse",
+    ["none", "postop", "bn", "act", "bn,act", "postop,bn,act,normrelu", "nhwc", "nhwc,act", "nhwc,bn,act", "all"],
+)
 def test_whole_networks_match_with_each_fusion(fuse):
     """G and D end to end, training mode, each fusion alone and all: outputs, every parameter gradient and the
     running statistics agree with Paddle's kernels (DCGAN_ONEDNN=0)."""
@@ -357,8 +385,8 @@ def test_fused_ops_do_run(monkeypatch):
     calls = []
     for op in onednn_conv.OPS:
         orig = getattr(onednn_conv._ops, op)
-        monkeypatch.setattr(onednn_conv._ops, op, lambda *a, orig=orig, op=op: calls.append((op, a[-2:])) or orig(*a))
-    monkeypatch.setenv(onednn_conv.FUSE_ENV, "postop,bn,act")  # (off by default: they measured slower)
+        monkeypatch.setattr(onednn_conv._ops, op, lambda *a, orig=orig, op=op: calls.append((op, a[-3:-1])) or orig(*a))
+    monkeypatch.setenv(onednn_conv.FUSE_ENV, "postop,bn,act")
     G, D = Generator(nz=16, ngf=8), Discriminator(ndf=8)
     D(G(paddle.randn([2, 16, 1, 1]))).sum().backward()
     names = [c[0] for c in calls]
@@ -382,3 +410,47 @@ def test_fallback_is_paddles_own_layers(monkeypatch):
     G, D = Generator(nz=16, ngf=8), Discriminator(ndf=8)
     D(G(paddle.randn([2, 16, 1, 1]))).sum().backward()
     assert all(isinstance(m, paddle.nn.BatchNorm2D) for m in G.main if "BatchNorm" in type(m).__name__)
+
+
+@needs_onednn
+def test_nhwc_chain_runs_every_op_on_nhwc_and_keeps_nchw_outside(monkeypatch):
+    """DCGAN_ONEDNN_FUSE=nhwc: every convolution and BatchNorm op of G and D, forward and backward, runs on [n, h, w,
+    c] tensors; G's image, D's input and D's output keep their shapes."""
+    calls = []
+    ops = ("dnnl_conv_fwd", "dnnl_conv_bwd_data", "dnnl_conv_bwd_weights", "dnnl_bn_fwd", "dnnl_bn_bwd")
+    for op in ops:
+        orig = getattr(onednn_conv._ops, op)
+        monkeypatch.setattr(onednn_conv._ops, op, lambda *a, orig=orig, op=op: calls.append((op, a[-1])) or orig(*a))
+    monkeypatch.setenv(onednn_conv.FUSE_ENV, "nhwc,bn")
+    G, D = Generator(nz=16, ngf=8), Discriminator(ndf=8)
+    img = G(paddle.randn([2, 16, 1, 1]))
+    assert img.shape == [2, 3, 64, 64]
+    out = D(img)
+    assert out.shape == [2]
+    out.sum().backward()
+    assert {op for op, _ in calls} == set(ops)
+    assert all(flag == 1 for _, flag in calls)
+
+
+@needs_onednn
+def test_a_layer_of_someone_elses_in_the_chain_keeps_it_nchw(monkeypatch):
+    """A layer network.py does not know (here: a pass-through that records what it sees) turns the NHWC path off for
+    its chain: it gets [n, c, h, w], as on a GPU; the outputs still match Paddle's kernels."""
+    seen = []
+
+    class Look(paddle.nn.Layer):
+        def forward(self, x):
+            seen.append(x.shape)
+            return x
+
+    monkeypatch.delenv(onednn_conv.FUSE_ENV, raising=False)
+    assert "nhwc" in onednn_conv.fusions()  # the default
+    G = Generator(nz=16, ngf=8)
+    G.main = paddle.nn.Sequential(*list(G.main)[:3], Look(), *list(G.main)[3:])
+    z = paddle.randn([2, 16, 1, 1])
+    y = G(z)
+    assert seen == [[2, 64, 4, 4]]  # ngf * 8 channels, NCHW
+    with _env("DCGAN_ONEDNN", "0"):
+        assert close(y.numpy(), G(z).numpy()) < 1e-5
+    assert network._runs_nhwc(G.main[0]) and not network._runs_nhwc(Look())
+    assert not network._runs_nhwc(paddle.nn.BatchNorm2D(4))  # Paddle's own class: not ours

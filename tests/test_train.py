@@ -112,6 +112,27 @@ def test_step_matches_the_textbook_step_bit_for_bit(tmp_path, faces):
 # -- outputs ------------------------------------------------------------------------------------
 
 
+def test_loss_png_is_drawn_at_most_every_ten_seconds_and_always_at_the_end(tmp_path, faces, monkeypatch):
+    """loss.png takes ~0.3 s to draw, longer than a demo epoch's iterations: at an epoch's end it is redrawn only when
+    runlog.PLOT_EVERY_S have passed since the last one; the run's last picture has every iteration."""
+    import runlog
+
+    drawn = []
+    monkeypatch.setattr(runlog, "plot_history", lambda h, path, per_epoch: drawn.append(len(h["d_loss"])))
+    history = train(tiny(tmp_path, faces, epochs=3))  # 6 iterations an epoch, well under 10 s each
+    assert drawn == [6, 18] == [6, len(history["d_loss"])]
+
+    clock = [100.0]
+    monkeypatch.setattr(runlog.time, "perf_counter", lambda: clock[0])
+    drawn.clear()
+    log = runlog.RunLog(tmp_path / "out", history, per_epoch=6, total=18)
+    for t, force in ((100.0, False), (105.0, False), (105.0, True), (114.9, False), (115.0, False)):
+        clock[0] = t
+        log.plot(force=force)
+    log.close()
+    assert len(drawn) == 3  # at 100 (the first), 105 (forced), 115 (10 s after the last)
+
+
 def test_short_run_writes_every_output(tmp_path, faces):
     cfg = tiny(tmp_path, faces, sample_every=4)
     history = train(cfg)
