@@ -80,6 +80,7 @@ class TrainConfig:
     overwrite: bool = flag(False, f"start afresh even if OUT/{CHECKPOINT_FILE} exists")
     save_every: int = flag(0, "also checkpoint every N iterations (0: only each epoch)")
     sample_every: int = flag(0, "also write a sample grid every N iterations (0: only each epoch)")
+    epoch_grids: bool = flag(True, "a sample grid at each epoch's end (--no-epoch-grids: --sample-every's, the last)")
     num_workers: int = flag(0, "DataLoader worker processes")
     max_iters: int = flag(0, "stop when the iteration count (across resumes) reaches N; 0: no limit")
     progress: bool = flag(True, "show a progress bar")
@@ -308,11 +309,12 @@ def loop(cfg: TrainConfig, trainer: Trainer, loader, log: runlog.RunLog, out: Pa
             trainer.iteration = it = it + 1
             if watch:
                 watch.beat()
-            if cfg.sample_every and it % cfg.sample_every == 0:
+            if (cfg.sample_every and it % cfg.sample_every == 0) or (it == total and not cfg.epoch_grids):
                 grid(trainer, log, f"iter_{it:06d}.png")
             if it % per_epoch == 0:  # a whole epoch: its grid, plot and checkpoint
                 batches = None
-                grid(trainer, log, f"epoch_{it // per_epoch:03d}.png")
+                if cfg.epoch_grids:
+                    grid(trainer, log, f"epoch_{it // per_epoch:03d}.png")
                 log.plot(force=it == total)
                 save(trainer, log, out, per_epoch)
             elif it == total or (cfg.save_every and it % cfg.save_every == 0):
@@ -320,7 +322,8 @@ def loop(cfg: TrainConfig, trainer: Trainer, loader, log: runlog.RunLog, out: Pa
         if watch:  # the time rank 0 took to write files is not an iteration's
             watch.beat(iteration_ended=False)
     if trainer.iteration % per_epoch and log.done:  # stopped mid-epoch (--max-iters): a picture of where it got
-        grid(trainer, log, f"iter_{trainer.iteration:06d}.png")
+        if cfg.epoch_grids:  # (without them the loop drew the last iteration's)
+            grid(trainer, log, f"iter_{trainer.iteration:06d}.png")
         log.plot(force=True)
 
 

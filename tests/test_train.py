@@ -112,6 +112,16 @@ def test_step_matches_the_textbook_step_bit_for_bit(tmp_path, faces):
 # -- outputs ------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("every, grids", [(4, [4, 8, 12]), (5, [5, 10, 12]), (0, [12])])
+def test_no_epoch_grids_draws_the_sample_every_ones_and_the_last(tmp_path, faces, every, grids):
+    """--no-epoch-grids (the demo: its epochs are 6 iterations): no epoch_*.png, a grid every --sample-every
+    iterations and one of the last iteration; the checkpoints stay at each epoch."""
+    train(tiny(tmp_path, faces, epoch_grids=False, sample_every=every))  # 6 iterations an epoch, 12 in all
+    names = sorted(p.name for p in (tmp_path / "out" / "samples").iterdir())
+    assert names == [f"iter_{i:06d}.png" for i in grids]
+    assert (tmp_path / "out" / "checkpoint.safetensors").is_file()
+
+
 def test_loss_png_is_drawn_at_most_every_ten_seconds_and_always_at_the_end(tmp_path, faces, monkeypatch):
     """loss.png takes ~0.3 s to draw, longer than a demo epoch's iterations: at an epoch's end it is redrawn only when
     runlog.PLOT_EVERY_S have passed since the last one; the run's last picture has every iteration."""
