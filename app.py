@@ -38,7 +38,7 @@ import numpy as np
 # Completion's preset for a web page: complete.py's --fast setting (complete.FAST, chosen by measurement for seconds
 # a face on a CPU) instead of its 1500 iterations x 8 starts
 FAST = {
-    "iters": 600,
+    "iters": 1100,
     "restarts": 2,
     "lr": 0.1,
     "schedule": "cosine",

@@ -54,7 +54,7 @@ from arithmetic import Arithmetic, arithmetic, parse_arithmetic  # noqa: F401  (
 from arithmetic import run as arithmetic_run
 from faces import MAX_PIXELS, SIZE, make_grid, open_packed, read_folder, save_png, to_float, to_images, to_uint8
 from modelfile import CHECKPOINT_FILE, models_of
-from network import Discriminator, Generator
+from network import Discriminator, Generator, frozen_weights
 
 WINDOW = 7  # the paper: "We use a window size of 7 in all experiments"
 MASKS = ("center", "left", "eyes", "mouth", "random", "grid", "file:PATH")
@@ -66,10 +66,10 @@ PSNR_CAP = 100.0
 GRID_COLS = 8
 EPS = 1e-6  # keeps log(1 - D) finite when D is sure
 # the interactive setting (--fast, the web app's default), chosen by measurement (docs/performance.md, "The fast
-# setting"): 2 starts, 600 steps from a large step size down a cosine to a small one (fast into the basin, then
+# setting"): 2 starts, 1100 steps from a large step size down a cosine to a small one (fast into the basin, then
 # precise), no prior term (D's forward and backward would halve the steps that fit in the time: the hole PSNR on real
 # faces did not need it), no early stop (the last small steps are the ones that make a face G can draw exact)
-FAST = dict(iters=600, restarts=2, lr=0.1, schedule="cosine", lam=0.0, patience=0)
+FAST = dict(iters=1100, restarts=2, lr=0.1, schedule="cosine", lam=0.0, patience=0)
 SCHEDULES = ("constant", "cosine")
 COSINE_END = 0.005  # the cosine schedule's last step size, a share of --lr
 TOL = 1e-3  # early stopping: an improvement is a drop of more than this share of a start's best loss
@@ -109,7 +109,7 @@ class CompleteConfig:
         default=False,
         metadata={
             "help": "the interactive setting, seconds a face on a CPU: --iters, --restarts, --lr, --schedule, --lam "
-            "and --patience from FAST (600 x 2, cosine from 0.1, no prior term)"
+            "and --patience from FAST (1100 x 2, cosine from 0.1, no prior term)"
         },
     )
     blend: str = field(
@@ -292,7 +292,8 @@ def _on_sphere(z: np.ndarray | paddle.Tensor, nz: int):
 @contextlib.contextmanager
 def frozen(*models):
     """The models in eval mode (BatchNorm's running statistics: a face does not depend on its batch-mates) with no
-    parameter gradients (the search's gradients are for z only); their modes are restored afterwards."""
+    parameter gradients (the search's gradients are for z only) and, as nothing changes their weights meanwhile,
+    oneDNN's reordered weights kept across steps (network.frozen_weights); their modes are restored afterwards."""
     models = [m for m in models if m is not None]
     was = [(m.training, [(p, p.stop_gradient) for p in m.parameters()]) for m in models]
     try:
@@ -300,7 +301,8 @@ def frozen(*models):
             m.eval()
             for p, _ in params:
                 p.stop_gradient = True
-        yield
+        with frozen_weights():
+            yield
     finally:
         for m, (training, params) in zip(models, was, strict=True):
             if training:
@@ -394,7 +396,7 @@ def search(
     check_schedule(schedule)
 
     def loss_of(x: paddle.Tensor, rows: slice) -> paddle.Tensor:  # [rows]
-        contextual = (w[rows] * (x - target[rows]).abs()).sum(axis=[1, 2, 3])
+        contextual = (_rows(w, rows) * (x - _rows(target, rows)).abs()).sum(axis=[1, 2, 3])
         if lam <= 0:
             return contextual
         return contextual + lam * paddle.log(1.0 - D(x).clip(max=1.0 - EPS))
@@ -432,14 +434,20 @@ def through_chunks(G: Generator, z: paddle.Tensor, loss_of, chunk: int, grad: bo
     losses, xs = [], []
     for a in range(0, z.shape[0], chunk):
         rows = slice(a, min(a + chunk, z.shape[0]))
-        x = G(z[rows])
+        x = G(_rows(z, rows))
         loss = loss_of(x, rows)
         if grad:
             loss.sum().backward()
         else:
             xs.append(x.numpy())
         losses.append(loss.detach())
-    return paddle.concat(losses), (np.concatenate(xs) if xs else None)
+    return (losses[0] if len(losses) == 1 else paddle.concat(losses)), (np.concatenate(xs) if xs else None)
+
+
+def _rows(t: paddle.Tensor, rows: slice) -> paddle.Tensor:
+    """t[rows]; t itself when the rows are all of it (one chunk, as on a CPU): no slice op and gradient node in each
+    of the search's thousands of steps."""
+    return t if (rows.start, rows.stop) == (0, t.shape[0]) else t[rows]
 
 
 def rows_per_chunk(G: Generator, D: Discriminator | None, rows: int) -> int:

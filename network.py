@@ -19,6 +19,7 @@ from here too); an old pickled .pdparams of your own converts with
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from dataclasses import dataclass, field
 
@@ -67,6 +68,13 @@ def conv_backend(place: str | None = None) -> str:
     return f"{onednn_conv.status()} (onednn_conv)"
 
 
+def frozen_weights():
+    """A scope in which the frozen parameters (stop_gradient set) of the models run in it keep their values (the
+    caller's promise): on oneDNN their weights are reordered into the convolutions' layout once instead of at every
+    call (onednn_conv.frozen_weights); a no-op elsewhere. For many passes through fixed models (complete.py)."""
+    return onednn_conv.frozen_weights() if onednn_conv is not None else contextlib.nullcontext()
+
+
 class Conv2D(nn.Conv2D):
     """nn.Conv2D (square kernel, no bias) whose forward runs on oneDNN where `_use_onednn` says so; `act` (from
     `_chain`, oneDNN only): an activation fused in as a post-op."""
@@ -90,11 +98,21 @@ class Conv2DTranspose(nn.Conv2DTranspose):
         self._sp = stride, padding
 
     def forward(
-        self, x: paddle.Tensor, output_size=None, act: tuple | None = None, nhwc: bool = False
+        self, x: paddle.Tensor, output_size=None, act: tuple | None = None, nhwc: bool = False, point: bool = False
     ) -> paddle.Tensor:
         if output_size is None and _use_onednn(x):
+            if point and act is None and self._sp == (1, 0) and list(x.shape[1:3] if nhwc else x.shape[2:]) == [1, 1]:
+                return self._from_point(x, nhwc)
             return onednn_conv.conv2d_transpose(x, self.weight, *self._sp, act=act, nhwc=nhwc)
         return super().forward(x, output_size)
+
+    def _from_point(self, x: paddle.Tensor, nhwc: bool) -> paddle.Tensor:
+        """The layer on a 1x1 input with stride 1 and no padding (G's first: z -> k x k) as one matrix product,
+        y[n, o, i, j] = sum_c x[n, c] W[c, o, i, j]: MKL's GEMM reads W as it is, where oneDNN's kernel reorders it
+        for each direction (`_chain`'s "point" fusion)."""
+        n, (cin, cout, k, _) = x.shape[0], self.weight.shape
+        y = paddle.matmul(x.reshape([n, cin]), self.weight.reshape([cin, cout * k * k])).reshape([n, cout, k, k])
+        return y.transpose([0, 2, 3, 1]) if nhwc else y
 
 
 class BatchNorm2D(nn.BatchNorm2D):
@@ -151,7 +169,9 @@ def _chain(layers: nn.Sequential, x: paddle.Tensor) -> paddle.Tensor:
             x, i = m.paddle_forward(x, nhwc), i + 1
         elif onednn_conv.act_of(m) and "act" in on:
             x, i = onednn_conv.activation(x, onednn_conv.act_of(m)), i + 1
-        elif isinstance(m, (Conv2D, Conv2DTranspose, BatchNorm2D)):
+        elif isinstance(m, Conv2DTranspose):
+            x, i = m(x, nhwc=nhwc, point="point" in on), i + 1
+        elif isinstance(m, (Conv2D, BatchNorm2D)):
             x, i = m(x, nhwc=nhwc), i + 1
         else:
             x, i = m(x), i + 1

@@ -540,8 +540,14 @@ def worker_torch(args) -> dict:
 # the driver
 
 
-# glibc keeps freed memory instead of returning it to the OS per tensor (read when a process starts)
+# glibc keeps freed memory instead of returning it to the OS per tensor (read when a process starts): the lever
+# measured on 2026-11-26 (with Paddle's own convolutions; not kept then)
 MALLOC_KEEP_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2**31 - 1)}
+# what device.keep_freed_memory() sets in Paddle's process (device.KEEP_MALLOC, by mallopt) as glibc's environment
+# variables, for the PyTorch workers of --torch-malloc (tests/test_bench.py checks that the two agree)
+MALLOC_SAME_ENV = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(1 << 30)}
+# any MALLOC_* variable makes device.py leave glibc's defaults alone; this one states glibc's own default
+MALLOC_DEFAULT = {"MALLOC_ARENA_MAX": str(8 * cores())}
 
 
 def run_worker(
@@ -560,7 +566,10 @@ def run_worker(
     env.setdefault("PYTHONWARNINGS", "ignore")
     if kind == "torch+malloc":
         kind = "torch"
-        env.update(MALLOC_KEEP_ENV)
+        env.update(MALLOC_SAME_ENV)
+    if kind == "paddle+glibc":  # train.py's defaults but glibc's malloc defaults
+        kind = "paddle"
+        env.update(MALLOC_DEFAULT)
     if kind.startswith("fuse="):  # Paddle + oneDNN with these fusions only
         env["DCGAN_ONEDNN_FUSE"] = kind[5:]
         kind = "paddle"
@@ -615,8 +624,7 @@ def have_torch() -> bool:
 
 
 # Each lever: what it is, and how a worker switches it (environment set/unset before paddle loads, the old step,
-# to_static). MALLOC_ARENA_MAX = 8 x cores is glibc's own default: it states malloc's defaults.
-MALLOC_DEFAULT = {"MALLOC_ARENA_MAX": str(8 * cores())}
+# to_static). MALLOC_DEFAULT (above) states malloc's defaults.
 PADDLE_CONV = {"DCGAN_ONEDNN": "0"}  # Paddle's own convolution kernels, as before onednn_conv
 BEFORE = {"legacy_step": True}  # train.py's step before issue 6
 OLD_ENV = {**MALLOC_DEFAULT, **PADDLE_CONV}  # the rows up to "all" use Paddle's convolution kernels
@@ -690,7 +698,7 @@ def levers_vs_tuned() -> list[tuple[str, str, str, dict]]:
             "the convolutions on oneDNN (onednn_conv; everything else as tuned)",
             {"env": dict(MALLOC_DEFAULT), **BEFORE},
         ),
-        ("all", "tuned", "train.py's defaults now: tuned + step + convolutions on oneDNN", {}),
+        ("all", "tuned", "train.py's defaults now: tuned + step + convolutions on oneDNN + malloc keeps memory", {}),
     ]
 
 
@@ -699,6 +707,7 @@ def levers_vs_all() -> list[tuple[str, str, str, dict]]:
     n = str(cores())
     return [
         ("paddle-conv", "all", "DCGAN_ONEDNN=0 (Paddle's own convolution kernels)", {"env": dict(PADDLE_CONV)}),
+        ("glibc-malloc", "all", "glibc's malloc defaults (keep_freed_memory off)", {"env": dict(MALLOC_DEFAULT)}),
         (
             "omp",
             "all",
@@ -790,6 +799,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--torch-malloc", action="store_true", help="also time PyTorch with the malloc settings Paddle gets"
     )
     ap.add_argument(
+        "--glibc-row", action="store_true", help="also time Paddle with glibc's malloc defaults (no keep_freed_memory)"
+    )
+    ap.add_argument(
         "--wait-idle", type=float, default=0, metavar="S", help="wait up to S s for an idle machine before each worker"
     )
     ap.add_argument(
@@ -816,7 +828,7 @@ def run_rounds(args, torch_ok: bool) -> list[dict]:
     results: list[dict] = []
     for r in range(args.rounds):
         for b in args.batch_sizes:
-            order = ["paddle"] + [f"fuse={f}" for f in args.fusions]
+            order = ["paddle"] + [f"fuse={f}" for f in args.fusions] + (["paddle+glibc"] if args.glibc_row else [])
             order += [] if args.no_backend_row else ["paddle-kernels"]
             order += (["torch"] + (["torch+malloc"] if args.torch_malloc else [])) if torch_ok else []
             if r % 2:

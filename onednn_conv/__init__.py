@@ -15,6 +15,8 @@ wires its three ops into autograd for Conv2D and Conv2DTranspose.
     y = onednn_conv.batch_norm(x, bn_layer, act=(1, 0.0))  # = bn_layer(x) then ReLU, running statistics updated
     y = onednn_conv.activation(x, (2, 0.0))                # = tanh(x)
     y = onednn_conv.conv2d(x_nhwc, w, 2, 1, nhwc=True)     # x and y [n, h, w, c] (w as ever [out, in, k, k])
+    with onednn_conv.frozen_weights():  # many passes through a model whose weights do not change (complete.py):
+        ...                             # frozen parameters' weights are reordered once, not at every call
 
 Activations are (kind, alpha): 1 ReLU with negative slope alpha (LeakyReLU), 2 tanh, 3 sigmoid (act_of(layer)
 makes one from a paddle.nn activation layer). Which fusions network.py uses: fusions() (DCGAN_ONEDNN_FUSE, for
@@ -32,6 +34,7 @@ import json
 import os
 import sys
 import sysconfig
+import threading
 from pathlib import Path
 
 import paddle
@@ -294,6 +297,43 @@ def _contig(x: paddle.Tensor) -> paddle.Tensor:
 
 
 # ---------------------------------------------------------------------------------------------
+# frozen weights: a convolution reorders its weights (OIHW) into the primitive's blocked layout at every call, as it
+# must while training changes them (and Paddle's in-place writes, an optimizer's step or set_value, do not all bump
+# a tensor's inplace version, so a change cannot be detected). A z search (complete.py) runs G thousands of times on
+# the same weights: at a batch of 2 the reorders were a third of the step. Inside frozen_weights() the weights of
+# parameters with stop_gradient set are reordered once per scope and kept with the primitive.
+
+_scope = threading.local()  # this thread's frozen-weights scope number (0 or unset: none)
+_scopes = iter(range(1, 2**62))  # scope numbers, never reused (next() on it is atomic under the GIL)
+
+
+@contextlib.contextmanager
+def frozen_weights():
+    """A scope in which no frozen parameter (stop_gradient set) changes its values: the convolutions reorder such a
+    parameter's weights once (per layer and direction) instead of at every call. The caller promises it: no
+    set_value, optimizer step or load into those parameters before the scope ends. Nested scopes are new scopes;
+    other threads are not affected."""
+    was = getattr(_scope, "n", 0)
+    _scope.n = next(_scopes)
+    try:
+        yield
+    finally:
+        _scope.n = was
+
+
+def _scope_of(w: paddle.Tensor) -> int:
+    """The frozen-weights scope number the ops may cache w's reorder under, 0 for none: only a parameter (it lives
+    as long as its layer, so its memory is not reused in the scope) that takes no gradient."""
+    n = getattr(_scope, "n", 0)
+    return n if n and w.stop_gradient and w.persistable else 0
+
+
+def _still(scope: int) -> int:
+    """A forward's scope number for its backward pass: 0 once that scope has ended (the weights may have changed)."""
+    return scope if scope and scope == getattr(_scope, "n", 0) else 0
+
+
+# ---------------------------------------------------------------------------------------------
 # activations and fusions
 
 NO_ACT = (0, 0.0)
@@ -303,13 +343,16 @@ FUSE_ENV = "DCGAN_ONEDNN_FUSE"
 # act: the activations on oneDNN's eltwise primitives (fused into the BN op, or alone after Paddle's BN);
 # normrelu: oneDNN's fuse_norm_relu for BN + ReLU (G), in training; nhwc: G's and D's chains run on [n, h, w, c]
 # tensors (transposed once in and once out): the convolutions read and write them with no reorder, and oneDNN's
-# BatchNorm runs its JIT kernel there (on NCHW its implementation is generic)
-FUSIONS = ("postop", "bn", "act", "normrelu", "nhwc")
+# BatchNorm runs its JIT kernel there (on NCHW its implementation is generic); point: a transposed convolution of a
+# 1x1 input (G's first layer) as one matrix product (network.Conv2DTranspose._from_point), not a oneDNN primitive
+FUSIONS = ("postop", "bn", "act", "normrelu", "nhwc", "point")
 # Measured on 2026-12-04 (docs/performance.md, "NHWC through the chain"): on NCHW tensors no fusion paid (oneDNN's
 # NCHW BatchNorm is generic, and every op reorders in and out); on NHWC the convolutions need no reorder and
 # BatchNorm is JIT, and NHWC + post-ops + BatchNorm + activations made train.py's step 1.18x (ngf 64) and 1.33x
-# (ngf 32) the convolutions alone. fuse_norm_relu did not add to that: off. DCGAN_ONEDNN_FUSE overrides.
-DEFAULT_FUSIONS: tuple[str, ...] = ("nhwc", "postop", "bn", "act")
+# (ngf 32) the convolutions alone. fuse_norm_relu did not add to that: off. point (a matmul for G's first layer, whose
+# oneDNN kernel re-read two reordered copies of its weights): 1.4-2% of a step at ngf 64 (docs/performance.md, "Page
+# faults"), and the completion search's step. DCGAN_ONEDNN_FUSE overrides.
+DEFAULT_FUSIONS: tuple[str, ...] = ("nhwc", "postop", "bn", "act", "point")
 
 
 def fusions() -> frozenset[str]:
@@ -346,20 +389,22 @@ def _sides(x: paddle.Tensor, nhwc: int) -> tuple[int, int]:
 class _Conv2D(paddle.autograd.PyLayer):
     @staticmethod
     def forward(ctx, x, w, stride: int, padding: int, act: tuple[int, float] = NO_ACT, nhwc: int = 0):
+        scope = _scope_of(w)
         x, w = _contig(x), _contig(w)
-        y = _ops.dnnl_conv_fwd(x, w, stride, padding, *act, nhwc)
+        y = _ops.dnnl_conv_fwd(x, w, stride, padding, *act, nhwc, scope)
         ctx.save_for_backward(x, w, y.detach())  # (see _Eltwise)
-        ctx.geom = stride, padding, *_sides(x, nhwc), act, nhwc
+        ctx.geom = stride, padding, *_sides(x, nhwc), act, nhwc, scope
         return y
 
     @staticmethod
     def backward(ctx, dy):
         x, w, y = ctx.saved_tensor()
-        s, p, ih, iw, act, nhwc = ctx.geom
+        s, p, ih, iw, act, nhwc, scope = ctx.geom
+        scope = _still(scope)
         dy = _contig(dy)
         if act[0]:
             dy = _ops.dnnl_eltwise_bwd(dy, y, *act)
-        dx = None if x.stop_gradient else _ops.dnnl_conv_bwd_data(dy, w, s, p, ih, iw, *NO_ACT, nhwc)
+        dx = None if x.stop_gradient else _ops.dnnl_conv_bwd_data(dy, w, s, p, ih, iw, *NO_ACT, nhwc, scope)
         dw = None if w.stop_gradient else _ops.dnnl_conv_bwd_weights(x, dy, s, p, w.shape[2], nhwc)
         return dx, dw
 
@@ -370,22 +415,24 @@ class _Conv2DTranspose(paddle.autograd.PyLayer):
 
     @staticmethod
     def forward(ctx, x, w, stride: int, padding: int, act: tuple[int, float] = NO_ACT, nhwc: int = 0):
+        scope = _scope_of(w)
         x, w = _contig(x), _contig(w)
         k, (h, wd) = w.shape[2], _sides(x, nhwc)
         oh, ow = (h - 1) * stride - 2 * padding + k, (wd - 1) * stride - 2 * padding + k
-        y = _ops.dnnl_conv_bwd_data(x, w, stride, padding, oh, ow, *act, nhwc)
+        y = _ops.dnnl_conv_bwd_data(x, w, stride, padding, oh, ow, *act, nhwc, scope)
         ctx.save_for_backward(x, w, y.detach())  # (see _Eltwise)
-        ctx.geom = stride, padding, act, nhwc
+        ctx.geom = stride, padding, act, nhwc, scope
         return y
 
     @staticmethod
     def backward(ctx, dy):
         x, w, y = ctx.saved_tensor()
-        s, p, act, nhwc = ctx.geom
+        s, p, act, nhwc, scope = ctx.geom
+        scope = _still(scope)
         dy = _contig(dy)
         if act[0]:
             dy = _ops.dnnl_eltwise_bwd(dy, y, *act)
-        dx = None if x.stop_gradient else _ops.dnnl_conv_fwd(dy, w, s, p, *NO_ACT, nhwc)
+        dx = None if x.stop_gradient else _ops.dnnl_conv_fwd(dy, w, s, p, *NO_ACT, nhwc, scope)
         dw = None if w.stop_gradient else _ops.dnnl_conv_bwd_weights(dy, x, s, p, w.shape[2], nhwc)
         return dx, dw
 

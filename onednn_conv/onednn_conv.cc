@@ -20,8 +20,10 @@
 // dnnl_memory_create_v2, which dnnl::memory's C++ constructors call, so memories are made with the C API's
 // dnnl_memory_create (likewise dnnl_memory_desc_get_size, dnnl_memory_get_data_handle). Primitives pick their own
 // (blocked) layouts; NCHW tensors are reordered in and out, and primitives, reorders and their buffers are cached
-// per shape. Threads: oneDNN runs on the OpenMP runtime Paddle loads; `import paddle` pins it to one thread unless
-// OMP_NUM_THREADS was set, so onednn_conv/__init__.py sets its thread count to MKL_NUM_THREADS after loading.
+// per shape. Weights are reordered at every call (training changes them in place, and Paddle's in-place writes do
+// not all mark a tensor changed) except inside a caller's frozen-weights scope (the `scope` attribute). Threads:
+// oneDNN runs on the OpenMP runtime Paddle loads; `import paddle` pins it to one thread unless OMP_NUM_THREADS was
+// set, so onednn_conv/__init__.py sets its thread count to MKL_NUM_THREADS after loading.
 
 #include <algorithm>
 #include <array>
@@ -96,6 +98,10 @@ struct Entry {
   std::array<dnnl::reorder, 3> reorders;
   std::array<memory, 3> buffers;
   memory::desc scratch_md;
+  // the weights in buffers[1] were reordered from the tensor at wei_ptr in the frozen-weights scope wei_scope (0:
+  // none); the same pair again means the same values (the caller's promise for that scope): no reorder
+  int64_t wei_scope = 0;
+  const void* wei_ptr = nullptr;
 };
 
 memory::desc plain(const memory::dims& d, tag t) { return memory::desc(d, dt::f32, t); }
@@ -209,7 +215,9 @@ void eltwise_bwd(int64_t n, int act, float alpha, const float* dy, const float* 
                          {DNNL_ARG_DIFF_SRC, make_memory(e.md, dx)}});
 }
 
-void run(int kind, const Geometry& g, const float* in0, const float* in1, float* out) {
+// scope: the caller's frozen-weights scope (onednn_conv/__init__.py's frozen_weights(); 0: none) in which in1, the
+// weights of FWD and BWD_DATA, keep their values: their reorder is done once per scope and tensor
+void run(int kind, const Geometry& g, const float* in0, const float* in1, float* out, int64_t scope = 0) {
   std::lock_guard<std::mutex> lock(mu);
   auto& slot = cache[g.key(kind)];
   if (!slot) slot = build(kind, g);
@@ -222,8 +230,10 @@ void run(int kind, const Geometry& g, const float* in0, const float* in1, float*
     user[i] = make_memory(e.user_md[i], ptrs[i]);
     args[e.args[i]] = e.reorder_needed[i] ? e.buffers[i] : user[i];
   }
+  const bool reuse = kind != BWD_WEIGHTS && scope != 0 && e.wei_scope == scope && e.wei_ptr == in1;
   for (int i = 0; i < 2; ++i)
-    if (e.reorder_needed[i]) e.reorders[i].execute(strm(), user[i], e.buffers[i]);
+    if (e.reorder_needed[i] && !(i == 1 && reuse)) e.reorders[i].execute(strm(), user[i], e.buffers[i]);
+  if (kind != BWD_WEIGHTS) e.wei_scope = scope, e.wei_ptr = in1;
   if (scratch_size) args[DNNL_ARG_SCRATCHPAD] = scratch_for(e.scratch_md);
   e.prim.execute(strm(), args);
   if (e.reorder_needed[2]) e.reorders[2].execute(strm(), e.buffers[2], user[2]);
@@ -252,7 +262,7 @@ std::vector<int64_t> shape_of(int64_t n, int64_t c, int64_t h, int64_t w, int nh
 }  // namespace
 
 std::vector<paddle::Tensor> ConvFwd(const paddle::Tensor& src, const paddle::Tensor& wei, int stride, int padding,
-                                    int act, float alpha, int nhwc) {
+                                    int act, float alpha, int nhwc, int64_t scope) {
   check(src, "src"), check(wei, "weights");
   auto x = nchw_of(src.shape(), nhwc);
   auto w = wei.shape();
@@ -260,14 +270,15 @@ std::vector<paddle::Tensor> ConvFwd(const paddle::Tensor& src, const paddle::Ten
   const int64_t k = w[2], oh = out_side(x[2], k, stride, padding), ow = out_side(x[3], k, stride, padding);
   Geometry g{x[0], x[1], x[2], x[3], w[0], k, stride, padding, oh, ow, act, alpha, nhwc != 0};
   auto dst = paddle::empty(shape_of(g.n, g.oc, oh, ow, nhwc), paddle::DataType::FLOAT32, src.place());
-  run(FWD, g, src.data<float>(), wei.data<float>(), dst.data<float>());
+  run(FWD, g, src.data<float>(), wei.data<float>(), dst.data<float>(), scope);
   return {dst};
 }
 
 // diff_dst [n, oc, oh, ow], wei [oc, ic, k, k] -> diff_src [n, ic, ih, iw]
 // (act: then diff_src = act(diff_src), for the transposed convolution's forward)
 std::vector<paddle::Tensor> ConvBwdData(const paddle::Tensor& diff_dst, const paddle::Tensor& wei, int stride,
-                                        int padding, int ih, int iw, int act, float alpha, int nhwc) {
+                                        int padding, int ih, int iw, int act, float alpha, int nhwc,
+                                        int64_t scope) {
   check(diff_dst, "diff_dst"), check(wei, "weights");
   auto y = nchw_of(diff_dst.shape(), nhwc);
   auto w = wei.shape();
@@ -276,7 +287,7 @@ std::vector<paddle::Tensor> ConvBwdData(const paddle::Tensor& diff_dst, const pa
   PD_CHECK(out_side(ih, g.k, stride, padding) == y[2] && out_side(iw, g.k, stride, padding) == y[3],
            "input side does not match the output side");
   auto diff_src = paddle::empty(shape_of(g.n, g.ic, ih, iw, nhwc), paddle::DataType::FLOAT32, diff_dst.place());
-  run(BWD_DATA, g, diff_dst.data<float>(), wei.data<float>(), diff_src.data<float>());
+  run(BWD_DATA, g, diff_dst.data<float>(), wei.data<float>(), diff_src.data<float>(), scope);
   return {diff_src};
 }
 
@@ -294,14 +305,15 @@ std::vector<paddle::Tensor> ConvBwdWeights(const paddle::Tensor& src, const padd
 }
 
 std::vector<std::vector<int64_t>> ConvFwdShape(const std::vector<int64_t>& xs, const std::vector<int64_t>& w,
-                                               int stride, int padding, int act, float alpha, int nhwc) {
+                                               int stride, int padding, int act, float alpha, int nhwc,
+                                               int64_t scope) {
   auto x = nchw_of(xs, nhwc);
   return {shape_of(x[0], w[0], out_side(x[2], w[2], stride, padding), out_side(x[3], w[3], stride, padding), nhwc)};
 }
 
 std::vector<std::vector<int64_t>> ConvBwdDataShape(const std::vector<int64_t>& ys, const std::vector<int64_t>& w,
                                                    int stride, int padding, int ih, int iw, int act, float alpha,
-                                                   int nhwc) {
+                                                   int nhwc, int64_t scope) {
   return {shape_of(ys[0], w[1], ih, iw, nhwc)};
 }
 
@@ -315,7 +327,7 @@ std::vector<paddle::DataType> SameDtype(const paddle::DataType& a, const paddle:
 PD_BUILD_OP(dnnl_conv_fwd)
     .Inputs({"Src", "Wei"})
     .Outputs({"Dst"})
-    .Attrs({"stride: int", "padding: int", "act: int", "alpha: float", "nhwc: int"})
+    .Attrs({"stride: int", "padding: int", "act: int", "alpha: float", "nhwc: int", "scope: int64_t"})
     .SetKernelFn(PD_KERNEL(ConvFwd))
     .SetInferShapeFn(PD_INFER_SHAPE(ConvFwdShape))
     .SetInferDtypeFn(PD_INFER_DTYPE(SameDtype));
@@ -323,7 +335,8 @@ PD_BUILD_OP(dnnl_conv_fwd)
 PD_BUILD_OP(dnnl_conv_bwd_data)
     .Inputs({"DiffDst", "Wei"})
     .Outputs({"DiffSrc"})
-    .Attrs({"stride: int", "padding: int", "ih: int", "iw: int", "act: int", "alpha: float", "nhwc: int"})
+    .Attrs({"stride: int", "padding: int", "ih: int", "iw: int", "act: int", "alpha: float", "nhwc: int",
+            "scope: int64_t"})
     .SetKernelFn(PD_KERNEL(ConvBwdData))
     .SetInferShapeFn(PD_INFER_SHAPE(ConvBwdDataShape))
     .SetInferDtypeFn(PD_INFER_DTYPE(SameDtype));

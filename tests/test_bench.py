@@ -149,3 +149,11 @@ def test_profile_charges_each_microsecond_to_the_innermost_named_event():
     torch_names = ["aten::convolution_backward", "aten::native_batch_norm", "aten::leaky_relu_backward"]
     assert [profile_train.kind_of(n) for n in torch_names] == ["conv backward", "BN forward", "activation backward"]
     assert profile_train.steps([x("a", -5, 1), *events])[0]["name"] == "ProfileStep#0"  # before the first step: out
+
+
+def test_bench_train_gives_pytorch_the_malloc_settings_paddle_gets():
+    """--torch-malloc's environment is device.keep_freed_memory's mallopt(3) settings, parameter for parameter."""
+    import device
+
+    names = {device.M_MMAP_THRESHOLD: "MALLOC_MMAP_THRESHOLD_", device.M_TRIM_THRESHOLD: "MALLOC_TRIM_THRESHOLD_"}
+    assert bench_train.MALLOC_SAME_ENV == {names[k]: str(v) for k, v in device.KEEP_MALLOC.items()}

@@ -1,9 +1,11 @@
 """onednn_conv: the oneDNN convolutions match Paddle's kernels on every layer of network.py, forward and backward;
 training with them is bit-identical run to run; DCGAN_ONEDNN=0 and a failed build fall back to Paddle's kernels."""
 
+import contextlib
 import os
 import subprocess
 import sys
+import threading
 from subprocess import PIPE
 
 import numpy as np
@@ -16,6 +18,7 @@ from conftest import ROOT
 from network import Discriminator, Generator
 
 needs_onednn = pytest.mark.skipif(not onednn_conv.available(), reason=f"oneDNN ops not built: {onednn_conv.status()}")
+SCOPED = ("dnnl_conv_fwd", "dnnl_conv_bwd_data")  # the ops whose last attribute is the frozen-weights scope
 
 
 def conv_inputs(ngf: int, ndf: int, nz: int = 100, batch: int = 2):
@@ -65,6 +68,33 @@ def test_every_layer_matches_paddle_forward_and_backward(ngf, layout):
         for name, a, b in zip(("forward", "input grad", "weight grad"), *results, strict=True):
             assert a.shape == b.shape
             assert close(a, b) < 1e-5, f"{layer}: {name} differs by {close(a, b):.2e}"
+
+
+@needs_onednn
+@pytest.mark.parametrize("ngf", [64, 8])
+@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
+def test_a_point_input_as_one_matrix_product_matches_paddle(monkeypatch, ngf, layout):
+    """The "point" fusion: G's first layer (a 1x1 input, stride 1, no padding) as one matmul, no oneDNN op; forward
+    and both gradients within 1e-5 of Paddle's kernel. The other transposed convolutions ignore the flag."""
+    layers = conv_inputs(ngf, ngf)
+    layer, shape = layers[0]
+    x0 = np.random.default_rng(0).standard_normal(shape).astype("float32")
+    results = []
+    for use in (True, False):
+        x = paddle.to_tensor(x0, stop_gradient=False)
+        if use:
+            with monkeypatch.context() as m:
+                m.setattr(onednn_conv, "conv2d_transpose", None)  # a call would fail
+                y = nhwc(lambda t: layer(t, nhwc=True, point=True))(x) if layout == "nhwc" else layer(x, point=True)
+        else:
+            y = super(type(layer), layer).forward(x)
+        dy = paddle.to_tensor(np.random.default_rng(1).standard_normal(y.shape).astype("float32"))
+        results.append([t.numpy() for t in (y, *paddle.grad(y, [x, layer.weight], dy))])
+    for name, a, b in zip(("forward", "input grad", "weight grad"), *results, strict=True):
+        assert a.shape == b.shape and close(a, b) < 1e-5, f"{name} differs by {close(a, b):.2e}"
+    second, shape2 = layers[1]  # 4x4 input: the oneDNN kernel, flag or not
+    x = paddle.randn(shape2)
+    assert np.array_equal(second(x, point=True).numpy(), second(x).numpy())
 
 
 @needs_onednn
@@ -344,7 +374,20 @@ def test_running_statistics_follow_paddles_formula():
 @needs_onednn
 @pytest.mark.parametrize(
     "fuse",
-    ["none", "postop", "bn", "act", "bn,act", "postop,bn,act,normrelu", "nhwc", "nhwc,act", "nhwc,bn,act", "all"],
+    [
+        "none",
+        "postop",
+        "bn",
+        "act",
+        "bn,act",
+        "postop,bn,act,normrelu",
+        "nhwc",
+        "nhwc,act",
+        "nhwc,bn,act",
+        "point",
+        "nhwc,postop,bn,act,point",
+        "all",
+    ],
 )
 def test_whole_networks_match_with_each_fusion(fuse):
     """G and D end to end, training mode, each fusion alone and all: outputs, every parameter gradient and the
@@ -385,7 +428,8 @@ def test_fused_ops_do_run(monkeypatch):
     calls = []
     for op in onednn_conv.OPS:
         orig = getattr(onednn_conv._ops, op)
-        monkeypatch.setattr(onednn_conv._ops, op, lambda *a, orig=orig, op=op: calls.append((op, a[-3:-1])) or orig(*a))
+        act = slice(-4, -2) if op in SCOPED else slice(-3, -1)  # (act, alpha) before nhwc (and the scope)
+        monkeypatch.setattr(onednn_conv._ops, op, lambda *a, o=orig, op=op, i=act: calls.append((op, a[i])) or o(*a))
     monkeypatch.setenv(onednn_conv.FUSE_ENV, "postop,bn,act")
     G, D = Generator(nz=16, ngf=8), Discriminator(ndf=8)
     D(G(paddle.randn([2, 16, 1, 1]))).sum().backward()
@@ -420,7 +464,8 @@ def test_nhwc_chain_runs_every_op_on_nhwc_and_keeps_nchw_outside(monkeypatch):
     ops = ("dnnl_conv_fwd", "dnnl_conv_bwd_data", "dnnl_conv_bwd_weights", "dnnl_bn_fwd", "dnnl_bn_bwd")
     for op in ops:
         orig = getattr(onednn_conv._ops, op)
-        monkeypatch.setattr(onednn_conv._ops, op, lambda *a, orig=orig, op=op: calls.append((op, a[-1])) or orig(*a))
+        i = -2 if op in SCOPED else -1  # the nhwc flag (before the scope)
+        monkeypatch.setattr(onednn_conv._ops, op, lambda *a, o=orig, op=op, i=i: calls.append((op, a[i])) or o(*a))
     monkeypatch.setenv(onednn_conv.FUSE_ENV, "nhwc,bn")
     G, D = Generator(nz=16, ngf=8), Discriminator(ndf=8)
     img = G(paddle.randn([2, 16, 1, 1]))
@@ -454,3 +499,101 @@ def test_a_layer_of_someone_elses_in_the_chain_keeps_it_nchw(monkeypatch):
         assert close(y.numpy(), G(z).numpy()) < 1e-5
     assert network._runs_nhwc(G.main[0]) and not network._runs_nhwc(Look())
     assert not network._runs_nhwc(paddle.nn.BatchNorm2D(4))  # Paddle's own class: not ours
+
+
+def frozen_pair():
+    """G and D (width 8) in eval mode with every parameter frozen, and a z that takes gradients (a z search)."""
+    G, D = Generator(nz=16, ngf=8), Discriminator(ndf=8)
+    for m in (G, D):
+        m.eval()
+        for p in m.parameters():
+            p.stop_gradient = True
+    z = paddle.randn([2, 16, 1, 1])
+    z.stop_gradient = False
+    return G, D, z
+
+
+def search_passes(G, D, z, passes: int = 3) -> list[np.ndarray]:
+    out = []
+    for _ in range(passes):
+        x = G(z)
+        prob = D(x)
+        (dz,) = paddle.grad((x.abs().sum() + prob.sum(),), [z])
+        out += [x.numpy(), prob.numpy(), dz.numpy()]
+    return out
+
+
+@needs_onednn
+@pytest.mark.parametrize("fuse", ["default", "none"])
+def test_frozen_weights_give_the_same_bits(monkeypatch, fuse):
+    """Inside onednn_conv.frozen_weights() (complete.py's z search) G's and D's outputs and the gradient in z are the
+    ones outside it, bit for bit, on the default path and on the NCHW one."""
+    if fuse == "none":
+        monkeypatch.setenv(onednn_conv.FUSE_ENV, "none")
+    G, D, z = frozen_pair()
+    outside = search_passes(G, D, z)
+    with network.frozen_weights():
+        inside = search_passes(G, D, z)
+    assert all(np.array_equal(a, b) for a, b in zip(outside, inside, strict=True))
+
+
+@needs_onednn
+def test_frozen_weights_are_reordered_once_per_scope_and_only_frozen_ones():
+    """The scope's promise broken on purpose shows the reuse: a frozen weight changed inside the scope is not seen
+    there (the reorder from the first pass is reused), and is seen after it and in the next scope; a parameter that
+    takes gradients (training) is reordered at every call, in a scope or not."""
+    G, _, z = frozen_pair()
+    w = G.main[3].weight  # the second transposed convolution (the first is a matmul: the "point" fusion)
+    with paddle.no_grad():
+        before = G(z).numpy()
+    with onednn_conv.frozen_weights(), paddle.no_grad():
+        assert np.array_equal(G(z).numpy(), before)
+        w.set_value(w.numpy() * 0.5)
+        assert np.array_equal(G(z).numpy(), before)  # the weights reordered at the scope's first pass
+    with paddle.no_grad():
+        after = G(z).numpy()
+    assert not np.allclose(after, before)
+    with onednn_conv.frozen_weights(), paddle.no_grad():
+        assert np.array_equal(G(z).numpy(), after)
+    w.stop_gradient = False
+    with onednn_conv.frozen_weights():
+        G(z)
+        w.set_value(w.numpy() * 2.0)
+        assert np.array_equal(G(z).numpy(), before)  # not frozen: reordered again, the change is seen
+
+
+@needs_onednn
+def test_frozen_weights_scope_is_per_thread_and_complete_uses_it():
+    import complete
+
+    G, D, _ = frozen_pair()
+    w, seen = G.main[0].weight, []
+    with complete.frozen(G, D):
+        assert onednn_conv._scope_of(w) != 0
+        t = threading.Thread(target=lambda: seen.append(onednn_conv._scope_of(w)))
+        t.start(), t.join()
+    assert seen == [0] and onednn_conv._scope_of(w) == 0
+    with onednn_conv.frozen_weights():
+        outer = onednn_conv._scope_of(w)
+        with onednn_conv.frozen_weights():
+            assert onednn_conv._scope_of(w) not in (0, outer)  # a new scope: nothing reused from the outer one
+        assert onednn_conv._scope_of(w) == outer
+
+
+@needs_onednn
+def test_a_backward_after_its_frozen_scope_reorders_the_weights_again():
+    """A graph built in a scope and differentiated after it, once the weights have changed, gets what it would get
+    with no scope at all (the weights as they are then), not the scope's kept reorder."""
+
+    def late_gradient(scope) -> np.ndarray:
+        paddle.seed(0)
+        G, _, z = frozen_pair()
+        with scope():
+            paddle.grad((G(z).sum(),), [z])  # the backward direction's reorder, made in the scope
+            x = G(z)
+        w = G.main[3].weight  # a oneDNN convolution's (the first layer is a matmul: the "point" fusion)
+        w.set_value(w.numpy() * 0.5)
+        return paddle.grad((x.sum(),), [z])[0].numpy()
+
+    scoped, plain = late_gradient(onednn_conv.frozen_weights), late_gradient(contextlib.nullcontext)
+    assert np.array_equal(scoped, plain)
