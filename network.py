@@ -98,21 +98,11 @@ class Conv2DTranspose(nn.Conv2DTranspose):
         self._sp = stride, padding
 
     def forward(
-        self, x: paddle.Tensor, output_size=None, act: tuple | None = None, nhwc: bool = False, point: bool = False
+        self, x: paddle.Tensor, output_size=None, act: tuple | None = None, nhwc: bool = False
     ) -> paddle.Tensor:
         if output_size is None and _use_onednn(x):
-            if point and act is None and self._sp == (1, 0) and list(x.shape[1:3] if nhwc else x.shape[2:]) == [1, 1]:
-                return self._from_point(x, nhwc)
             return onednn_conv.conv2d_transpose(x, self.weight, *self._sp, act=act, nhwc=nhwc)
         return super().forward(x, output_size)
-
-    def _from_point(self, x: paddle.Tensor, nhwc: bool) -> paddle.Tensor:
-        """The layer on a 1x1 input with stride 1 and no padding (G's first: z -> k x k) as one matrix product,
-        y[n, o, i, j] = sum_c x[n, c] W[c, o, i, j]: MKL's GEMM reads W as it is, where oneDNN's kernel reorders it
-        for each direction (`_chain`'s "point" fusion)."""
-        n, (cin, cout, k, _) = x.shape[0], self.weight.shape
-        y = paddle.matmul(x.reshape([n, cin]), self.weight.reshape([cin, cout * k * k])).reshape([n, cout, k, k])
-        return y.transpose([0, 2, 3, 1]) if nhwc else y
 
 
 class BatchNorm2D(nn.BatchNorm2D):
@@ -169,9 +159,7 @@ def _chain(layers: nn.Sequential, x: paddle.Tensor) -> paddle.Tensor:
             x, i = m.paddle_forward(x, nhwc), i + 1
         elif onednn_conv.act_of(m) and "act" in on:
             x, i = onednn_conv.activation(x, onednn_conv.act_of(m)), i + 1
-        elif isinstance(m, Conv2DTranspose):
-            x, i = m(x, nhwc=nhwc, point="point" in on), i + 1
-        elif isinstance(m, (Conv2D, BatchNorm2D)):
+        elif isinstance(m, (Conv2D, Conv2DTranspose, BatchNorm2D)):
             x, i = m(x, nhwc=nhwc), i + 1
         else:
             x, i = m(x), i + 1

@@ -343,16 +343,13 @@ FUSE_ENV = "DCGAN_ONEDNN_FUSE"
 # act: the activations on oneDNN's eltwise primitives (fused into the BN op, or alone after Paddle's BN);
 # normrelu: oneDNN's fuse_norm_relu for BN + ReLU (G), in training; nhwc: G's and D's chains run on [n, h, w, c]
 # tensors (transposed once in and once out): the convolutions read and write them with no reorder, and oneDNN's
-# BatchNorm runs its JIT kernel there (on NCHW its implementation is generic); point: a transposed convolution of a
-# 1x1 input (G's first layer) as one matrix product (network.Conv2DTranspose._from_point), not a oneDNN primitive
-FUSIONS = ("postop", "bn", "act", "normrelu", "nhwc", "point")
+# BatchNorm runs its JIT kernel there (on NCHW its implementation is generic)
+FUSIONS = ("postop", "bn", "act", "normrelu", "nhwc")
 # Measured on 2026-12-04 (docs/performance.md, "NHWC through the chain"): on NCHW tensors no fusion paid (oneDNN's
 # NCHW BatchNorm is generic, and every op reorders in and out); on NHWC the convolutions need no reorder and
 # BatchNorm is JIT, and NHWC + post-ops + BatchNorm + activations made train.py's step 1.18x (ngf 64) and 1.33x
-# (ngf 32) the convolutions alone. fuse_norm_relu did not add to that: off. point (a matmul for G's first layer, whose
-# oneDNN kernel re-read two reordered copies of its weights): 1.4-2% of a step at ngf 64 (docs/performance.md, "Page
-# faults"), and the completion search's step. DCGAN_ONEDNN_FUSE overrides.
-DEFAULT_FUSIONS: tuple[str, ...] = ("nhwc", "postop", "bn", "act", "point")
+# (ngf 32) the convolutions alone. fuse_norm_relu did not add to that: off. DCGAN_ONEDNN_FUSE overrides.
+DEFAULT_FUSIONS: tuple[str, ...] = ("nhwc", "postop", "bn", "act")
 
 
 def fusions() -> frozenset[str]:

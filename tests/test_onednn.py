@@ -71,33 +71,6 @@ def test_every_layer_matches_paddle_forward_and_backward(ngf, layout):
 
 
 @needs_onednn
-@pytest.mark.parametrize("ngf", [64, 8])
-@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
-def test_a_point_input_as_one_matrix_product_matches_paddle(monkeypatch, ngf, layout):
-    """The "point" fusion: G's first layer (a 1x1 input, stride 1, no padding) as one matmul, no oneDNN op; forward
-    and both gradients within 1e-5 of Paddle's kernel. The other transposed convolutions ignore the flag."""
-    layers = conv_inputs(ngf, ngf)
-    layer, shape = layers[0]
-    x0 = np.random.default_rng(0).standard_normal(shape).astype("float32")
-    results = []
-    for use in (True, False):
-        x = paddle.to_tensor(x0, stop_gradient=False)
-        if use:
-            with monkeypatch.context() as m:
-                m.setattr(onednn_conv, "conv2d_transpose", None)  # a call would fail
-                y = nhwc(lambda t: layer(t, nhwc=True, point=True))(x) if layout == "nhwc" else layer(x, point=True)
-        else:
-            y = super(type(layer), layer).forward(x)
-        dy = paddle.to_tensor(np.random.default_rng(1).standard_normal(y.shape).astype("float32"))
-        results.append([t.numpy() for t in (y, *paddle.grad(y, [x, layer.weight], dy))])
-    for name, a, b in zip(("forward", "input grad", "weight grad"), *results, strict=True):
-        assert a.shape == b.shape and close(a, b) < 1e-5, f"{name} differs by {close(a, b):.2e}"
-    second, shape2 = layers[1]  # 4x4 input: the oneDNN kernel, flag or not
-    x = paddle.randn(shape2)
-    assert np.array_equal(second(x, point=True).numpy(), second(x).numpy())
-
-
-@needs_onednn
 def test_the_ops_do_run_and_skip_unneeded_gradients(monkeypatch):
     calls = []
     for op in ("dnnl_conv_fwd", "dnnl_conv_bwd_data", "dnnl_conv_bwd_weights"):
@@ -374,20 +347,7 @@ def test_running_statistics_follow_paddles_formula():
 @needs_onednn
 @pytest.mark.parametrize(
     "fuse",
-    [
-        "none",
-        "postop",
-        "bn",
-        "act",
-        "bn,act",
-        "postop,bn,act,normrelu",
-        "nhwc",
-        "nhwc,act",
-        "nhwc,bn,act",
-        "point",
-        "nhwc,postop,bn,act,point",
-        "all",
-    ],
+    ["none", "postop", "bn", "act", "bn,act", "postop,bn,act,normrelu", "nhwc", "nhwc,act", "nhwc,bn,act", "all"],
 )
 def test_whole_networks_match_with_each_fusion(fuse):
     """G and D end to end, training mode, each fusion alone and all: outputs, every parameter gradient and the
@@ -543,7 +503,7 @@ def test_frozen_weights_are_reordered_once_per_scope_and_only_frozen_ones():
     there (the reorder from the first pass is reused), and is seen after it and in the next scope; a parameter that
     takes gradients (training) is reordered at every call, in a scope or not."""
     G, _, z = frozen_pair()
-    w = G.main[3].weight  # the second transposed convolution (the first is a matmul: the "point" fusion)
+    w = G.main[3].weight  # G's second transposed convolution
     with paddle.no_grad():
         before = G(z).numpy()
     with onednn_conv.frozen_weights(), paddle.no_grad():
@@ -591,7 +551,7 @@ def test_a_backward_after_its_frozen_scope_reorders_the_weights_again():
         with scope():
             paddle.grad((G(z).sum(),), [z])  # the backward direction's reorder, made in the scope
             x = G(z)
-        w = G.main[3].weight  # a oneDNN convolution's (the first layer is a matmul: the "point" fusion)
+        w = G.main[3].weight
         w.set_value(w.numpy() * 0.5)
         return paddle.grad((x.sum(),), [z])[0].numpy()
 
