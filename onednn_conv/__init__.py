@@ -109,9 +109,15 @@ def cache_key(source: Path = SOURCE) -> dict:
         "compiler": _compiler_id(),
         "headers": [inc or "", *(hashlib.sha256(h.read_bytes()).hexdigest() for h in headers if h.is_file())],
         "source": hashlib.sha256(Path(source).read_bytes()).hexdigest(),
-        "cflags": ["-O2", "-std=c++17"],
-        "ldflags": [f"-L{libs}", "-l:libdnnl.so.3", f"-Wl,-rpath,{libs}"],
+        "cflags": ["-O2", "-std=c++17", "-fopenmp"],
+        "ldflags": [f"-L{libs}", *_openmp(libs), "-l:libdnnl.so.3", f"-Wl,-rpath,{libs}"],
     }
+
+
+def _openmp(libs: Path) -> list[str]:
+    """The OpenMP runtime for col2im's loop: the one oneDNN runs on, Paddle's libiomp5 (which also answers the GNU
+    OpenMP calls g++ emits), so both share one thread pool; libgomp (-fopenmp) for a Paddle without it."""
+    return ["-l:libiomp5.so"] if (libs / "libiomp5.so").is_file() else ["-fopenmp"]
 
 
 def _compiler_id() -> list[str]:
@@ -343,13 +349,15 @@ FUSE_ENV = "DCGAN_ONEDNN_FUSE"
 # act: the activations on oneDNN's eltwise primitives (fused into the BN op, or alone after Paddle's BN);
 # normrelu: oneDNN's fuse_norm_relu for BN + ReLU (G), in training; nhwc: G's and D's chains run on [n, h, w, c]
 # tensors (transposed once in and once out): the convolutions read and write them with no reorder, and oneDNN's
-# BatchNorm runs its JIT kernel there (on NCHW its implementation is generic)
-FUSIONS = ("postop", "bn", "act", "normrelu", "nhwc")
+# BatchNorm runs its JIT kernel there (on NCHW its implementation is generic); gemm: on NHWC tensors, a convolution's
+# input gradient (and a transposed convolution's output) with at most 4 channels as a matmul + col2im (D's first
+# layer's input gradient, G's last layer's forward: oneDNN's kernels for 3 channels use a fifth of the vector unit)
+FUSIONS = ("postop", "bn", "act", "normrelu", "nhwc", "gemm")
 # Measured on 2026-12-04 (docs/performance.md, "NHWC through the chain"): on NCHW tensors no fusion paid (oneDNN's
 # NCHW BatchNorm is generic, and every op reorders in and out); on NHWC the convolutions need no reorder and
 # BatchNorm is JIT, and NHWC + post-ops + BatchNorm + activations made train.py's step 1.18x (ngf 64) and 1.33x
 # (ngf 32) the convolutions alone. fuse_norm_relu did not add to that: off. DCGAN_ONEDNN_FUSE overrides.
-DEFAULT_FUSIONS: tuple[str, ...] = ("nhwc", "postop", "bn", "act")
+DEFAULT_FUSIONS: tuple[str, ...] = ("nhwc", "postop", "bn", "act", "gemm")
 
 
 def fusions() -> frozenset[str]:
@@ -385,23 +393,23 @@ def _sides(x: paddle.Tensor, nhwc: int) -> tuple[int, int]:
 
 class _Conv2D(paddle.autograd.PyLayer):
     @staticmethod
-    def forward(ctx, x, w, stride: int, padding: int, act: tuple[int, float] = NO_ACT, nhwc: int = 0):
+    def forward(ctx, x, w, stride: int, padding: int, act: tuple[int, float] = NO_ACT, nhwc: int = 0, gemm: int = 0):
         scope = _scope_of(w)
         x, w = _contig(x), _contig(w)
         y = _ops.dnnl_conv_fwd(x, w, stride, padding, *act, nhwc, scope)
         ctx.save_for_backward(x, w, y.detach())  # (see _Eltwise)
-        ctx.geom = stride, padding, *_sides(x, nhwc), act, nhwc, scope
+        ctx.geom = stride, padding, *_sides(x, nhwc), act, nhwc, gemm, scope
         return y
 
     @staticmethod
     def backward(ctx, dy):
         x, w, y = ctx.saved_tensor()
-        s, p, ih, iw, act, nhwc, scope = ctx.geom
+        s, p, ih, iw, act, nhwc, gemm, scope = ctx.geom
         scope = _still(scope)
         dy = _contig(dy)
         if act[0]:
             dy = _ops.dnnl_eltwise_bwd(dy, y, *act)
-        dx = None if x.stop_gradient else _ops.dnnl_conv_bwd_data(dy, w, s, p, ih, iw, *NO_ACT, nhwc, scope)
+        dx = None if x.stop_gradient else _ops.dnnl_conv_bwd_data(dy, w, s, p, ih, iw, *NO_ACT, nhwc, gemm, scope)
         dw = None if w.stop_gradient else _ops.dnnl_conv_bwd_weights(x, dy, s, p, w.shape[2], nhwc)
         return dx, dw
 
@@ -411,12 +419,12 @@ class _Conv2DTranspose(paddle.autograd.PyLayer):
     [out, in, k, k], y = bwd_data(x, W); dx = conv(dy, W); dW = bwd_weights(src=dy, diff_dst=x)."""
 
     @staticmethod
-    def forward(ctx, x, w, stride: int, padding: int, act: tuple[int, float] = NO_ACT, nhwc: int = 0):
+    def forward(ctx, x, w, stride: int, padding: int, act: tuple[int, float] = NO_ACT, nhwc: int = 0, gemm: int = 0):
         scope = _scope_of(w)
         x, w = _contig(x), _contig(w)
         k, (h, wd) = w.shape[2], _sides(x, nhwc)
         oh, ow = (h - 1) * stride - 2 * padding + k, (wd - 1) * stride - 2 * padding + k
-        y = _ops.dnnl_conv_bwd_data(x, w, stride, padding, oh, ow, *act, nhwc, scope)
+        y = _ops.dnnl_conv_bwd_data(x, w, stride, padding, oh, ow, *act, nhwc, gemm, scope)
         ctx.save_for_backward(x, w, y.detach())  # (see _Eltwise)
         ctx.geom = stride, padding, act, nhwc, scope
         return y
@@ -479,10 +487,12 @@ def conv2d(
     padding: int = 0,
     act: tuple[int, float] | None = None,
     nhwc: bool = False,
+    gemm: bool | None = None,
 ) -> paddle.Tensor:
     """paddle.nn.functional.conv2d(x, w, stride=stride, padding=padding) on oneDNN (float32 CPU, no bias), then
-    the activation `act` (see act_of) as a post-op. nhwc: x and the result are [n, h, w, c] (data_format NHWC)."""
-    return _Conv2D.apply(x, w, int(stride), int(padding), act or NO_ACT, int(nhwc))
+    the activation `act` (see act_of) as a post-op. nhwc: x and the result are [n, h, w, c] (data_format NHWC).
+    gemm: the input gradient as a matmul + col2im where x has few channels and nhwc (None: as fusions() says)."""
+    return _Conv2D.apply(x, w, int(stride), int(padding), act or NO_ACT, int(nhwc), _gemm(gemm))
 
 
 def conv2d_transpose(
@@ -492,10 +502,16 @@ def conv2d_transpose(
     padding: int = 0,
     act: tuple[int, float] | None = None,
     nhwc: bool = False,
+    gemm: bool | None = None,
 ) -> paddle.Tensor:
     """paddle.nn.functional.conv2d_transpose(x, w, stride=stride, padding=padding) on oneDNN (as conv2d), then
-    the activation `act` in place on its output."""
-    return _Conv2DTranspose.apply(x, w, int(stride), int(padding), act or NO_ACT, int(nhwc))
+    the activation `act` in place on its output. gemm: the output as a matmul + col2im where it has few channels
+    and nhwc (None: as fusions() says)."""
+    return _Conv2DTranspose.apply(x, w, int(stride), int(padding), act or NO_ACT, int(nhwc), _gemm(gemm))
+
+
+def _gemm(gemm: bool | None) -> int:
+    return int("gemm" in fusions() if gemm is None else gemm)
 
 
 def activation(x: paddle.Tensor, act: tuple[int, float]) -> paddle.Tensor:

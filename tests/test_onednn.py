@@ -347,7 +347,7 @@ def test_running_statistics_follow_paddles_formula():
 @needs_onednn
 @pytest.mark.parametrize(
     "fuse",
-    ["none", "postop", "bn", "act", "bn,act", "postop,bn,act,normrelu", "nhwc", "nhwc,act", "nhwc,bn,act", "all"],
+    "none postop bn act bn,act postop,bn,act,normrelu nhwc nhwc,gemm nhwc,act nhwc,bn,act all".split(),
 )
 def test_whole_networks_match_with_each_fusion(fuse):
     """G and D end to end, training mode, each fusion alone and all: outputs, every parameter gradient and the
@@ -383,12 +383,68 @@ def test_whole_networks_match_with_each_fusion(fuse):
         assert close(fused[k], ref[k]) < 1e-4, f"{k} differs by {close(fused[k], ref[k]):.2e}"
 
 
+# (n, input channels, output channels, kernel, stride, padding, side) of transposed convolutions whose output has
+# few channels: G's last layer at ngf 64 and 8, then other kernels, strides, paddings and odd sides
+NARROW = [(3, 64, 3, 4, 2, 1, 32), (2, 8, 3, 4, 2, 1, 32), (3, 5, 1, 3, 1, 1, 7), (1, 8, 4, 4, 1, 0, 1),
+          (2, 6, 2, 3, 2, 0, 5), (2, 7, 4, 5, 3, 2, 6)]  # fmt: skip
+
+
+@needs_onednn
+@pytest.mark.parametrize("n, cin, cout, k, s, p, side", NARROW)
+def test_few_channels_as_matmul_and_col2im_match_paddle(n, cin, cout, k, s, p, side):
+    """gemm: the transposed convolution's output and the convolution's input gradient with <= 4 channels, as a matmul
+    + col2im, within 1e-5 of Paddle's kernels, and the same bits on every call."""
+    rng = np.random.default_rng(k * 100 + s * 10 + p)
+    x0 = rng.standard_normal((n, cin, side, side)).astype("float32")
+    w = paddle.to_tensor(rng.standard_normal((cin, cout, k, k)).astype("float32"))
+    ref = paddle.nn.functional.conv2d_transpose(paddle.to_tensor(x0), w, stride=s, padding=p).numpy()
+    up = nhwc(lambda t: onednn_conv.conv2d_transpose(t, w, s, p, nhwc=True, gemm=True))
+    runs = [up(paddle.to_tensor(x0)).numpy() for _ in range(2)]
+    assert runs[0].shape == ref.shape and close(runs[0], ref) < 1e-5
+    assert runs[0].tobytes() == runs[1].tobytes()
+    # the same matmul as the input gradient of the convolution [cout <- cin] that this one is the adjoint of
+    y0 = paddle.to_tensor(ref, stop_gradient=False)
+    dy = paddle.to_tensor(x0)
+    want = paddle.grad(paddle.nn.functional.conv2d(y0, w, stride=s, padding=p), y0, dy)[0].numpy()
+    y1 = paddle.to_tensor(ref, stop_gradient=False)
+    got = paddle.grad(nhwc(lambda t: onednn_conv.conv2d(t, w, s, p, nhwc=True, gemm=True))(y1), y1, dy)[0].numpy()
+    assert close(got, want) < 1e-5
+
+
+_VERBOSE = """
+import numpy as np, paddle, onednn_conv
+assert onednn_conv.available(), onednn_conv.status()
+for cout, gemm in ((3, True), (3, False), (4, True), (5, True)):
+    print("@@", cout, gemm, flush=True)
+    x = paddle.to_tensor(np.ones((2, 8, 8, 16), "float32"))  # [n, h, w, c]
+    w = paddle.to_tensor(np.ones((16, cout, 4, 4), "float32"))
+    onednn_conv.conv2d_transpose(x, w, 2, 1, nhwc=True, gemm=gemm).numpy()
+    onednn_conv.conv2d_transpose(x.transpose([0, 3, 1, 2]), w, 2, 1, gemm=gemm).numpy()  # NCHW: never
+"""
+
+
+@needs_onednn
+def test_gemm_runs_a_matmul_where_the_output_has_few_channels():
+    """oneDNN's own log (ONEDNN_VERBOSE): with gemm, a transposed convolution with <= 4 output channels on NHWC runs
+    a matmul and no convolution primitive; without gemm, with 5 channels, or on NCHW, the convolution kernel."""
+    env = dict(os.environ, ONEDNN_VERBOSE="1")
+    out = subprocess.run([sys.executable, "-c", _VERBOSE], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-800:]
+    ran = {}
+    for block in out.stdout.split("@@ ")[1:]:
+        head, *lines = block.splitlines()
+        execs = [line.split(",")[5] for line in lines if ",exec," in line]
+        ran[head] = (execs.count("matmul"), execs.count("convolution"))
+    assert ran == {"3 True": (1, 1), "3 False": (0, 2), "4 True": (1, 1), "5 True": (0, 2)}
+
+
 @needs_onednn
 def test_fused_ops_do_run(monkeypatch):
     calls = []
     for op in onednn_conv.OPS:
         orig = getattr(onednn_conv._ops, op)
-        act = slice(-4, -2) if op in SCOPED else slice(-3, -1)  # (act, alpha) before nhwc (and the scope)
+        # (act, alpha) before nhwc (and bwd_data's gemm, and the scope)
+        act = slice(-5, -3) if op == "dnnl_conv_bwd_data" else slice(-4, -2) if op in SCOPED else slice(-3, -1)
         monkeypatch.setattr(onednn_conv._ops, op, lambda *a, o=orig, op=op, i=act: calls.append((op, a[i])) or o(*a))
     monkeypatch.setenv(onednn_conv.FUSE_ENV, "postop,bn,act")
     G, D = Generator(nz=16, ngf=8), Discriminator(ndf=8)
@@ -424,7 +480,7 @@ def test_nhwc_chain_runs_every_op_on_nhwc_and_keeps_nchw_outside(monkeypatch):
     ops = ("dnnl_conv_fwd", "dnnl_conv_bwd_data", "dnnl_conv_bwd_weights", "dnnl_bn_fwd", "dnnl_bn_bwd")
     for op in ops:
         orig = getattr(onednn_conv._ops, op)
-        i = -2 if op in SCOPED else -1  # the nhwc flag (before the scope)
+        i = -3 if op == "dnnl_conv_bwd_data" else -2 if op in SCOPED else -1  # nhwc (before gemm and the scope)
         monkeypatch.setattr(onednn_conv._ops, op, lambda *a, o=orig, op=op, i=i: calls.append((op, a[i])) or o(*a))
     monkeypatch.setenv(onednn_conv.FUSE_ENV, "nhwc,bn")
     G, D = Generator(nz=16, ngf=8), Discriminator(ndf=8)
