@@ -390,7 +390,9 @@ def search(
     n, nz = len(y), G.nz
     z = starts(n, restarts, nz, seed)
     target = paddle.to_tensor(np.repeat(y, restarts, axis=0))  # row i * R + r: image i, start r
-    w = paddle.to_tensor(np.repeat(np.asarray(weights, np.float32)[:, None], restarts, axis=0))  # [N*R, 1, 64, 64]
+    # [N*R, 3, 64, 64]: the weights spelled out over the channels; broadcast from [N*R, 1, 64, 64], the product and
+    # its gradient took 0.35 ms more a step (Paddle's broadcasting kernels), 4% of a step at ngf 64 and batch 2
+    w = paddle.to_tensor(np.repeat(np.broadcast_to(np.asarray(weights, np.float32)[:, None], y.shape), restarts, 0))
     opt = paddle.optimizer.Adam(learning_rate=lr, parameters=[z])
     stop = EarlyStop(patience)
     check_schedule(schedule)
