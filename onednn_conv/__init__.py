@@ -15,6 +15,7 @@ wires its three ops into autograd for Conv2D and Conv2DTranspose.
     y = onednn_conv.batch_norm(x, bn_layer, act=(1, 0.0))  # = bn_layer(x) then ReLU, running statistics updated
     y = onednn_conv.activation(x, (2, 0.0))                # = tanh(x)
     y = onednn_conv.conv2d(x_nhwc, w, 2, 1, nhwc=True)     # x and y [n, h, w, c] (w as ever [out, in, k, k])
+    y = onednn_conv.conv2d_transpose(x_nhwc, w3, 2, 1, nhwc=True, gemm=True)  # 3 channels out: a matmul + col2im
     with onednn_conv.frozen_weights():  # many passes through a model whose weights do not change (complete.py):
         ...                             # frozen parameters' weights are reordered once, not at every call
 

@@ -420,7 +420,9 @@ def test_loss_from_logits_equals_the_cpu_loss_and_lets_a_nan_through(tmp_path, f
         for ga, gb in zip(*grads, strict=True):
             np.testing.assert_allclose(gb, ga, rtol=1e-4, atol=1e-5 * np.abs(ga).max())  # float rounding
     a, b = probs.step(real).numpy(), logits.step(real).numpy()  # a whole iteration from the same weights
-    np.testing.assert_allclose(b, a, rtol=1e-6)
+    # (its second G step follows an Adam step on gradients that differ in rounding: 1e-6 was 1.003e-6 away once the
+    # 3-channel convolutions summed in another order, 2026-12-04)
+    np.testing.assert_allclose(b, a, rtol=1e-5)
     nan = paddle.full([8, 3, 64, 64], float("nan"))
     stats = logits.step(nan).numpy()
     assert np.isnan(stats[0]) and np.isnan(stats[2])
