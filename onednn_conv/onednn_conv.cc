@@ -216,20 +216,25 @@ void eltwise_bwd(int64_t n, int act, float alpha, const float* dy, const float* 
                          {DNNL_ARG_DIFF_SRC, make_memory(e.md, dx)}});
 }
 
-// BWD_DATA with few input channels, on NHWC data (D's first layer's input gradient and G's last layer's forward,
-// 3 channels): oneDNN's kernels vectorize over those channels and ran at ~1/5 of the matmul rate here (11.5 ms a
-// call at batch 64, ngf 64). As a matmul, diff_dst [n*oh*ow, oc] x wei [oc, ic*k*k] (OIHW as it is: no reorder)
-// -> one column per output position and tap, then each column added into the pixel it lands on (col2im), it is
-// ~3x faster. The columns are summed in a fixed order, one image per thread: bit for bit the same every run.
+// BWD_DATA as a matmul, on NHWC data, where oneDNN's convolution kernels do badly:
+// - few input channels (D's first layer's input gradient and G's last layer's forward, 3 channels): the kernels
+//   vectorize over those channels and ran at ~1/5 of the matmul rate here (11.5 ms a call at batch 64, ngf 64);
+// - a 1x1 diff_dst (G's first layer's forward, z -> 4x4; D's last layer's input gradient): a plain matrix product
+//   that the kernel ran at ~40 GFLOP/s, after reordering its weights at every call.
+// diff_dst [n*oh*ow, oc] x wei [oc, ic*k*k] (OIHW as it is: no reorder) -> one column per output position and tap,
+// then each column added into the pixel it lands on (col2im; for a 1x1 diff_dst a permutation). ~3x faster for
+// 3 channels. The columns are summed in a fixed order, one image per thread: bit for bit the same every run.
 constexpr int64_t NARROW_IC = 4;
 
-bool narrow(int kind, const Geometry& g, int gemm) { return kind == BWD_DATA && gemm && g.nhwc && g.ic <= NARROW_IC; }
+bool narrow(int kind, const Geometry& g, int gemm) {
+  return kind == BWD_DATA && gemm && g.nhwc && (g.ic <= NARROW_IC || (g.oh == 1 && g.ow == 1));
+}
 
 struct Gemm {
   dnnl::matmul prim;
   memory::desc a, b, c, scratch_md;  // diff_dst [M, oc], wei [oc, N], columns [M, N]; M = n*oh*ow, N = ic*k*k
 };
-std::map<std::vector<int64_t>, std::unique_ptr<Gemm>> gemm_cache;  // by (n, oc, N)
+std::map<std::vector<int64_t>, std::unique_ptr<Gemm>> gemm_cache;  // by (M, oc, N)
 std::vector<float> columns;  // shared by all shapes, grown as needed (one primitive runs at a time)
 
 Gemm& gemm_for(int64_t m, int64_t k, int64_t n) {

@@ -383,17 +383,19 @@ def test_whole_networks_match_with_each_fusion(fuse):
         assert close(fused[k], ref[k]) < 1e-4, f"{k} differs by {close(fused[k], ref[k]):.2e}"
 
 
-# (n, input channels, output channels, kernel, stride, padding, side) of transposed convolutions whose output has
-# few channels: G's last layer at ngf 64 and 8, then other kernels, strides, paddings and odd sides
-NARROW = [(3, 64, 3, 4, 2, 1, 32), (2, 8, 3, 4, 2, 1, 32), (3, 5, 1, 3, 1, 1, 7), (1, 8, 4, 4, 1, 0, 1),
-          (2, 6, 2, 3, 2, 0, 5), (2, 7, 4, 5, 3, 2, 6)]  # fmt: skip
+# (n, input channels, output channels, kernel, stride, padding, side) of transposed convolutions that gemm runs as a
+# matmul: few output channels (G's last layer at ngf 64 and 8, then other kernels, strides, paddings and odd sides)
+# or a 1x1 input (G's first layer at ngf 64 and 8; D's last layer's input gradient at ngf 64)
+AS_MATMUL = [(3, 64, 3, 4, 2, 1, 32), (2, 8, 3, 4, 2, 1, 32), (3, 5, 1, 3, 1, 1, 7), (1, 8, 4, 4, 1, 0, 1),
+             (2, 6, 2, 3, 2, 0, 5), (2, 7, 4, 5, 3, 2, 6),
+             (4, 100, 512, 4, 1, 0, 1), (2, 100, 64, 4, 1, 0, 1), (3, 1, 512, 4, 1, 0, 1)]  # fmt: skip
 
 
 @needs_onednn
-@pytest.mark.parametrize("n, cin, cout, k, s, p, side", NARROW)
-def test_few_channels_as_matmul_and_col2im_match_paddle(n, cin, cout, k, s, p, side):
-    """gemm: the transposed convolution's output and the convolution's input gradient with <= 4 channels, as a matmul
-    + col2im, within 1e-5 of Paddle's kernels, and the same bits on every call."""
+@pytest.mark.parametrize("n, cin, cout, k, s, p, side", AS_MATMUL)
+def test_gemm_matches_paddle(n, cin, cout, k, s, p, side):
+    """gemm: the transposed convolution's output and the convolution's input gradient with <= 4 channels or from a
+    1x1 map, as a matmul + col2im, within 1e-5 of Paddle's kernels, and the same bits on every call."""
     rng = np.random.default_rng(k * 100 + s * 10 + p)
     x0 = rng.standard_normal((n, cin, side, side)).astype("float32")
     w = paddle.to_tensor(rng.standard_normal((cin, cout, k, k)).astype("float32"))
@@ -414,19 +416,21 @@ def test_few_channels_as_matmul_and_col2im_match_paddle(n, cin, cout, k, s, p, s
 _VERBOSE = """
 import numpy as np, paddle, onednn_conv
 assert onednn_conv.available(), onednn_conv.status()
-for cout, gemm in ((3, True), (3, False), (4, True), (5, True)):
-    print("@@", cout, gemm, flush=True)
-    x = paddle.to_tensor(np.ones((2, 8, 8, 16), "float32"))  # [n, h, w, c]
+for cout, gemm, side, s, p in ((3, 1, 8, 2, 1), (3, 0, 8, 2, 1), (4, 1, 8, 2, 1), (5, 1, 8, 2, 1), (32, 1, 1, 1, 0),
+                              (32, 0, 1, 1, 0), (32, 1, 2, 1, 0)):
+    print("@@", cout, gemm, side, flush=True)
+    x = paddle.to_tensor(np.ones((2, side, side, 16), "float32"))  # [n, h, w, c]
     w = paddle.to_tensor(np.ones((16, cout, 4, 4), "float32"))
-    onednn_conv.conv2d_transpose(x, w, 2, 1, nhwc=True, gemm=gemm).numpy()
-    onednn_conv.conv2d_transpose(x.transpose([0, 3, 1, 2]), w, 2, 1, gemm=gemm).numpy()  # NCHW: never
+    onednn_conv.conv2d_transpose(x, w, s, p, nhwc=True, gemm=bool(gemm)).numpy()
+    onednn_conv.conv2d_transpose(x.transpose([0, 3, 1, 2]), w, s, p, gemm=bool(gemm)).numpy()  # NCHW: never
 """
 
 
 @needs_onednn
-def test_gemm_runs_a_matmul_where_the_output_has_few_channels():
-    """oneDNN's own log (ONEDNN_VERBOSE): with gemm, a transposed convolution with <= 4 output channels on NHWC runs
-    a matmul and no convolution primitive; without gemm, with 5 channels, or on NCHW, the convolution kernel."""
+def test_gemm_runs_a_matmul_for_few_channels_or_a_1x1_input():
+    """oneDNN's own log (ONEDNN_VERBOSE): with gemm, a transposed convolution on NHWC with <= 4 output channels or a
+    1x1 input runs a matmul and no convolution primitive; without gemm, with 5 channels, a 2x2 input with 32
+    channels, or on NCHW, the convolution kernel."""
     env = dict(os.environ, ONEDNN_VERBOSE="1")
     out = subprocess.run([sys.executable, "-c", _VERBOSE], cwd=ROOT, env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-800:]
@@ -435,7 +439,8 @@ def test_gemm_runs_a_matmul_where_the_output_has_few_channels():
         head, *lines = block.splitlines()
         execs = [line.split(",")[5] for line in lines if ",exec," in line]
         ran[head] = (execs.count("matmul"), execs.count("convolution"))
-    assert ran == {"3 True": (1, 1), "3 False": (0, 2), "4 True": (1, 1), "5 True": (0, 2)}
+    assert ran == {"3 1 8": (1, 1), "3 0 8": (0, 2), "4 1 8": (1, 1), "5 1 8": (0, 2), "32 1 1": (1, 1),
+                   "32 0 1": (0, 2), "32 1 2": (0, 2)}  # fmt: skip
 
 
 @needs_onednn
