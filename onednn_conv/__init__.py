@@ -351,8 +351,9 @@ FUSE_ENV = "DCGAN_ONEDNN_FUSE"
 # normrelu: oneDNN's fuse_norm_relu for BN + ReLU (G), in training; nhwc: G's and D's chains run on [n, h, w, c]
 # tensors (transposed once in and once out): the convolutions read and write them with no reorder, and oneDNN's
 # BatchNorm runs its JIT kernel there (on NCHW its implementation is generic); gemm: on NHWC tensors, a convolution's
-# input gradient (and a transposed convolution's output) with at most 4 channels as a matmul + col2im (D's first
-# layer's input gradient, G's last layer's forward: oneDNN's kernels for 3 channels use a fifth of the vector unit)
+# input gradient (and a transposed convolution's output) with at most 4 channels or from a 1x1 map as a matmul +
+# col2im (D's first layer's input gradient, G's last layer's forward: oneDNN's kernels for 3 channels use a fifth of
+# the vector unit; G's first layer's forward, D's last layer's input gradient: a matrix product)
 FUSIONS = ("postop", "bn", "act", "normrelu", "nhwc", "gemm")
 # Measured on 2026-12-04 (docs/performance.md, "NHWC through the chain"): on NCHW tensors no fusion paid (oneDNN's
 # NCHW BatchNorm is generic, and every op reorders in and out); on NHWC the convolutions need no reorder and
@@ -492,7 +493,8 @@ def conv2d(
 ) -> paddle.Tensor:
     """paddle.nn.functional.conv2d(x, w, stride=stride, padding=padding) on oneDNN (float32 CPU, no bias), then
     the activation `act` (see act_of) as a post-op. nhwc: x and the result are [n, h, w, c] (data_format NHWC).
-    gemm: the input gradient as a matmul + col2im where x has few channels and nhwc (None: as fusions() says)."""
+    gemm: the input gradient as a matmul + col2im where x has few channels or y is 1x1, and nhwc (None: as
+    fusions() says)."""
     return _Conv2D.apply(x, w, int(stride), int(padding), act or NO_ACT, int(nhwc), _gemm(gemm))
 
 
@@ -507,7 +509,7 @@ def conv2d_transpose(
 ) -> paddle.Tensor:
     """paddle.nn.functional.conv2d_transpose(x, w, stride=stride, padding=padding) on oneDNN (as conv2d), then
     the activation `act` in place on its output. gemm: the output as a matmul + col2im where it has few channels
-    and nhwc (None: as fusions() says)."""
+    or x is 1x1, and nhwc (None: as fusions() says)."""
     return _Conv2DTranspose.apply(x, w, int(stride), int(padding), act or NO_ACT, int(nhwc), _gemm(gemm))
 
 
