@@ -5,7 +5,8 @@
 //   dnnl_conv_fwd(src, wei)             -> dst        the convolution (+ an activation as a post-op)
 //   dnnl_conv_bwd_data(diff_dst, wei)   -> diff_src   its adjoint in the input (also: the transposed convolution,
 //                                                     then + an activation run in place on its output); with
-//                                                     few input channels a matmul + col2im (run_narrow)
+//                                                     few input channels or a 1x1 diff_dst a matmul +
+//                                                     col2im (run_narrow)
 //   dnnl_conv_bwd_weights(src, diff_dst) -> diff_wei  its adjoint in the weights
 // and what follows them in a DCGAN:
 //   dnnl_eltwise_fwd(x) -> y, dnnl_eltwise_bwd(dy, y) -> dx     ReLU/LeakyReLU, tanh, sigmoid (gradients from y)
@@ -290,18 +291,10 @@ void run_narrow(const Geometry& g, const float* diff_dst, const float* wei, floa
   col2im(g, columns.data(), diff_src);
 }
 
-// scope: the caller's frozen-weights scope (onednn_conv/__init__.py's frozen_weights(); 0: none) in which in1, the
-// weights of FWD and BWD_DATA, keep their values: their reorder is done once per scope and tensor. gemm: BWD_DATA
-// may run as a matmul + col2im where it has few input channels (run_narrow)
-void run(int kind, const Geometry& g, const float* in0, const float* in1, float* out, int64_t scope = 0,
-         int gemm = 0) {
-  std::lock_guard<std::mutex> lock(mu);
-  if (narrow(kind, g, gemm)) {
-    run_narrow(g, in0, in1, out);
-    if (g.act) eltwise_fwd(g.n * g.ic * g.ih * g.iw, g.act, g.alpha, out, out);
-    strm().wait();
-    return;
-  }
+// the convolution primitive of `kind`, its inputs and output reordered where it wants another layout. scope: the
+// caller's frozen-weights scope (onednn_conv/__init__.py's frozen_weights(); 0: none) in which in1, the weights of
+// FWD and BWD_DATA, keep their values: their reorder is done once per scope and tensor
+void run_primitive(int kind, const Geometry& g, const float* in0, const float* in1, float* out, int64_t scope) {
   auto& slot = cache[g.key(kind)];
   if (!slot) slot = build(kind, g);
   Entry& e = *slot;
@@ -320,6 +313,16 @@ void run(int kind, const Geometry& g, const float* in0, const float* in1, float*
   if (scratch_size) args[DNNL_ARG_SCRATCHPAD] = scratch_for(e.scratch_md);
   e.prim.execute(strm(), args);
   if (e.reorder_needed[2]) e.reorders[2].execute(strm(), e.buffers[2], user[2]);
+}
+
+// gemm: BWD_DATA may run as a matmul + col2im (run_narrow, where `narrow` says), else the primitive
+void run(int kind, const Geometry& g, const float* in0, const float* in1, float* out, int64_t scope = 0,
+         int gemm = 0) {
+  std::lock_guard<std::mutex> lock(mu);
+  if (narrow(kind, g, gemm))
+    run_narrow(g, in0, in1, out);
+  else
+    run_primitive(kind, g, in0, in1, out, scope);
   if (kind == BWD_DATA && g.act) eltwise_fwd(g.n * g.ic * g.ih * g.iw, g.act, g.alpha, out, out);  // (no post-ops)
   strm().wait();
 }
