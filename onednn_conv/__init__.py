@@ -353,22 +353,27 @@ FUSE_ENV = "DCGAN_ONEDNN_FUSE"
 # BatchNorm runs its JIT kernel there (on NCHW its implementation is generic); gemm: on NHWC tensors, a convolution's
 # input gradient (and a transposed convolution's output) with at most 4 channels or from a 1x1 map as a matmul +
 # col2im (D's first layer's input gradient, G's last layer's forward: oneDNN's kernels for 3 channels use a fifth of
-# the vector unit; G's first layer's forward, D's last layer's input gradient: a matrix product)
-FUSIONS = ("postop", "bn", "act", "normrelu", "nhwc", "gemm")
+# the vector unit; G's first layer's forward, D's last layer's input gradient: a matrix product); taps: on NHWC
+# tensors, the weight gradient of a convolution with an output map of at most 4x4 (D's 4th and 5th layers, G's 1st
+# and 2nd) as one matrix product per kernel tap over the positions it reads, padding skipped, on a CPU with AVX-512
+FUSIONS = ("postop", "bn", "act", "normrelu", "nhwc", "gemm", "taps")
 # Measured on 2026-12-04 (docs/performance.md, "NHWC through the chain"): on NCHW tensors no fusion paid (oneDNN's
 # NCHW BatchNorm is generic, and every op reorders in and out); on NHWC the convolutions need no reorder and
 # BatchNorm is JIT, and NHWC + post-ops + BatchNorm + activations made train.py's step 1.18x (ngf 64) and 1.33x
 # (ngf 32) the convolutions alone. fuse_norm_relu did not add to that: off. DCGAN_ONEDNN_FUSE overrides.
-DEFAULT_FUSIONS: tuple[str, ...] = ("nhwc", "postop", "bn", "act", "gemm")
+DEFAULT_FUSIONS: tuple[str, ...] = ("nhwc", "postop", "bn", "act", "gemm", "taps")
 
 
 def fusions() -> frozenset[str]:
-    """The fusions network.py uses: DCGAN_ONEDNN_FUSE (comma-separated names of FUSIONS, 'none' or 'all'), by default
-    DEFAULT_FUSIONS (the ones that paid in docs/performance.md). A knob for benchmarks; unknown names are ignored."""
+    """The fusions network.py uses: DCGAN_ONEDNN_FUSE (comma-separated names of FUSIONS, 'none', 'all', or 'default'
+    for DEFAULT_FUSIONS, the ones that paid in docs/performance.md, which the variable unset gives too). A knob for
+    benchmarks; unknown names are ignored."""
     raw = os.environ.get(FUSE_ENV)
     if raw is None:
         return frozenset(DEFAULT_FUSIONS)
     names = {x.strip().lower() for x in raw.split(",")}
+    if "default" in names:
+        names |= set(DEFAULT_FUSIONS)
     return frozenset(FUSIONS) if "all" in names else frozenset(names & set(FUSIONS))
 
 
@@ -395,24 +400,24 @@ def _sides(x: paddle.Tensor, nhwc: int) -> tuple[int, int]:
 
 class _Conv2D(paddle.autograd.PyLayer):
     @staticmethod
-    def forward(ctx, x, w, stride: int, padding: int, act: tuple[int, float] = NO_ACT, nhwc: int = 0, gemm: int = 0):
+    def forward(ctx, x, w, stride: int, padding: int, act: tuple[int, float] = NO_ACT, nhwc=0, gemm=0, taps=0):
         scope = _scope_of(w)
         x, w = _contig(x), _contig(w)
         y = _ops.dnnl_conv_fwd(x, w, stride, padding, *act, nhwc, scope)
         ctx.save_for_backward(x, w, y.detach())  # (see _Eltwise)
-        ctx.geom = stride, padding, *_sides(x, nhwc), act, nhwc, gemm, scope
+        ctx.geom = stride, padding, *_sides(x, nhwc), act, nhwc, gemm, taps, scope
         return y
 
     @staticmethod
     def backward(ctx, dy):
         x, w, y = ctx.saved_tensor()
-        s, p, ih, iw, act, nhwc, gemm, scope = ctx.geom
+        s, p, ih, iw, act, nhwc, gemm, taps, scope = ctx.geom
         scope = _still(scope)
         dy = _contig(dy)
         if act[0]:
             dy = _ops.dnnl_eltwise_bwd(dy, y, *act)
         dx = None if x.stop_gradient else _ops.dnnl_conv_bwd_data(dy, w, s, p, ih, iw, *NO_ACT, nhwc, gemm, scope)
-        dw = None if w.stop_gradient else _ops.dnnl_conv_bwd_weights(x, dy, s, p, w.shape[2], nhwc)
+        dw = None if w.stop_gradient else _ops.dnnl_conv_bwd_weights(x, dy, s, p, w.shape[2], nhwc, taps)
         return dx, dw
 
 
@@ -421,26 +426,26 @@ class _Conv2DTranspose(paddle.autograd.PyLayer):
     [out, in, k, k], y = bwd_data(x, W); dx = conv(dy, W); dW = bwd_weights(src=dy, diff_dst=x)."""
 
     @staticmethod
-    def forward(ctx, x, w, stride: int, padding: int, act: tuple[int, float] = NO_ACT, nhwc: int = 0, gemm: int = 0):
+    def forward(ctx, x, w, stride: int, padding: int, act: tuple[int, float] = NO_ACT, nhwc=0, gemm=0, taps=0):
         scope = _scope_of(w)
         x, w = _contig(x), _contig(w)
         k, (h, wd) = w.shape[2], _sides(x, nhwc)
         oh, ow = (h - 1) * stride - 2 * padding + k, (wd - 1) * stride - 2 * padding + k
         y = _ops.dnnl_conv_bwd_data(x, w, stride, padding, oh, ow, *act, nhwc, gemm, scope)
         ctx.save_for_backward(x, w, y.detach())  # (see _Eltwise)
-        ctx.geom = stride, padding, act, nhwc, scope
+        ctx.geom = stride, padding, act, nhwc, taps, scope
         return y
 
     @staticmethod
     def backward(ctx, dy):
         x, w, y = ctx.saved_tensor()
-        s, p, act, nhwc, scope = ctx.geom
+        s, p, act, nhwc, taps, scope = ctx.geom
         scope = _still(scope)
         dy = _contig(dy)
         if act[0]:
             dy = _ops.dnnl_eltwise_bwd(dy, y, *act)
         dx = None if x.stop_gradient else _ops.dnnl_conv_fwd(dy, w, s, p, *NO_ACT, nhwc, scope)
-        dw = None if w.stop_gradient else _ops.dnnl_conv_bwd_weights(dy, x, s, p, w.shape[2], nhwc)
+        dw = None if w.stop_gradient else _ops.dnnl_conv_bwd_weights(dy, x, s, p, w.shape[2], nhwc, taps)
         return dx, dw
 
 
@@ -490,12 +495,15 @@ def conv2d(
     act: tuple[int, float] | None = None,
     nhwc: bool = False,
     gemm: bool | None = None,
+    taps: bool | None = None,
 ) -> paddle.Tensor:
     """paddle.nn.functional.conv2d(x, w, stride=stride, padding=padding) on oneDNN (float32 CPU, no bias), then
     the activation `act` (see act_of) as a post-op. nhwc: x and the result are [n, h, w, c] (data_format NHWC).
-    gemm: the input gradient as a matmul + col2im where x has few channels or y is 1x1, and nhwc (None: as
-    fusions() says)."""
-    return _Conv2D.apply(x, w, int(stride), int(padding), act or NO_ACT, int(nhwc), _gemm(gemm))
+    gemm: the input gradient as a matmul + col2im where x has few channels or y is 1x1, and nhwc; taps: the weight
+    gradient as one matrix product per kernel tap where y is at most 4x4, and nhwc, on a CPU with AVX-512 (None:
+    as fusions() says)."""
+    flags = int(nhwc), _flag("gemm", gemm), _flag("taps", taps)
+    return _Conv2D.apply(x, w, int(stride), int(padding), act or NO_ACT, *flags)
 
 
 def conv2d_transpose(
@@ -506,15 +514,19 @@ def conv2d_transpose(
     act: tuple[int, float] | None = None,
     nhwc: bool = False,
     gemm: bool | None = None,
+    taps: bool | None = None,
 ) -> paddle.Tensor:
     """paddle.nn.functional.conv2d_transpose(x, w, stride=stride, padding=padding) on oneDNN (as conv2d), then
     the activation `act` in place on its output. gemm: the output as a matmul + col2im where it has few channels
-    or x is 1x1, and nhwc (None: as fusions() says)."""
-    return _Conv2DTranspose.apply(x, w, int(stride), int(padding), act or NO_ACT, int(nhwc), _gemm(gemm))
+    or x is 1x1, and nhwc; taps: the weight gradient as one matrix product per kernel tap where x is at most 4x4,
+    and nhwc, on a CPU with AVX-512 (None: as fusions() says)."""
+    flags = int(nhwc), _flag("gemm", gemm), _flag("taps", taps)
+    return _Conv2DTranspose.apply(x, w, int(stride), int(padding), act or NO_ACT, *flags)
 
 
-def _gemm(gemm: bool | None) -> int:
-    return int("gemm" in fusions() if gemm is None else gemm)
+def _flag(name: str, on: bool | None) -> int:
+    """A fusion's flag for the ops: `on`, or (None) whether fusions() has it."""
+    return int(name in fusions() if on is None else on)
 
 
 def activation(x: paddle.Tensor, act: tuple[int, float]) -> paddle.Tensor:

@@ -19,6 +19,9 @@ from network import Discriminator, Generator
 
 needs_onednn = pytest.mark.skipif(not onednn_conv.available(), reason=f"oneDNN ops not built: {onednn_conv.status()}")
 SCOPED = ("dnnl_conv_fwd", "dnnl_conv_bwd_data")  # the ops whose last attribute is the frozen-weights scope
+# where each op's nhwc attribute sits, from the end (bwd_data: then gemm and the scope; bwd_weights: then taps)
+NHWC_AT = {"dnnl_conv_fwd": -2, "dnnl_conv_bwd_data": -3, "dnnl_conv_bwd_weights": -2, "dnnl_bn_fwd": -1,
+           "dnnl_bn_bwd": -1}  # fmt: skip
 
 
 def conv_inputs(ngf: int, ndf: int, nz: int = 100, batch: int = 2):
@@ -413,6 +416,64 @@ def test_gemm_matches_paddle(n, cin, cout, k, s, p, side):
     assert close(got, want) < 1e-5
 
 
+# (n, input channels, output channels, kernel, stride, padding, side) of convolutions whose weight gradient taps
+# computes (output maps of at most 4x4): D's 4th layer at ngf 64, 32 and 8 (G's 2nd is its transpose), G's first
+# layer (as the convolution it is the transpose of: 100 output channels, a 1x1 map) and D's last (1 channel) at ngf
+# 64 and 8, then other kernels, strides, paddings and odd sides, and taps that only ever read padding (side 2)
+PER_TAP = [(4, 256, 512, 4, 2, 1, 8), (3, 128, 256, 4, 2, 1, 8), (3, 32, 64, 4, 2, 1, 8), (3, 512, 100, 4, 1, 0, 4),
+           (2, 64, 100, 4, 1, 0, 4), (3, 512, 1, 4, 1, 0, 4), (2, 64, 1, 4, 1, 0, 4), (2, 32, 13, 3, 1, 1, 4),
+           (2, 64, 8, 5, 3, 2, 9), (2, 32, 8, 4, 2, 1, 2)]  # fmt: skip
+
+
+@needs_onednn
+@pytest.mark.parametrize("n, cin, cout, k, s, p, side", PER_TAP)
+def test_taps_matches_paddle(n, cin, cout, k, s, p, side):
+    """taps: the weight gradient as one matrix product per kernel tap (forced: the AVX-512 tile where the CPU has
+    it, and the portable tile) within 1e-5 of Paddle's kernel and the same bits on every call; through conv2d as
+    network.py calls it (taps on: the products where the CPU has AVX-512, oneDNN's kernel elsewhere) within 1e-5
+    too."""
+    rng = np.random.default_rng(k * 1000 + s * 100 + p * 10 + side)
+    x0 = rng.standard_normal((n, cin, side, side)).astype("float32")
+    w = paddle.to_tensor(rng.standard_normal((cout, cin, k, k)).astype("float32"), stop_gradient=False)
+    y = paddle.nn.functional.conv2d(paddle.to_tensor(x0), w, stride=s, padding=p)
+    dy0 = rng.standard_normal(y.shape).astype("float32")
+    want = paddle.grad(y, w, paddle.to_tensor(dy0))[0].numpy()
+    x_h, dy_h = (paddle.to_tensor(a.transpose(0, 2, 3, 1)) for a in (x0, dy0))
+    for taps in (2, 3):  # the AVX-512 tile where the CPU has it, and the portable one
+        runs = [onednn_conv._ops.dnnl_conv_bwd_weights(x_h, dy_h, s, p, k, 1, taps).numpy() for _ in range(2)]
+        assert runs[0].shape == want.shape and close(runs[0], want) < 1e-5
+        assert runs[0].tobytes() == runs[1].tobytes()
+    y = nhwc(lambda t: onednn_conv.conv2d(t, w, s, p, nhwc=True, taps=True))(paddle.to_tensor(x0))
+    assert close(paddle.grad(y, w, paddle.to_tensor(dy0))[0].numpy(), want) < 1e-5
+
+
+_TAPS_VERBOSE = """
+import numpy as np, paddle, onednn_conv
+assert onednn_conv.available(), onednn_conv.status()
+for cin, side, taps, layout in ((32, 8, 2, 1), (32, 8, 3, 1), (32, 8, 0, 1), (16, 8, 2, 1), (32, 16, 2, 1),
+                                (32, 8, 2, 0)):
+    print("@@", cin, side, taps, layout, flush=True)
+    o = side // 2
+    x = paddle.to_tensor(np.ones((2, side, side, cin) if layout else (2, cin, side, side), "float32"))
+    dy = paddle.to_tensor(np.ones((2, o, o, 8) if layout else (2, 8, o, o), "float32"))
+    onednn_conv._ops.dnnl_conv_bwd_weights(x, dy, 2, 1, 4, layout, taps).numpy()
+"""
+
+
+@needs_onednn
+def test_taps_runs_no_weight_gradient_primitive():
+    """oneDNN's own log: with taps, a weight gradient on NHWC with 32 input channels and a 4x4 map runs no
+    convolution primitive; without taps, with 16 input channels, an 8x8 map or on NCHW, oneDNN's kernel."""
+    env = dict(os.environ, ONEDNN_VERBOSE="1")
+    out = subprocess.run([sys.executable, "-c", _TAPS_VERBOSE], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-800:]
+    ran = {}
+    for block in out.stdout.split("@@ ")[1:]:
+        head, *lines = block.splitlines()
+        ran[head] = sum(",exec," in line and ",convolution," in line for line in lines)
+    assert ran == {"32 8 2 1": 0, "32 8 3 1": 0, "32 8 0 1": 1, "16 8 2 1": 1, "32 16 2 1": 1, "32 8 2 0": 1}
+
+
 _VERBOSE = """
 import numpy as np, paddle, onednn_conv
 assert onednn_conv.available(), onednn_conv.status()
@@ -448,8 +509,7 @@ def test_fused_ops_do_run(monkeypatch):
     calls = []
     for op in onednn_conv.OPS:
         orig = getattr(onednn_conv._ops, op)
-        # (act, alpha) before nhwc (and bwd_data's gemm, and the scope)
-        act = slice(-5, -3) if op == "dnnl_conv_bwd_data" else slice(-4, -2) if op in SCOPED else slice(-3, -1)
+        act = slice(NHWC_AT.get(op, -1) - 2, NHWC_AT.get(op, -1))  # (act, alpha) just before nhwc
         monkeypatch.setattr(onednn_conv._ops, op, lambda *a, o=orig, op=op, i=act: calls.append((op, a[i])) or o(*a))
     monkeypatch.setenv(onednn_conv.FUSE_ENV, "postop,bn,act")
     G, D = Generator(nz=16, ngf=8), Discriminator(ndf=8)
@@ -485,7 +545,7 @@ def test_nhwc_chain_runs_every_op_on_nhwc_and_keeps_nchw_outside(monkeypatch):
     ops = ("dnnl_conv_fwd", "dnnl_conv_bwd_data", "dnnl_conv_bwd_weights", "dnnl_bn_fwd", "dnnl_bn_bwd")
     for op in ops:
         orig = getattr(onednn_conv._ops, op)
-        i = -3 if op == "dnnl_conv_bwd_data" else -2 if op in SCOPED else -1  # nhwc (before gemm and the scope)
+        i = NHWC_AT[op]
         monkeypatch.setattr(onednn_conv._ops, op, lambda *a, o=orig, op=op, i=i: calls.append((op, a[i])) or o(*a))
     monkeypatch.setenv(onednn_conv.FUSE_ENV, "nhwc,bn")
     G, D = Generator(nz=16, ngf=8), Discriminator(ndf=8)
@@ -496,6 +556,18 @@ def test_nhwc_chain_runs_every_op_on_nhwc_and_keeps_nchw_outside(monkeypatch):
     out.sum().backward()
     assert {op for op, _ in calls} == set(ops)
     assert all(flag == 1 for _, flag in calls)
+
+
+def test_fusions_reads_its_variable(monkeypatch):
+    """DCGAN_ONEDNN_FUSE: unset or 'default' gives the default set ('default,x' adds to it), 'all' every fusion,
+    'none' (or only unknown names) none, else the names given."""
+    monkeypatch.delenv(onednn_conv.FUSE_ENV, raising=False)
+    assert onednn_conv.fusions() == set(onednn_conv.DEFAULT_FUSIONS)
+    for raw, want in [("default", set(onednn_conv.DEFAULT_FUSIONS)), ("Default, normrelu",
+                      {*onednn_conv.DEFAULT_FUSIONS, "normrelu"}), ("all", set(onednn_conv.FUSIONS)), ("none", set()),
+                      ("bogus", set()), ("nhwc, taps", {"nhwc", "taps"})]:  # fmt: skip
+        monkeypatch.setenv(onednn_conv.FUSE_ENV, raw)
+        assert onednn_conv.fusions() == want, raw
 
 
 @needs_onednn
