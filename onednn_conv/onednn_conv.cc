@@ -7,7 +7,8 @@
 //                                                     then + an activation run in place on its output); with
 //                                                     few input channels or a 1x1 diff_dst a matmul +
 //                                                     col2im (run_narrow)
-//   dnnl_conv_bwd_weights(src, diff_dst) -> diff_wei  its adjoint in the weights
+//   dnnl_conv_bwd_weights(src, diff_dst) -> diff_wei  its adjoint in the weights; on NHWC maps of at most 4x4
+//                                                     one matrix product per kernel tap (run_taps)
 // and what follows them in a DCGAN:
 //   dnnl_eltwise_fwd(x) -> y, dnnl_eltwise_bwd(dy, y) -> dx     ReLU/LeakyReLU, tanh, sigmoid (gradients from y)
 //   dnnl_bn_fwd(x, scale, shift, running mean, running var) -> y, mean, var, workspace
@@ -27,8 +28,10 @@
 // oneDNN runs on the OpenMP runtime Paddle loads; `import paddle` pins it to one thread unless OMP_NUM_THREADS was
 // set, so onednn_conv/__init__.py sets its thread count to MKL_NUM_THREADS after loading.
 
-#include <immintrin.h>
 #include <omp.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 #include <algorithm>
 #include <array>
@@ -306,11 +309,18 @@ constexpr int64_t TAP_MR = 8, TAP_NR = 32, TAP_CHUNK = 128, TAP_MAX_MAP = 16;
 
 bool taps_fit(const Geometry& g) { return g.nhwc && g.ic % TAP_NR == 0 && g.oh * g.ow <= TAP_MAX_MAP; }
 
+#if defined(__x86_64__)
 bool has_avx512() {
   static const bool yes = __builtin_cpu_supports("avx512f");
   return yes;
 }
+#else
+bool has_avx512() { return false; }
+#endif
 
+using Tile = void (*)(const float*, const float*, const int64_t*, const int64_t*, int64_t, float*, int64_t, bool);
+
+#if defined(__x86_64__)
 // c[MR rows of ldc][TAP_NR] (= if first) += sum over j < cnt of a[ao[j] + i] * b[bo[j] + c] (MR < TAP_MR: the
 // last rows of an output channel count that TAP_MR does not divide, G's first layer's 100 and D's last layer's 1)
 template <int MR>
@@ -340,10 +350,10 @@ __attribute__((target("avx512f"))) void tile_avx512(const float* a, const float*
   }
 }
 
-using Tile = void (*)(const float*, const float*, const int64_t*, const int64_t*, int64_t, float*, int64_t, bool);
 constexpr Tile tiles_avx512[TAP_MR + 1] = {nullptr,          tile_avx512<1>, tile_avx512<2>, tile_avx512<3>,
                                            tile_avx512<4>,   tile_avx512<5>, tile_avx512<6>, tile_avx512<7>,
                                            tile_avx512<8>};
+#endif
 
 // the same without AVX-512 (taps 2 on such a CPU, taps 3 on any: the tests)
 template <int MR>
@@ -379,7 +389,11 @@ void run_taps(const Geometry& g, const float* src, const float* diff_dst, float*
       }
   if (tap_sums.size() < static_cast<size_t>(kk * plane)) tap_sums.resize(kk * plane);
   float* sums = tap_sums.data();
+#if defined(__x86_64__)
   const Tile* tiles = portable ? tiles_plain : tiles_avx512;
+#else
+  const Tile* tiles = tiles_plain;  // (portable is always true here: has_avx512() is false)
+#endif
 #pragma omp parallel
   {
     // this thread's output channels [lo, hi): whole blocks of TAP_MR, the last thread also the remainder
