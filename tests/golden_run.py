@@ -1,14 +1,17 @@
 """The golden run: a fixed-seed tiny training (ngf = ndf = 8, 12 iterations, --save-every 4, stopped at 8 and
 resumed) and generator.py on its result, reduced to a fingerprint that must not change when code moves.
 
-    python tests/golden_run.py --write              # record tests/data/golden_run.json (every backend)
-    python tests/golden_run.py --write onednn-fused # re-record one backend, keeping the others
+    python tests/golden_run.py --write              # record this processor's fingerprints (every backend)
+    python tests/golden_run.py --write onednn-fused # re-record one backend here, keeping the others
 
 The fingerprint holds, per backend, every checkpoint tensor (optimizer state as a multiset: its tensor names are an
 implementation detail), the generator file (tensors and metadata), log.csv less its img/s column, the sample grids
-and generator.py's PNGs (decoded pixels). Each entry has a SHA-256 (compared where the golden file was recorded:
-same processor, same Paddle) and a few sums (compared within a tolerance elsewhere: other processors take other
-GEMM kernels, whose rounding differs).
+and generator.py's PNGs (decoded pixels). Each entry has a hash of its bits and a few sums.
+
+tests/data/golden_run.json holds one record per processor it was recorded on. On one of those the bits must be the
+same; on another processor they are compared within a tolerance per kind of entry (TOLERANCE). When a change moves
+a backend's bits on purpose, re-record it: the records of that backend from other processors are then dropped (they
+are stale, and those processors compare within the tolerance until someone re-records there).
 """
 
 from __future__ import annotations
@@ -56,10 +59,34 @@ def machine() -> str:
     return f"{cpu} [{flags}] paddle {paddle.__version__}"
 
 
+# Across processors the bits part at the first kernel that rounds differently (Paddle's own kernels give other bits
+# on an AMD EPYC Zen 4 and an Intel Xeon, both AVX-512; the default oneDNN path gives the same). Adam then turns a
+# gradient element near zero whose sign the rounding decides into a full step of lr, so the BatchNorm shifts, which
+# start at 0 and move only by such steps, part most. Tolerances, as a fraction of the entry's l1, about 3x what
+# those two processors differ by (2026-12-05: shift 3.2e-2, running statistics 1.5e-2, optimizer 7.4e-3, weights
+# 1.9e-3, log 5.8e-4, pixels 3.6e-4), and below what a 5-10% change of BN momentum, lr, beta1 or the init's std moves
+# (each moves two kinds or more past theirs).
+TOLERANCE = {"shift": 0.1, "bnstat": 5e-2, "opt": 2.5e-2, "weight": 6e-3, "log": 2e-3, "pixels": 1.2e-3}
+
+
+def kind(key: str) -> str:
+    """Which TOLERANCE applies to a fingerprint entry."""
+    if key.startswith(("samples/", "faces/")):
+        return "pixels"
+    if key.startswith("checkpoint/opt"):
+        return "opt"
+    if key.startswith(("log.csv", "checkpoint/history/")):
+        return "log"
+    if key.endswith(("._mean", "._variance")):
+        return "bnstat"
+    return "shift" if key.endswith(".bias") else "weight"  # convolutions have no bias: a .bias is a BatchNorm's
+
+
 def _entry(a: np.ndarray) -> dict:
     a = np.ascontiguousarray(a)
     x = a.astype(np.float64)
-    digest = hashlib.sha256(f"{a.dtype}{a.shape}".encode() + a.tobytes()).hexdigest()
+    # 64 bits of SHA-256: enough to tell any change, a quarter of the file
+    digest = hashlib.sha256(f"{a.dtype}{a.shape}".encode() + a.tobytes()).hexdigest()[:16]
     return {"sha256": digest, "sum": float(x.sum()), "l1": float(np.abs(x).sum()), "n": int(a.size)}
 
 
@@ -137,7 +164,7 @@ def run(backend: str, workdir: Path) -> dict:
 
 
 def compare(expected: dict, found: dict, exact: bool) -> list[str]:
-    """What differs: exactly (SHA-256) when `exact`, else sums within a tolerance."""
+    """What differs: exactly (the hashes) when `exact`, else sums within TOLERANCE of l1."""
     problems = []
     for key in sorted(set(expected) | set(found)):
         e, f = expected.get(key), found.get(key)
@@ -149,26 +176,67 @@ def compare(expected: dict, found: dict, exact: bool) -> list[str]:
         elif exact:
             if e["sha256"] != f["sha256"]:
                 problems.append(f"{key}: different bits (sum {f['sum']!r} vs {e['sum']!r})")
-        elif e["n"] != f["n"] or not (
-            abs(f["l1"] - e["l1"]) <= 2e-3 * e["l1"] + 1e-6 and abs(f["sum"] - e["sum"]) <= 2e-3 * e["l1"] + 1e-6
+        elif e["n"] != f["n"] or max(abs(f["l1"] - e["l1"]), abs(f["sum"] - e["sum"])) > (
+            TOLERANCE[kind(key)] * e["l1"] + 1e-6
         ):
             problems.append(f"{key}: sum {f['sum']:.6g} l1 {f['l1']:.6g} vs {e['sum']:.6g} {e['l1']:.6g}")
     return problems
 
 
+def check(backend: str, found: dict) -> tuple[str, list[str]]:
+    """`found` against the records: bit for bit against this processor's, else within TOLERANCE of the nearest."""
+    records = [r for r in json.loads(GOLDEN.read_text())["records"] if backend in r["backends"]]
+    here = machine()
+    for r in records:
+        if r["machine"] == here:
+            return "bit for bit: recorded on this processor", compare(r["backends"][backend], found, True)
+    if not records:
+        return "no record", [f"{backend}: not recorded (python tests/golden_run.py --write {backend})"]
+    results = [(compare(r["backends"][backend], found, False), r["machine"]) for r in records]
+    problems, nearest = min(results, key=lambda t: len(t[0]))
+    return f"within the tolerance of the record from {nearest}", problems
+
+
+def _dumps(records: list[dict]) -> str:
+    """JSON with one line per entry: small, and a diff names the entries that moved."""
+    one = lambda v: json.dumps(v, sort_keys=True)  # noqa: E731
+    out = []
+    for r in records:
+        backends = [
+            f"  {one(b)}: {{\n" + ",\n".join(f"   {one(k)}: {one(v)}" for k, v in sorted(fp.items())) + "\n  }"
+            for b, fp in sorted(r["backends"].items())
+        ]
+        out.append(f' {{"machine": {one(r["machine"])}, "backends": {{\n' + ",\n".join(backends) + "\n }}")
+    return '{"records": [\n' + ",\n".join(out) + "\n]}\n"
+
+
+def write(backends: list[str]) -> None:
+    """Record `backends` on this processor; drop other processors' records of a backend whose bits moved here."""
+    records = json.loads(GOLDEN.read_text())["records"] if GOLDEN.exists() else []
+    here = machine()
+    mine = next((r for r in records if r["machine"] == here), None)
+    if mine is None:
+        mine = {"machine": here, "backends": {}}
+        records.append(mine)
+    for backend in backends:
+        with tempfile.TemporaryDirectory() as tmp:
+            found = run(backend, Path(tmp))
+        old = mine["backends"].get(backend)
+        if old is not None and compare(old, found, True):
+            for r in records:
+                if r is not mine and r["backends"].pop(backend, None) is not None:
+                    print(f"dropped {backend} as recorded on {r['machine']}: stale, re-record it there")
+        mine["backends"][backend] = found
+    tmp = GOLDEN.with_suffix(".tmp")
+    tmp.write_text(_dumps([r for r in records if r["backends"]]))
+    tmp.replace(GOLDEN)
+    print(f"wrote {', '.join(backends)} to {GOLDEN} on {here}")
+
+
 def main() -> None:
     if sys.argv[1:2] != ["--write"] or not set(sys.argv[2:]) <= set(BACKENDS):
         sys.exit(__doc__)
-    golden = {"machine": machine(), "backends": {}}
-    if sys.argv[2:]:  # only these: the others as recorded (on this machine)
-        golden = json.loads(GOLDEN.read_text())
-        if golden["machine"] != machine():
-            sys.exit(f"{GOLDEN} was recorded on {golden['machine']}: re-record every backend here")
-    for backend in sys.argv[2:] or BACKENDS:
-        with tempfile.TemporaryDirectory() as tmp:
-            golden["backends"][backend] = run(backend, Path(tmp))
-    GOLDEN.write_text(json.dumps(golden, indent=1, sort_keys=True) + "\n")
-    print(f"wrote {GOLDEN} on {golden['machine']}")
+    write(sys.argv[2:] or list(BACKENDS))
 
 
 if __name__ == "__main__":
