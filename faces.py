@@ -11,7 +11,7 @@ API:
     ImageSource(path)                                          # the image files of a folder (recursive) or a zip
     read_folder(path, num, offset, exclude) -> (images, names, skipped)   # skipped: [(name, reason)]
     open_packed(path) -> memmap; sample_packed(path, num, seed)           # pretreat.py's .npy
-    cores()                                                    # usable cores
+    cores(), processor()                                       # usable cores; the CPU's vendor, model, flags
 
 Importing this module loads numpy and Pillow only: a tensor given to to_float/to_uint8 brings its own paddle.
 """
@@ -19,14 +19,17 @@ Importing this module loads numpy and Pillow only: a tensor given to to_float/to
 from __future__ import annotations
 
 import errno
+import functools
 import io
 import os
+import platform
 import stat
 import threading
 import warnings
 import zipfile
 import zlib
 from pathlib import Path
+from typing import NamedTuple
 
 from utils import UserError, atomic_path
 
@@ -50,6 +53,36 @@ PACK_HINT = "run python pretreat.py first (CelebA), or python pretreat.py --demo
 def cores() -> int:
     """Cores this process may run on (its CPU affinity, which containers and taskset narrow), at least 1."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+class Processor(NamedTuple):
+    vendor: str  # "GenuineIntel", "AuthenticAMD", or "" where unknown
+    name: str  # the model name
+    flags: frozenset[str]  # the instruction-set extensions (Linux; empty elsewhere)
+
+
+def parse_cpuinfo(text: str, other: str = "") -> Processor:
+    """The first processor of /proc/cpuinfo's `text`; `other` (platform.processor()) where it names none."""
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        if not line.strip():
+            break  # the first processor's block ends
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    vendor = fields.get("vendor_id") or next((v for v in ("AuthenticAMD", "GenuineIntel") if v in other), "")
+    name = fields.get("model name") or other or platform.machine()
+    return Processor(vendor, name, frozenset(fields.get("flags", "").split()))
+
+
+@functools.cache
+def processor() -> Processor:
+    """The CPU this runs on: /proc/cpuinfo on Linux, platform.processor() elsewhere."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            text = f.read(1 << 20)
+    except OSError:
+        text = ""
+    return parse_cpuinfo(text, platform.processor())
 
 
 # ---------------------------------------------------------------------------------------------

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
-import re
 import socket
 import statistics
 import subprocess
@@ -38,20 +36,16 @@ import paddle  # noqa: E402
 
 import app  # noqa: E402
 import generator  # noqa: E402
-from faces import save_png  # noqa: E402
+from faces import processor, save_png  # noqa: E402
 from network import Discriminator, Generator, conv_backend  # noqa: E402
 
 
 def machine() -> str:
-    name = ""
-    if os.path.exists("/proc/cpuinfo"):
-        text = Path("/proc/cpuinfo").read_text()
-        m = re.search(r"model name\s*:\s*(.*)", text)
-        name = m.group(1) if m else ""
-        avx512 = sorted(set(re.findall(r"\bavx512[a-z_]*", text)))
-        name += f" ({'AVX-512: ' + ' '.join(avx512[:4]) if avx512 else 'no AVX-512'})"
+    cpu = processor()
+    avx512 = sorted(f for f in cpu.flags if f.startswith("avx512"))
+    name = f"{cpu.name} ({'AVX-512: ' + ' '.join(avx512[:4]) if avx512 else 'no AVX-512'})"
     load = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
-    return f"{name or platform.machine()}, {os.cpu_count()} cores; {load}"
+    return f"{name}, {os.cpu_count()} cores; {load}"
 
 
 def timed(fn) -> float:

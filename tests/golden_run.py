@@ -3,6 +3,7 @@ resumed) and generator.py on its result, reduced to a fingerprint that must not 
 
     python tests/golden_run.py --write              # record this processor's fingerprints (every backend)
     python tests/golden_run.py --write onednn-fused # re-record one backend here, keeping the others
+    python tests/golden_run.py --write --here-only  # the bits moved on this processor alone (a per-processor setting)
 
 The fingerprint holds, per backend, every checkpoint tensor (optimizer state as a multiset: its tensor names are an
 implementation detail), the generator file (tensors and metadata), log.csv less its img/s column, the sample grids
@@ -11,7 +12,7 @@ and generator.py's PNGs (decoded pixels). Each entry has a hash of its bits and 
 tests/data/golden_run.json holds one record per processor it was recorded on. On one of those the bits must be the
 same; on another processor they are compared within a tolerance per kind of entry (TOLERANCE). When a change moves
 a backend's bits on purpose, re-record it: the records of that backend from other processors are then dropped (they
-are stale, and those processors compare within the tolerance until someone re-records there).
+are stale, and those processors compare within the tolerance until someone re-records there), unless --here-only.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import csv
 import hashlib
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -47,16 +47,13 @@ GENERATE = ["--num", "6", "--seed", "5", "--interpolate", "4", "--pairs", "2"]
 
 def machine() -> str:
     """What decides the exact bits: the processor model and vector extensions, and Paddle's version."""
-    cpu, flags = platform.processor(), ""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-        cpu = next(line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name"))
-        flags = " ".join(sorted({f for f in info.split() if f.startswith(("avx512", "avx2", "fma"))}))
-    except (OSError, StopIteration):
-        pass
     import paddle
 
-    return f"{cpu} [{flags}] paddle {paddle.__version__}"
+    import faces
+
+    cpu = faces.processor()
+    flags = " ".join(sorted(f for f in cpu.flags if f.startswith(("avx512", "avx2", "fma"))))
+    return f"{cpu.name} [{flags}] paddle {paddle.__version__}"
 
 
 # Across processors the bits part at the first kernel that rounds differently (Paddle's own kernels give other bits
@@ -210,8 +207,9 @@ def _dumps(records: list[dict]) -> str:
     return '{"records": [\n' + ",\n".join(out) + "\n]}\n"
 
 
-def write(backends: list[str]) -> None:
-    """Record `backends` on this processor; drop other processors' records of a backend whose bits moved here."""
+def write(backends: list[str], here_only: bool = False) -> None:
+    """Record `backends` on this processor; drop other processors' records of a backend whose bits moved here
+    (unless `here_only`: the change moved them on this processor alone)."""
     records = json.loads(GOLDEN.read_text())["records"] if GOLDEN.exists() else []
     here = machine()
     mine = next((r for r in records if r["machine"] == here), None)
@@ -222,7 +220,9 @@ def write(backends: list[str]) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             found = run(backend, Path(tmp))
         old = mine["backends"].get(backend)
-        if old is not None and compare(old, found, True):
+        moved = old is not None and bool(compare(old, found, True))
+        print(f"{backend}: {'new' if old is None else 'moved' if moved else 'unchanged'}")
+        if moved and not here_only:
             for r in records:
                 if r is not mine and r["backends"].pop(backend, None) is not None:
                     print(f"dropped {backend} as recorded on {r['machine']}: stale, re-record it there")
@@ -234,9 +234,10 @@ def write(backends: list[str]) -> None:
 
 
 def main() -> None:
-    if sys.argv[1:2] != ["--write"] or not set(sys.argv[2:]) <= set(BACKENDS):
+    args = [a for a in sys.argv[2:] if a != "--here-only"]
+    if sys.argv[1:2] != ["--write"] or not set(args) <= set(BACKENDS):
         sys.exit(__doc__)
-    write(sys.argv[2:] or list(BACKENDS))
+    write(args or list(BACKENDS), here_only="--here-only" in sys.argv)
 
 
 if __name__ == "__main__":

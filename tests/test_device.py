@@ -1,5 +1,5 @@
-"""device.py's CPU defaults: glibc's malloc keeps freed memory (keep_freed_memory), and the user's MALLOC_*
-variables win. The AMP, TF32 and determinism settings: test_gpu_path.py."""
+"""device.py's CPU defaults: MKL's AMD code path on AMD processors only, glibc's malloc keeps freed memory
+(keep_freed_memory) and the user's MALLOC_* variables win. The AMP, TF32 and determinism settings: test_gpu_path.py."""
 
 import os
 import platform
@@ -54,3 +54,31 @@ def test_freed_memory_is_kept_unless_the_user_tunes_malloc():
     assert tunables == "not kept"
     assert faults_mine > 10_000  # 64 MiB touched afresh each round
     assert faults < faults_mine / 10
+
+
+def test_mkl_amd_path_on_amd_only(monkeypatch):
+    """MKL_DEBUG_CPU_TYPE=5 lifts MKL off its generic path on AMD; on Intel it would hold MKL to AVX2."""
+    import device
+    import faces
+
+    for vendor, expected in (("AuthenticAMD", "5"), ("GenuineIntel", None), ("", None)):
+        monkeypatch.setattr(faces, "processor", lambda v=vendor: faces.Processor(v, "a CPU", frozenset()))
+        monkeypatch.delenv("MKL_DEBUG_CPU_TYPE", raising=False)
+        device.cpu_defaults()
+        assert os.environ.get("MKL_DEBUG_CPU_TYPE") == expected, vendor
+    monkeypatch.setattr(faces, "processor", lambda: faces.Processor("AuthenticAMD", "a CPU", frozenset()))
+    monkeypatch.setenv("MKL_DEBUG_CPU_TYPE", "0")  # the user's value wins
+    device.cpu_defaults()
+    assert os.environ["MKL_DEBUG_CPU_TYPE"] == "0"
+
+
+def test_processor_from_cpuinfo_or_platform():
+    from faces import Processor, parse_cpuinfo
+
+    x86 = "processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 9R14\nflags\t\t: fpu avx2 avx512f\n\n"
+    x86 += "processor\t: 1\nvendor_id\t: GenuineIntel\nmodel name\t: another\n"  # only the first counts
+    assert parse_cpuinfo(x86) == Processor("AuthenticAMD", "AMD EPYC 9R14", frozenset({"fpu", "avx2", "avx512f"}))
+    arm = "processor\t: 0\nBogoMIPS\t: 50.00\nFeatures\t: fp asimd\nCPU implementer\t: 0x41\n"
+    assert parse_cpuinfo(arm, "") == Processor("", platform.machine(), frozenset())
+    windows = "AMD64 Family 25 Model 97 Stepping 2, AuthenticAMD"  # platform.processor() there
+    assert parse_cpuinfo("", windows) == Processor("AuthenticAMD", windows, frozenset())

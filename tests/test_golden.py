@@ -59,3 +59,9 @@ def test_records_per_processor(tmp_path, monkeypatch):
     here = "cpu Y"
     assert golden_run.check("paddle", _fp(0.5, 0.501, bits="y2"))[0].startswith("within the tolerance")
     assert golden_run.check("onednn", _fp(0.5, 0.5))[0].startswith("bit for bit")
+    # a per-processor setting moved onednn's bits on X alone: --here-only keeps Y's
+    found = {"onednn": _fp(0.5, 0.5, bits="x3")}
+    here = "cpu X"
+    golden_run.write(["onednn"], here_only=True)
+    records = {r["machine"]: sorted(r["backends"]) for r in json.loads(golden_run.GOLDEN.read_text())["records"]}
+    assert records == {"cpu X": ["onednn", "paddle"], "cpu Y": ["onednn"]}
