@@ -140,8 +140,9 @@ def run(backend: str, workdir: Path) -> dict:
     data = make_faces(workdir / "faces.npy")
     out, faces = workdir / "out", workdir / "faces"
     # the thread counts decide the summation order: fixed here (and OMP_NUM_THREADS, which `import paddle` sets to 1
-    # in its own process and so in every child of a test process, removed)
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    # in its own process and so in every child of a test process, removed); MKL's code path is device.py's choice
+    unset = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "MKL_DEBUG_CPU_TYPE")
+    env = {k: v for k, v in os.environ.items() if k not in unset}
     env.update({k: v for k, v in BACKENDS[backend].items() if v is not None}, MKL_NUM_THREADS="2")
     for k in [k for k, v in BACKENDS[backend].items() if v is None]:
         env.pop(k, None)

@@ -61,6 +61,8 @@ def test_mkl_amd_path_on_amd_only(monkeypatch):
     import device
     import faces
 
+    for name in ("MKL_DEBUG_CPU_TYPE", "MKL_NUM_THREADS", "GLOG_minloglevel"):  # cpu_defaults sets them: restored
+        monkeypatch.setenv(name, "recorded first, so that undo restores the value before the test")
     for vendor, expected in (("AuthenticAMD", "5"), ("GenuineIntel", None), ("", None)):
         monkeypatch.setattr(faces, "processor", lambda v=vendor: faces.Processor(v, "a CPU", frozenset()))
         monkeypatch.delenv("MKL_DEBUG_CPU_TYPE", raising=False)
