@@ -28,6 +28,7 @@ import threading
 import warnings
 import zipfile
 import zlib
+from collections.abc import Iterable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -61,10 +62,10 @@ class Processor(NamedTuple):
     flags: frozenset[str]  # the instruction-set extensions (Linux; empty elsewhere)
 
 
-def parse_cpuinfo(text: str, other: str = "") -> Processor:
-    """The first processor of /proc/cpuinfo's `text`; `other` (platform.processor()) where it names none."""
+def parse_cpuinfo(lines: Iterable[str], other: str = "") -> Processor:
+    """The first processor of /proc/cpuinfo's `lines`; `other` (platform.processor()) where it names none."""
     fields: dict[str, str] = {}
-    for line in text.splitlines():
+    for line in lines:
         if not line.strip():
             break  # the first processor's block ends
         key, _, value = line.partition(":")
@@ -76,13 +77,13 @@ def parse_cpuinfo(text: str, other: str = "") -> Processor:
 
 @functools.cache
 def processor() -> Processor:
-    """The CPU this runs on: /proc/cpuinfo on Linux, platform.processor() elsewhere."""
+    """The CPU this runs on: /proc/cpuinfo on Linux (read up to the end of its first processor: device.py asks at
+    every start, and the kernel writes the file out per CPU), platform.processor() elsewhere."""
     try:
         with open("/proc/cpuinfo") as f:
-            text = f.read(1 << 20)
+            return parse_cpuinfo(f, platform.processor())
     except OSError:
-        text = ""
-    return parse_cpuinfo(text, platform.processor())
+        return parse_cpuinfo([], platform.processor())
 
 
 # ---------------------------------------------------------------------------------------------

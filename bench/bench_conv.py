@@ -31,7 +31,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
-from bench_train import conv_layers, cores, cpu_name, fmt_table, have_torch, median, worker_result  # noqa: E402
+from bench_train import conv_layers, fmt_table, have_torch, median, worker_result  # noqa: E402
+
+from faces import cores, processor  # noqa: E402
 
 
 def layer_specs(ngf: int = 64) -> list[dict]:
@@ -237,7 +239,7 @@ def main(argv=None) -> int:
 
     kinds = ["NCHW", "NHWC", "oneDNN"] + (["torch"] if not args.no_torch and have_torch() else [])
     print(
-        f"bench_conv.py: {cpu_name()}, {cores()} usable cores; ngf = ndf = {args.ngf}, batch {args.batch}, "
+        f"bench_conv.py: {processor().name}, {cores()} usable cores; ngf = ndf = {args.ngf}, batch {args.batch}, "
         f"{args.reps} timed calls per layer; {', '.join(kinds)}",
         flush=True,
     )

@@ -22,7 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.bench_train import Meter, cpu_name, median, worker_result  # noqa: E402
+from bench.bench_train import Meter, median, worker_result  # noqa: E402
+from faces import processor  # noqa: E402
 
 
 def worker(kind: str, num: int, batch: int) -> dict:
@@ -83,9 +84,8 @@ def main(argv: list[str] | None = None) -> int:
             res[kind].append(out)
             print(f"round {r + 1}: {kind:7s} {out['img_s']:6.2f} img/s (others used {out['others']:.0%} of the CPUs)")
     speed = {k: median([x["img_s"] for x in v]) for k, v in res.items()}
-    print(
-        f"\n{cpu_name()}, {os.cpu_count()} cores; {args.num} images, batch {args.batch}, {args.rounds} rounds (median)"
-    )
+    cpu = processor().name
+    print(f"\n{cpu}, {os.cpu_count()} cores; {args.num} images, batch {args.batch}, {args.rounds} rounds (median)")
     print(f"fid.py (Paddle): {speed['paddle']:.2f} img/s")
     if "torch" in speed:
         print(

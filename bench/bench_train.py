@@ -58,12 +58,11 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from faces import cores, processor  # noqa: E402  numpy and Pillow only: this parent process imports no paddle
+
 DEFAULT_BATCHES = (64, 128)
 PEAK_N = 4096
-
-
-def cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def cpu_busy() -> tuple[float, float]:
@@ -88,16 +87,6 @@ def wait_idle(limit: float, threshold: float = 0.15) -> float:
         share = (b1 - b0) / max(t1 - t0, 1e-9)
         if share < threshold or time.time() >= t_end:
             return share
-
-
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -316,7 +305,6 @@ def timing_result(
 def paddle_env(lever: dict) -> None:
     """train.py's CPU environment (device.py's defaults), less the lever's "unset" variables, before MKL loads (on
     the first computation: removing them after `import paddle` still takes effect)."""
-    sys.path.insert(0, str(ROOT))
     import device  # noqa: F401  train.py's CPU environment (network.py imports it in train.py)
 
     for k in lever.get("unset", []):  # defaults device.py just set, removed again before MKL loads
@@ -908,8 +896,9 @@ def print_setting(args, results: list[dict], torch_ok: bool) -> bool:
     pd, pt = of_kind(results, "paddle"), of_kind(results, "torch")
     peak, flops = median([x["peak_gflops"] for x in pd]), pd[0]["flops"]
     print()
+    cpu = processor().name
     print(
-        f"**Machine** {cpu_name()}, {cores()} cores, {time.strftime('%Y-%m-%d')}; Python {platform.python_version()}, "
+        f"**Machine** {cpu}, {cores()} cores, {time.strftime('%Y-%m-%d')}; Python {platform.python_version()}, "
         f"paddlepaddle {pd[0]['version']}, torch {package_version('torch') if torch_ok else 'not installed'}, "
         f"numpy {package_version('numpy')}. "
         f"Paddle: {', '.join(f'{k}={v}' for k, v in pd[0]['env'].items() if v)}, PyTorch: "
@@ -986,8 +975,9 @@ def main(argv=None) -> int:
             "pip install -r requirements-bench.txt   (a CPU build of torch; not a project dependency)",
             flush=True,
         )
+    cpu = processor().name
     print(
-        f"bench_train.py: {cpu_name()}, {cores()} usable cores; batch sizes {args.batch_sizes}, {args.rounds} round(s) "
+        f"bench_train.py: {cpu}, {cores()} usable cores; batch sizes {args.batch_sizes}, {args.rounds} round(s) "
         f"of {args.warmup} warm-up + {args.iters} timed iterations per worker",
         flush=True,
     )

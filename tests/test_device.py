@@ -79,8 +79,9 @@ def test_processor_from_cpuinfo_or_platform():
 
     x86 = "processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 9R14\nflags\t\t: fpu avx2 avx512f\n\n"
     x86 += "processor\t: 1\nvendor_id\t: GenuineIntel\nmodel name\t: another\n"  # only the first counts
-    assert parse_cpuinfo(x86) == Processor("AuthenticAMD", "AMD EPYC 9R14", frozenset({"fpu", "avx2", "avx512f"}))
+    want = Processor("AuthenticAMD", "AMD EPYC 9R14", frozenset({"fpu", "avx2", "avx512f"}))
+    assert parse_cpuinfo(x86.splitlines()) == want
     arm = "processor\t: 0\nBogoMIPS\t: 50.00\nFeatures\t: fp asimd\nCPU implementer\t: 0x41\n"
-    assert parse_cpuinfo(arm, "") == Processor("", platform.machine(), frozenset())
+    assert parse_cpuinfo(arm.splitlines(), "") == Processor("", platform.machine(), frozenset())
     windows = "AMD64 Family 25 Model 97 Stepping 2, AuthenticAMD"  # platform.processor() there
-    assert parse_cpuinfo("", windows) == Processor("AuthenticAMD", windows, frozenset())
+    assert parse_cpuinfo([], windows) == Processor("AuthenticAMD", windows, frozenset())

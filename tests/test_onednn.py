@@ -447,6 +447,19 @@ def test_taps_matches_paddle(n, cin, cout, k, s, p, side):
     assert close(paddle.grad(y, w, paddle.to_tensor(dy0))[0].numpy(), want) < 1e-5
 
 
+def verbose_execs(script: str) -> list[tuple[str, list[str]]]:
+    """Run `script` with oneDNN's log on (ONEDNN_VERBOSE); per block it opens with a line "@@ <head>", the head and
+    the log lines of the primitives executed in it."""
+    env = dict(os.environ, ONEDNN_VERBOSE="1")
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-800:]
+    blocks = []
+    for block in out.stdout.split("@@ ")[1:]:
+        head, *lines = block.splitlines()
+        blocks.append((head, [line for line in lines if ",exec," in line]))
+    return blocks
+
+
 _TAPS_VERBOSE = """
 import numpy as np, paddle, onednn_conv
 assert onednn_conv.available(), onednn_conv.status()
@@ -464,13 +477,7 @@ for cin, side, taps, layout in ((32, 8, 2, 1), (32, 8, 3, 1), (32, 8, 0, 1), (16
 def test_taps_runs_no_weight_gradient_primitive():
     """oneDNN's own log: with taps, a weight gradient on NHWC with 32 input channels and a 4x4 map runs no
     convolution primitive; without taps, with 16 input channels, an 8x8 map or on NCHW, oneDNN's kernel."""
-    env = dict(os.environ, ONEDNN_VERBOSE="1")
-    out = subprocess.run([sys.executable, "-c", _TAPS_VERBOSE], cwd=ROOT, env=env, capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr[-800:]
-    ran = {}
-    for block in out.stdout.split("@@ ")[1:]:
-        head, *lines = block.splitlines()
-        ran[head] = sum(",exec," in line and ",convolution," in line for line in lines)
+    ran = {head: sum(",convolution," in line for line in execs) for head, execs in verbose_execs(_TAPS_VERBOSE)}
     assert ran == {"32 8 2 1": 0, "32 8 3 1": 0, "32 8 0 1": 1, "16 8 2 1": 1, "32 16 2 1": 1, "32 8 2 0": 1}
 
 
@@ -492,14 +499,10 @@ def test_gemm_runs_a_matmul_for_few_channels_or_a_1x1_input():
     """oneDNN's own log (ONEDNN_VERBOSE): with gemm, a transposed convolution on NHWC with <= 4 output channels or a
     1x1 input runs a matmul and no convolution primitive; without gemm, with 5 channels, a 2x2 input with 32
     channels, or on NCHW, the convolution kernel."""
-    env = dict(os.environ, ONEDNN_VERBOSE="1")
-    out = subprocess.run([sys.executable, "-c", _VERBOSE], cwd=ROOT, env=env, capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr[-800:]
     ran = {}
-    for block in out.stdout.split("@@ ")[1:]:
-        head, *lines = block.splitlines()
-        execs = [line.split(",")[5] for line in lines if ",exec," in line]
-        ran[head] = (execs.count("matmul"), execs.count("convolution"))
+    for head, execs in verbose_execs(_VERBOSE):
+        kinds = [line.split(",")[5] for line in execs]
+        ran[head] = (kinds.count("matmul"), kinds.count("convolution"))
     assert ran == {"3 1 8": (1, 1), "3 0 8": (0, 2), "4 1 8": (1, 1), "5 1 8": (0, 2), "32 1 1": (1, 1),
                    "32 0 1": (0, 2), "32 1 2": (0, 2)}  # fmt: skip
 
